@@ -1,0 +1,106 @@
+"""Alpaca: ``{"instruction", "input", "output"}`` plus LLaMA-Factory's optional ``system`` and
+``history`` ([[user, assistant], ...] turns before this one), and its preference variant with
+``chosen`` / ``rejected`` strings instead of ``output``."""
+from __future__ import annotations
+
+from studio.data.format_base import (
+    DatasetFormat, Match, RecordError, Written, extra_fields, optional_str, require, share_with_keys,
+)
+from studio.hookspecs import hookimpl
+from studio.records import Record, Turn
+
+KNOWN = {"instruction", "input", "output", "system", "history", "chosen", "rejected"}
+
+
+class AlpacaFormat(DatasetFormat):
+    name = "alpaca"
+    title = "Alpaca"
+    summary = "instruction / input / output, with optional system and history (LLaMA-Factory)"
+    default_extension = ".json"
+    specificity = 10
+
+    def match(self, rows):
+        sft = share_with_keys(rows, {"instruction", "output"})
+        pref = share_with_keys(rows, {"instruction", "chosen", "rejected"})
+        score = max(sft, pref)
+        if score == 0:
+            return None
+        extras = [k for k in ("input", "history", "system") if share_with_keys(rows, {k}) > 0]
+        kind = "preference pairs (chosen/rejected)" if pref > sft else "instruction/output rows"
+        return Match(score, f"{score:.0%} of sampled rows have instruction + "
+                            f"{'chosen/rejected' if pref > sft else 'output'}: {kind}"
+                            + (f", with {', '.join(extras)}" if extras else ""))
+
+    def read(self, row):
+        instruction = require(row, "instruction")
+        extra = optional_str(row, "input") or ""
+        system = optional_str(row, "system")
+        turns: list[Turn] = [Turn("system", system)] if system else []
+        history = row.get("history") or []
+        if not isinstance(history, list):
+            raise RecordError("history", f"expected a list of [user, assistant] pairs, got {type(history).__name__}")
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise RecordError(f"history[{i}]", "expected a [user, assistant] pair of strings")
+            turns += [Turn("user", pair[0]), Turn("assistant", pair[1])]
+        prompt = f"{instruction}\n\n{extra}" if extra else instruction
+        if not prompt.strip():
+            raise RecordError("instruction", "empty instruction")
+        turns.append(Turn("user", prompt))
+        meta = extra_fields(row, KNOWN)
+        if "chosen" in row or "rejected" in row:
+            chosen = require(row, "chosen")
+            rejected = require(row, "rejected")
+            return Record(turns, [Turn("assistant", chosen)], [Turn("assistant", rejected)], meta=meta)
+        output = require(row, "output")
+        return Record(turns + [Turn("assistant", output)], meta=meta)
+
+    def write(self, record):
+        dropped: list[str] = []
+        turns = list(record.messages)
+        if record.kind == "preference":
+            chosen, rejected = record.chosen or [], record.rejected or []
+            if len(chosen) != 1 or len(rejected) != 1 or chosen[0].role != "assistant" or rejected[0].role != "assistant":
+                return Written(None, ["preference pairs longer than one assistant turn"])
+            answer = None
+        else:
+            if not turns or turns[-1].role != "assistant":
+                return Written(None, ["conversations that do not end with an assistant turn"])
+            answer = turns.pop().content
+        system = None
+        if turns and turns[0].role == "system":
+            system = turns.pop(0).content
+        if not turns or turns[-1].role != "user":
+            return Written(None, ["conversations whose last prompt turn is not a user turn"])
+        instruction = turns.pop().content
+        history = []
+        pairs = iter(turns)
+        for user in pairs:
+            assistant = next(pairs, None)
+            if user.role != "user" or assistant is None or assistant.role != "assistant":
+                return Written(None, ["tool calls and non-alternating turns (Alpaca holds only user/assistant pairs)"])
+            history.append([user.content, assistant.content])
+        row = {"instruction": instruction, "input": ""}
+        if answer is not None:
+            row["output"] = answer
+        else:
+            row["chosen"] = record.chosen[0].content
+            row["rejected"] = record.rejected[0].content
+        if system is not None:
+            row["system"] = system
+        if history:
+            row["history"] = history
+        if record.label is not None:
+            dropped.append("label")
+        if record.tools:
+            dropped.append("tools")
+        if any(t.weight is not None for t in record.messages):
+            dropped.append("per-turn weights")
+        for key, value in record.meta.items():
+            row.setdefault(key, value)
+        return Written(row, dropped)
+
+
+@hookimpl
+def register_formats(register):
+    register(AlpacaFormat())

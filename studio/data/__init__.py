@@ -1,0 +1,1 @@
+"""Headless dataset services: containers, formats, detection, conversion and the versioned store."""

@@ -1,0 +1,102 @@
+"""Dataset workflows shared by the CLI and the TUI: import, export, convert."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from studio.data import convert as conv
+from studio.data.format_base import DatasetFormat
+from studio.data.reading import Detection, Reject, detect, read_records
+from studio.records import Record
+from studio.store import VersionInfo, Workspace, file_sha256
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportResult:
+    version: VersionInfo
+    detection: Detection
+    rejects: list[Reject]
+
+
+def _streamed(path: Path, fmt: DatasetFormat, detection: Detection, rejects: list[Reject],
+              progress: Progress | None, cancelled: Callable[[], bool]) -> Iterator[Record]:
+    for n, item in enumerate(read_records(path, fmt, detection), start=1):
+        if cancelled():
+            raise InterruptedError("import cancelled")
+        if isinstance(item, Reject):
+            rejects.append(item)
+        else:
+            yield item
+        if progress and n % 5000 == 0:
+            progress(n)
+
+
+def default_name(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-.") or "dataset"
+    return cleaned[:100]
+
+
+def import_file(
+    ws: Workspace,
+    path: Path,
+    formats: dict[str, DatasetFormat],
+    name: str | None = None,
+    override: str | None = None,
+    column_map: dict[str, str] | None = None,
+    rejects_out: Path | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> ImportResult:
+    path = Path(path)
+    detection = detect(path, formats, override=override, column_map=column_map)
+    fmt = formats[detection.format]
+    rejects: list[Reject] = []
+    stat = path.stat()
+    source = {
+        "path": str(path.resolve()),
+        "sha256": file_sha256(path),
+        "bytes": stat.st_size,
+        "format": detection.format,
+        "container": detection.container,
+        "reason": detection.reason,
+        "column_map": detection.column_map,
+    }
+    target = name or default_name(path)
+    try:
+        parent = ws.head(target).id
+    except Exception:  # noqa: BLE001 - a new dataset has no head yet
+        parent = None
+    records = _streamed(path, fmt, detection, rejects, progress, cancelled)
+    # The rejects list fills while the records stream; the store reads it after the last record.
+    info = ws.write_version(
+        target, records, operation={"name": "import", "format": detection.format, "at": time.time()},
+        parent=parent, source=source, rejects=rejects)
+    if rejects_out is not None:
+        conv.write_rejects(rejects, rejects_out)
+    return ImportResult(info, detection, rejects)
+
+
+def export_version(ws: Workspace, ref: str, fmt: DatasetFormat, out: Path) -> conv.WriteReport:
+    view = ws.open(ref)
+    return conv.write_file(view.records(), fmt, out)
+
+
+def convert_file(path: Path, formats: dict[str, DatasetFormat], to: str, out: Path,
+                 override: str | None = None, column_map: dict[str, str] | None = None,
+                 rejects_out: Path | None = None) -> tuple[conv.ReadResult, conv.WriteReport]:
+    target = conv.get_format(formats, to)
+    if Path(out).resolve() == Path(path).resolve():
+        raise conv.DetectionError(f"refusing to overwrite the source file {path}; choose another -o")
+    result = conv.read_file(path, formats, override=override, column_map=column_map)
+    report = conv.write_file(result.records, target, out)
+    if rejects_out is not None:
+        conv.write_rejects(result.rejects, rejects_out)
+    return result, report

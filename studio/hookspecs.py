@@ -1,0 +1,92 @@
+"""The whole plugin contract of the studio.
+
+Every capability (dataset formats, curation ops, generators, tuning back-ends, evaluators, CLI
+commands, TUI screens) arrives through one of these hooks, built-in or third-party alike.
+Registration hooks receive a ``register`` callback instead of returning values, so the host
+owns naming, de-duplication and failure isolation. Every registered item carries a pydantic
+``config_model``: that one model validates recipes, becomes CLI options and renders TUI forms.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` and exposed through the
+``studio.plugins`` entry-point group::
+
+    [project.entry-points."studio.plugins"]
+    my_plugin = "my_package.plugin_module"
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "studio"
+ENTRY_POINT_GROUP = "studio.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_formats(register):
+    """Register dataset formats.
+
+    Call ``register(fmt)`` with an instance of :class:`studio.data.format_base.DatasetFormat`
+    for each format the plugin reads and writes. A format maps one raw row to a canonical
+    :class:`studio.records.Record` and back, and scores how well it explains a sample of rows
+    so that automatic detection can pick it.
+    """
+
+
+@hookspec
+def register_curation_ops(register):
+    """Register curation operations (dedup, filters, decontamination, splits...).
+
+    Call ``register(op)`` with an object that has ``name``, ``summary``, a pydantic
+    ``config_model`` and ``run(records, config, emit, cancelled)`` returning the kept records
+    and the removals with their reasons. Ops are chained by curation recipes.
+    """
+
+
+@hookspec
+def register_generators(register):
+    """Register synthetic data generators (Self-Instruct, Evol-Instruct, Magpie, judges...).
+
+    Call ``register(generator)`` with an object that has ``name``, ``summary``, a pydantic
+    ``config_model`` and ``run(config, client, emit, cancelled)`` yielding records. The host
+    supplies the OpenAI-compatible client, rate limits, retries, resume and cost metering.
+    """
+
+
+@hookspec
+def register_backends(register):
+    """Register tuning back-ends (SFT, reward modelling, DPO family, PPO...).
+
+    Call ``register(backend)`` with an object that has ``name``, ``summary``, a pydantic
+    ``config_model`` and ``train(config, run_dir, emit, cancelled)``. Back-ends run inside a
+    run subprocess, never inside the TUI process.
+    """
+
+
+@hookspec
+def register_evaluators(register):
+    """Register evaluators (held-out loss, benchmarks, judged comparisons...).
+
+    Call ``register(evaluator)`` with an object that has ``name``, ``summary``, a pydantic
+    ``config_model`` and ``evaluate(config, emit, cancelled)`` returning a report dict.
+    """
+
+
+@hookspec
+def register_commands(register):
+    """Register top-level CLI commands.
+
+    Call ``register(command)`` with a :class:`studio.extensions.Command`: a name, a help
+    line, ``configure(parser)`` to add argparse arguments and ``run(args) -> int``.
+    """
+
+
+@hookspec
+def register_screens(register):
+    """Register screens of the terminal app.
+
+    Call ``register(screen)`` with a :class:`studio.extensions.ScreenEntry`: a name, a title, a
+    key binding and a zero-argument ``factory`` returning a Textual ``Screen``. Import Textual
+    inside the factory so the headless CLI never pays for it.
+    """

@@ -1,0 +1,1 @@
+"""Widgets of the studio app, grouped by what they show."""

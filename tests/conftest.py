@@ -1,0 +1,41 @@
+"""Shared test set-up: offline hub variables (so nothing waits on an unreachable hub) and the
+location of the real public data files beside the project."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT.parent / "shared" / "realdata"
+DATASETS = ROOT / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    # The sample workspace and HF caches go to a temp folder, never the user's home.
+    home = tmp_path_factory.getbasetemp() / "studio-home"
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.delenv("STUDIO_WORKSPACE", raising=False)
+    monkeypatch.delenv("STUDIO_PLUGINS", raising=False)
+    monkeypatch.delenv("STUDIO_STRICT_PLUGINS", raising=False)
+
+
+def realdata_file(relative: str) -> Path:
+    path = REALDATA / relative
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real data lives in ../shared/realdata beside the project)")
+    return path
