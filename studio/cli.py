@@ -21,7 +21,8 @@ class CliError(Exception):
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # Messages are soft-wrapped so file paths and error lines stay greppable, never broken.
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr)
 
 
 def _print_json(data: Any) -> None:
@@ -84,7 +85,7 @@ def cmd_plugins_list(args) -> int:
 def cmd_plugins_install(args) -> int:
     from studio import plugins
 
-    return plugins.install(" ".join(args.spec), echo=print, upgrade=args.upgrade)
+    return plugins.install(list(args.spec), echo=print, upgrade=args.upgrade)
 
 
 def cmd_plugins_uninstall(args) -> int:

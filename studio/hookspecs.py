@@ -11,6 +11,23 @@ A plugin is a module (or object) with functions marked ``@hookimpl`` and exposed
 
     [project.entry-points."studio.plugins"]
     my_plugin = "my_package.plugin_module"
+
+The hooks (each documented below; ``tests/test_hookspecs.py`` keeps this list complete):
+
+- ``register_formats``: dataset formats (read, write, detection score).
+- ``register_curation_ops``: curation operations chained by curation recipes.
+- ``register_generators``: synthetic data generators using an OpenAI-compatible client.
+- ``register_backends``: tuning back-ends, run in a run subprocess.
+- ``register_evaluators``: evaluators producing reports.
+- ``register_commands``: extra top-level CLI commands.
+- ``register_screens``: extra screens of the terminal app.
+
+A hook that raises, or a module that fails to import, marks only its own plugin ``failed`` in
+``studio plugins list``; ``STUDIO_STRICT_PLUGINS=1`` turns such failures into errors. An
+implementation of an unknown hook (a misspelt name) fails its plugin at registration. When two
+plugins register an item under the same name, the first registered (built-ins first, then by
+plugin name) keeps it and the other plugin's error says so. See ``examples/studio-chatml`` for a
+complete third-party plugin.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pluggy
+from pydantic import BaseModel
 
 from studio import hookspecs
 
@@ -204,6 +205,13 @@ class PluginHost:
                         if not isinstance(name, str) or not name:
                             raise PluginError(f"a registered {_kind} needs a non-empty string 'name', "
                                               f"got {item!r}")
+                        config = getattr(item, "config_model", None)
+                        # Commands and screens are surfaces themselves; everything else needs the
+                        # one schema that drives recipes, CLI options and TUI forms.
+                        if _kind not in ("command", "screen") and not (
+                                isinstance(config, type) and issubclass(config, BaseModel)):
+                            raise PluginError(f"{_kind} {name!r} needs a pydantic 'config_model' class, "
+                                              f"got {config!r}")
                         collected.append((_kind, name, item))
 
                     impl.function(register=register)

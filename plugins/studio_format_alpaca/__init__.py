@@ -8,6 +8,7 @@ from studio.data.format_base import (
 )
 from studio.hookspecs import hookimpl
 from studio.records import Record, Turn
+from studio_format_common import add_meta, layout_of, make_meta
 
 KNOWN = {"instruction", "input", "output", "system", "history", "chosen", "rejected"}
 
@@ -47,7 +48,9 @@ class AlpacaFormat(DatasetFormat):
         if not prompt.strip():
             raise RecordError("instruction", "empty instruction")
         turns.append(Turn("user", prompt))
-        meta = extra_fields(row, KNOWN)
+        # The input is folded into the user turn; the layout hint lets the writer split it back.
+        meta = make_meta(extra_fields(row, KNOWN), "alpaca", {"input": extra or None, "no_input": "input" not in row,
+                                                            "empty_history": row.get("history") == []})
         if "chosen" in row or "rejected" in row:
             chosen = require(row, "chosen")
             rejected = require(row, "rejected")
@@ -73,6 +76,12 @@ class AlpacaFormat(DatasetFormat):
         if not turns or turns[-1].role != "user":
             return Written(None, ["conversations whose last prompt turn is not a user turn"])
         instruction = turns.pop().content
+        hint = layout_of(record, "alpaca")
+        extra = hint.get("input") or ""
+        if extra and instruction.endswith(f"\n\n{extra}"):
+            instruction = instruction[: -len(extra) - 2]
+        else:
+            extra = ""
         history = []
         pairs = iter(turns)
         for user in pairs:
@@ -80,7 +89,9 @@ class AlpacaFormat(DatasetFormat):
             if user.role != "user" or assistant is None or assistant.role != "assistant":
                 return Written(None, ["tool calls and non-alternating turns (Alpaca holds only user/assistant pairs)"])
             history.append([user.content, assistant.content])
-        row = {"instruction": instruction, "input": ""}
+        row = {"instruction": instruction}
+        if extra or not hint.get("no_input"):
+            row["input"] = extra
         if answer is not None:
             row["output"] = answer
         else:
@@ -88,7 +99,7 @@ class AlpacaFormat(DatasetFormat):
             row["rejected"] = record.rejected[0].content
         if system is not None:
             row["system"] = system
-        if history:
+        if history or hint.get("empty_history"):
             row["history"] = history
         if record.label is not None:
             dropped.append("label")
@@ -96,9 +107,7 @@ class AlpacaFormat(DatasetFormat):
             dropped.append("tools")
         if any(t.weight is not None for t in record.messages):
             dropped.append("per-turn weights")
-        for key, value in record.meta.items():
-            row.setdefault(key, value)
-        return Written(row, dropped)
+        return Written(add_meta(row, record), dropped)
 
 
 @hookimpl

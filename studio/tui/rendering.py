@@ -11,6 +11,7 @@ import time
 from typing import Any, Iterable
 
 from rich import box
+from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -53,7 +54,14 @@ def kinds_text(kinds: dict[str, int] | None) -> str:
 # --- records ---------------------------------------------------------------------------------
 
 
-def _turn_body(turn: Turn) -> Text:
+def _turn_body(turn: Turn, highlight: str | None = None) -> Text:
+    body = _plain_body(turn)
+    if highlight:
+        body.highlight_words([highlight], style="bold black on yellow", case_sensitive=False)
+    return body
+
+
+def _plain_body(turn: Turn) -> Text:
     content = turn.content or ""
     if turn.role == "tool_call":
         try:
@@ -70,17 +78,17 @@ def _turn_body(turn: Turn) -> Text:
     return Text(content)
 
 
-def render_turn(turn: Turn) -> Panel:
+def render_turn(turn: Turn, highlight: str | None = None) -> Panel:
     style = role_style(turn.role)
     title = Text(f" {turn.role} ", style=f"bold {style}")
     if turn.weight is not None:
         title.append(f" weight {turn.weight:g} ", style="dim")
-    return Panel(_turn_body(turn), title=title, title_align="left", border_style=style,
+    return Panel(_turn_body(turn, highlight), title=title, title_align="left", border_style=style,
                  box=box.ROUNDED, padding=(0, 1))
 
 
-def render_turns(turns: Iterable[Turn]) -> list[RenderableType]:
-    return [render_turn(t) for t in turns]
+def render_turns(turns: Iterable[Turn], highlight: str | None = None) -> list[RenderableType]:
+    return [render_turn(t, highlight) for t in turns]
 
 
 def _tool_names(tools: str) -> list[str]:
@@ -131,23 +139,24 @@ def render_label(label: bool) -> Text:
     return Text(" ✗ label: undesirable (false) ", style="bold white on red")
 
 
-def render_record(record: Record) -> RenderableType:
-    """One record as chat turns; a preference pair as prompt above, chosen | rejected below."""
+def render_record(record: Record, highlight: str | None = None) -> RenderableType:
+    """One record as chat turns; a preference pair as prompt above, chosen | rejected below.
+    ``highlight`` marks a search query in the turns."""
     parts: list[RenderableType] = []
     if record.tools:
         parts.append(render_tools(record.tools))
     if record.kind == "preference":
         parts.append(Text("prompt", style="bold"))
-        parts.extend(render_turns(record.messages) or [Text("(no prompt turns)", style="dim italic")])
+        parts.extend(render_turns(record.messages, highlight) or [Text("(no prompt turns)", style="dim italic")])
         pair = Table.grid(expand=True, padding=(0, 1))
         pair.add_column(ratio=1)
         pair.add_column(ratio=1)
         pair.add_row(Text("✓ chosen", style="bold green"), Text("✗ rejected", style="bold red"))
-        pair.add_row(Group(*render_turns(record.chosen or [])) if record.chosen else Text("(none)", style="dim"),
-                     Group(*render_turns(record.rejected or [])) if record.rejected else Text("(none)", style="dim"))
+        pair.add_row(Group(*render_turns(record.chosen or [], highlight)) if record.chosen else Text("(none)", style="dim"),
+                     Group(*render_turns(record.rejected or [], highlight)) if record.rejected else Text("(none)", style="dim"))
         parts.append(pair)
     else:
-        parts.extend(render_turns(record.messages) or [Text("(no turns)", style="dim italic")])
+        parts.extend(render_turns(record.messages, highlight) or [Text("(no turns)", style="dim italic")])
     if record.label is not None:
         parts.append(render_label(record.label))
     if record.meta:
@@ -187,7 +196,7 @@ def _pct(part: int, whole: int) -> str:
 
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, expand=False)
+                  show_edge=False, pad_edge=False, expand=False, min_width=max(30, len(title)))
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     return table
@@ -209,7 +218,7 @@ def render_stats(stats: dict[str, Any]) -> RenderableType:
             kinds.add_row(kind, f"{count:,}", _pct(count, n))
         parts.append(kinds)
     if stats.get("turns"):
-        turns = _table("Turns per record (messages)", "min", "mean", "max")
+        turns = _table("Turns per record", "min", "mean", "max")
         t = stats["turns"]
         turns.columns[0].justify = "right"
         turns.add_row(str(t.get("min")), str(t.get("mean")), str(t.get("max")))
@@ -238,7 +247,7 @@ def render_stats(stats: dict[str, Any]) -> RenderableType:
         for key, value in extra.items():
             other.add_row(key, Text(json.dumps(value, ensure_ascii=False, default=str)))
         parts.append(other)
-    return Group(*[item for part in parts for item in (part, Text(""))])
+    return Columns(parts, padding=(1, 4))
 
 
 # --- versions --------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ START = "<|im_start|>"
 END = "<|im_end|>"
 ROLES = ("system", "user", "assistant", "tool")
 FIELD = "text"
+# Built-in readers leave a layout hint for their own writer in meta; it is not a source field.
+LAYOUT_HINT = "_layout"
 
 _TOOL_CALLS = re.compile(r"\A\s*(?:<tool_call>.*?</tool_call>\s*)+\Z", re.DOTALL)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -145,7 +147,8 @@ class ChatMLFormat(DatasetFormat):
         except json.JSONDecodeError:
             return Written(None, ["tool calls whose content is not JSON"])
         for key, value in record.meta.items():
-            row.setdefault(key, value)
+            if key != LAYOUT_HINT:
+                row.setdefault(key, value)
         return Written(row, dropped)
 
 

@@ -6,6 +6,8 @@ the memory-mapped Arrow file with ``VersionView.page`` and hands the window over
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
+from textual.message import Message
 from textual.widgets import Static
 
 from studio.records import Record
@@ -15,9 +17,13 @@ from studio.tui.rendering import kind_tag, record_preview, render_record
 class RecordList(Static):
     """One line per record of the current window; the current record is highlighted."""
 
-    DEFAULT_CSS = """
-    RecordList { width: 40; height: 1fr; }
-    """
+    class Resized(Message):
+        """The list's height changed: the browser re-pages its window."""
+
+    class Clicked(Message):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
@@ -30,9 +36,12 @@ class RecordList(Static):
         self.start, self.records, self.current, self.total = start, records, current, total
         self.update(self._render_window())
 
-    def on_resize(self) -> None:
-        if self.records:
-            self.update(self._render_window())
+    def on_resize(self, event: events.Resize) -> None:
+        self.post_message(self.Resized())
+
+    def on_click(self, event: events.Click) -> None:
+        if 0 <= event.y < len(self.records):
+            self.post_message(self.Clicked(self.start + event.y))
 
     def _render_window(self) -> Text:
         width = max(10, self.size.width or 40)
@@ -68,6 +77,7 @@ class RecordView(Static):
         super().__init__("", **kwargs)
         self.record: Record | None = None
 
-    def show(self, record: Record | None) -> None:
+    def show(self, record: Record | None, highlight: str | None = None) -> None:
         self.record = record
-        self.update(render_record(record) if record is not None else Text("(no records)", style="dim italic"))
+        self.update(render_record(record, highlight) if record is not None
+                    else Text("(no records)", style="dim italic"))

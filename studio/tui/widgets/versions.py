@@ -89,10 +89,10 @@ class VersionHistory(Vertical):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
-        if event.row_key.value:
+        if event.row_key is not None and event.row_key.value:
             self._show_detail(event.row_key.value)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        if self.dataset and event.row_key.value:
+        if self.dataset and event.row_key is not None and event.row_key.value:
             self.post_message(self.OpenVersion(f"{self.dataset}@{event.row_key.value}"))

@@ -1,0 +1,91 @@
+"""Databricks Dolly 15k: ``{"instruction", "context", "response", "category"}``.
+
+The context becomes part of the user turn (``instruction + "\\n\\n" + context``), like Alpaca's
+input. The reader remembers the context in the layout hint, so the writer splits the user turn
+back into instruction and context exactly; category and any extra keys live in ``meta``.
+"""
+from __future__ import annotations
+
+from studio.data.format_base import DatasetFormat, RecordError, Written
+from studio.hookspecs import hookimpl
+from studio.records import Record, Turn
+from studio_format_common import (
+    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, seen, share, unheld, want_str,
+)
+
+NAME = "dolly"
+KNOWN = {"instruction", "context", "response"}
+SEP = "\n\n"
+
+
+def _is_dolly(row) -> bool:
+    return isinstance(row.get("instruction"), str) and isinstance(row.get("response"), str) and "context" in row
+
+
+class DollyFormat(DatasetFormat):
+    name = NAME
+    title = "Dolly 15k"
+    summary = "instruction / context / response / category (Databricks Dolly)"
+    default_extension = ".jsonl"
+    specificity = 15
+
+    def match(self, rows):
+        score = share(rows, _is_dolly)
+        if score == 0:
+            return None
+        cats = [r["category"] for r in rows if isinstance(r, dict) and isinstance(r.get("category"), str)]
+        with_context = share(rows, lambda r: _is_dolly(r) and bool(r.get("context")))
+        reason = (f"{pct(score)} of sampled rows have instruction + context + response (Dolly); "
+                  f"{pct(with_context)} have a non-empty context")
+        if cats:
+            reason += f"; categories: {seen(cats)}"
+        extras = extra_keys(rows, KNOWN | {"category"})
+        if extras:
+            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        return match_or_none(score, reason)
+
+    def read(self, row):
+        instruction = want_str(row.get("instruction"), "instruction")
+        response = want_str(row.get("response"), "response")
+        context = want_str(row.get("context"), "context", allow_none=True)
+        if not instruction.strip() and not (context or "").strip():
+            raise RecordError("instruction", "empty instruction")
+        prompt = f"{instruction}{SEP}{context}" if context else instruction
+        hint = {"context": context or None, "no_context": "context" not in row,
+                "null_context": "context" in row and row["context"] is None}
+        meta = make_meta({k: v for k, v in row.items() if k not in KNOWN}, NAME, hint)
+        return Record([Turn("user", prompt), Turn("assistant", response)], meta=meta)
+
+    def write(self, record):
+        if record.kind != "conversation":
+            return Written(None, [f"{record.kind} records (Dolly holds one instruction and one response)"])
+        turns = list(record.messages)
+        dropped = []
+        if turns and turns[0].role == "system":
+            turns.pop(0)
+            dropped.append("system prompt")
+        if [t.role for t in turns] != ["user", "assistant"]:
+            return Written(None, ["conversations other than one user turn and one assistant reply"])
+        prompt, response = turns[0].content, turns[1].content
+        hint = layout_of(record, NAME)
+        context = hint.get("context") or ""
+        if context and prompt.endswith(SEP + context):
+            instruction = prompt[: -len(SEP + context)]
+        else:
+            # No hint (or an edited prompt): the whole user turn is the instruction.
+            instruction, context = prompt, ""
+        row = {"instruction": instruction}
+        if hint.get("null_context") and not context:
+            row["context"] = None
+        elif not (hint.get("no_context") and not context):
+            row["context"] = context
+        row["response"] = response
+        if "category" in record.meta:
+            row["category"] = record.meta["category"]
+        dropped += unheld(record)
+        return Written(add_meta(row, record), dropped)
+
+
+@hookimpl
+def register_formats(register):
+    register(DollyFormat())

@@ -1,0 +1,210 @@
+"""The studio's terminal app.
+
+Two modes (Datasets, Plugins) plus any screens plugins register through ``register_screens``.
+Everything blocking runs in thread workers; a failed worker anywhere ends up in
+:meth:`StudioApp.report_worker_error`, which shows it instead of crashing.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Callable, Iterable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker
+
+from studio import plugins
+from studio.store import Workspace
+from studio.tui.commands import StudioCommands
+from studio.tui.screens.browser import BrowserScreen
+from studio.tui.screens.datasets import DatasetsScreen
+from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
+from studio.tui.screens.help import HelpScreen
+from studio.tui.screens.plugins import InstallPluginDialog, PluginsScreen
+
+PaletteCommand = tuple[str, str, Callable[[], object]]
+
+
+def _keys(bindings: Iterable) -> set[str]:
+    keys: set[str] = set()
+    for binding in bindings:
+        key = binding.key if isinstance(binding, Binding) else binding[0]
+        keys.update(k.strip() for k in key.split(","))
+    return keys
+
+
+class StudioApp(App):
+    CSS_PATH = "studio.tcss"
+    TITLE = "Alignment Studio"
+    COMMANDS = App.COMMANDS | {StudioCommands}
+    MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen}
+    DEFAULT_MODE = "datasets"
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("1", "switch_mode('datasets')", "Datasets"),
+        Binding("2", "switch_mode('plugins')", "Plugins"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, workspace: Workspace, host: plugins.PluginHost | None = None) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self._host = host
+        # (dataset, version id) -> VersionView.stats(): versions are immutable, so this never goes stale.
+        self.stats_cache: dict[tuple[str, str], dict] = {}
+        self._plugin_keys: list[str] = []
+
+    @property
+    def host(self) -> plugins.PluginHost:
+        if self._host is None:
+            self._host = plugins.get_host()
+        return self._host
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.workspace.root)
+        self.install_plugin_screens()
+        self._prewarm()
+
+    @work(thread=True, group="prewarm", exit_on_error=False)
+    def _prewarm(self) -> None:
+        # Opening the first dataset imports the Arrow stack (about a second); pay it while the
+        # user is still reading the dataset list.
+        import datasets  # noqa: F401
+        import pyarrow.compute  # noqa: F401
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def report_worker_error(self, worker: Worker) -> None:
+        """The one place a failed worker is turned into something the user sees."""
+        error = worker.error
+        what = worker.group if worker.group != "default" else (worker.name or "task")
+        if error is None:
+            return
+        if isinstance(error, InterruptedError):
+            self.notify(f"{what} cancelled", severity="warning")
+            return
+        details = "".join(traceback.format_exception(error))
+        self.push_screen(ErrorDialog(f"{what.capitalize()} failed", f"{type(error).__name__}: {error}", details))
+
+    # --- plugins -----------------------------------------------------------------------------
+
+    def reload_plugins(self) -> None:
+        plugins.reset_host()
+        self._host = plugins.get_host()
+        self.install_plugin_screens()
+
+    def _reserved_keys(self) -> set[str]:
+        keys = _keys(self.BINDINGS) | {self.COMMAND_PALETTE_BINDING, "ctrl+q", "ctrl+c", "tab", "shift+tab", "enter"}
+        for screen in (DatasetsScreen, BrowserScreen, PluginsScreen):
+            keys |= _keys(screen.BINDINGS)
+        return keys
+
+    def install_plugin_screens(self) -> None:
+        """Bind each plugin screen's key (it is in the palette either way)."""
+        for key in self._plugin_keys:
+            self._bindings.key_to_bindings.pop(key, None)
+        self._plugin_keys = []
+        try:
+            entries = self.host.items("screen")
+        except Exception as exc:  # noqa: BLE001 - a broken host must not stop the app
+            self.notify(f"{type(exc).__name__}: {exc}", title="Plugin screens unavailable", severity="error")
+            return
+        reserved = self._reserved_keys()
+        for name, entry in sorted(entries.items()):
+            key = getattr(entry, "key", None)
+            if not key or key in reserved or key in self._plugin_keys:
+                self.notify(f"Screen {entry.title!r} wants key {key!r}, which is taken; open it from the palette.",
+                            title="Plugin screen key", severity="warning")
+                continue
+            self.bind(key, f"plugin_screen({name!r})", description=entry.title)
+            self._plugin_keys.append(key)
+        self.refresh_bindings()
+
+    def action_plugin_screen(self, name: str) -> None:
+        entry = self.host.items("screen").get(name)
+        if entry is None:
+            self.notify(f"No plugin screen {name!r} is loaded.", severity="error")
+            return
+        owner = self.host.owner("screen", name) or "?"
+        try:
+            screen = entry.factory()
+            if not isinstance(screen, Screen):
+                raise TypeError(f"the factory returned {type(screen).__name__}, not a textual Screen")
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the app down
+            self.notify(f"{type(exc).__name__}: {exc}", title=f"Screen {entry.title!r} (plugin {owner}) failed",
+                        severity="error", timeout=10)
+            return
+        self.push_screen(screen)
+
+    # --- navigation and dialogs ------------------------------------------------------------
+
+    def open_dataset(self, ref: str) -> None:
+        """Browse ``name`` or ``name@version`` on the Datasets stack."""
+        if self.current_mode != "datasets":
+            self.switch_mode("datasets")
+        if isinstance(self.screen, BrowserScreen):
+            self.screen.open_ref(ref)
+            return
+        self.push_screen(BrowserScreen(ref))
+
+    def import_dialog(self, path: str = "") -> None:
+        def done(result: tuple[str, bool] | None) -> None:
+            if result and result[1]:
+                self.open_dataset(result[0])
+
+        self.push_screen(ImportDialog(self.workspace, self.host.formats(), path), done)
+
+    def export_dialog(self, ref: str) -> None:
+        self.push_screen(ExportDialog(self.workspace, self.host.formats(), ref))
+
+    def convert_dialog(self, path: str = "") -> None:
+        self.push_screen(ConvertDialog(self.host.formats(), path))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+    def palette_commands(self, screen: Screen) -> list[PaletteCommand]:
+        commands: list[PaletteCommand] = [
+            ("Datasets screen", "List the datasets of this workspace", lambda: self.switch_mode("datasets")),
+            ("Plugins screen", "Loaded plugins, failures and install", lambda: self.switch_mode("plugins")),
+            ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
+            ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
+            ("Install a plugin…", "pip-install a plugin into the studio's environment",
+             lambda: self.push_screen(InstallPluginDialog())),
+            ("Reload plugins", "Load the plugins again from the environment", self.reload_plugins),
+            ("Help: keys", "Every key of the current screen", self.action_help),
+        ]
+        ref = None
+        if isinstance(screen, BrowserScreen) and screen.view is not None:
+            ref = f"{screen.view.info.dataset}@{screen.view.info.id}"
+            commands += [
+                ("Go to record…", "Jump to a record number", screen.action_goto),
+                ("Search records…", "Find text in any turn", screen.action_search),
+                ("Show statistics", "Kinds, turns, roles, labels and meta fields", lambda: screen.action_panel("stats")),
+                ("Show version history", "Versions and lineage of this dataset",
+                 lambda: screen.action_panel("history")),
+            ]
+        elif isinstance(screen, DatasetsScreen):
+            ref = screen.selected()
+        if ref:
+            commands.append((f"Export {ref.split('@')[0]}…", "Write this dataset version in any format",
+                             lambda r=ref: self.export_dialog(r)))
+        for name in self.workspace.dataset_names():
+            commands.append((f"Open dataset {name}", "Browse its records", lambda n=name: self.open_dataset(n)))
+        try:
+            screens = self.host.items("screen")
+        except Exception:  # noqa: BLE001
+            screens = {}
+        for name, entry in sorted(screens.items()):
+            commands.append((f"Open screen {entry.title}", f"from plugin {self.host.owner('screen', name)}",
+                             lambda n=name: self.action_plugin_screen(n)))
+        return commands
+
+
+def run_app(workspace: Workspace) -> None:
+    StudioApp(workspace).run()
