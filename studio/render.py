@@ -25,6 +25,11 @@ def _clip(text: str, limit: int = MAX_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f" … [{len(text) - limit:,} more chars]"
 
 
+def visible_meta(record: Record) -> dict[str, Any]:
+    """Meta without the formats' private layout hints (keys starting with '_')."""
+    return {k: v for k, v in record.meta.items() if not k.startswith("_")}
+
+
 def render_turns(turns: list[Turn]) -> Group:
     parts = []
     for turn in turns:
@@ -51,8 +56,9 @@ def render_record(record: Record, title: str = "") -> Panel:
                          style="bold green" if record.label else "bold red"))
     if record.tools:
         body.append(Text(f"tools: {_clip(record.tools, 300)}", style="dim"))
-    if record.meta:
-        body.append(Text("meta: " + _clip(json.dumps(record.meta, ensure_ascii=False), 300), style="dim"))
+    meta = visible_meta(record)
+    if meta:
+        body.append(Text("meta: " + _clip(json.dumps(meta, ensure_ascii=False), 300), style="dim"))
     return Panel(Group(*body), title=title, title_align="left")
 
 

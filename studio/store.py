@@ -173,6 +173,8 @@ def compute_stats(table) -> dict[str, Any]:
     fields: dict[str, dict[str, int]] = {}
     for raw in sample:
         for key, value in json.loads(raw).items():
+            if key.startswith("_"):  # a format's private layout hint, not data
+                continue
             if isinstance(value, (str, bool, int)) and len(str(value)) <= 40:
                 bucket = fields.setdefault(key, {})
                 bucket[str(value)] = bucket.get(str(value), 0) + 1

@@ -194,6 +194,18 @@ async def test_dataset_list_shows_every_dataset_with_counts(app):
         assert versions[0][5] == versions[1][1]  # the head's parent is the first version
 
 
+async def test_a_damaged_dataset_does_not_hide_the_others(app, workspace):
+    broken = workspace.data_dir / "broken"
+    broken.mkdir()
+    (broken / "dataset.json").write_text('{"versions": ["nope"], "head": "nope"}', encoding="utf-8")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        rows = table_rows(app.screen.query_one("#dataset-table", DataTable))
+        assert [r[0] for r in rows] == ["broken", "chat", "feedback", "numbers", "prefs"]
+        assert rows[0][2].startswith("unreadable:")
+        assert rows[1][1] == "2"
+
+
 async def test_empty_workspace_says_how_to_import(tmp_path):
     app = StudioApp(Workspace.init(tmp_path / "empty"), host=make_host())
     async with app.run_test(size=SIZE) as pilot:
@@ -367,7 +379,7 @@ async def test_import_dialog_detects_imports_and_lists_rejects(app, workspace, t
         await pilot.press("i")
         dialog = app.screen
         assert isinstance(dialog, ImportDialog)
-        await type_text(pilot, str(source))
+        dialog.query_one("#path").value = str(source)  # typing works too; this is faster
         await pilot.press("enter")
         await settle(pilot)
         detection = static_text(dialog, "#detection")
@@ -399,12 +411,35 @@ async def test_import_dialog_shows_detection_errors_inline(app, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("i")
-        await type_text(pilot, str(weird))
+        app.screen.query_one("#path").value = str(weird)
         await pilot.press("enter")
         await settle(pilot)
         dialog = app.screen
-        assert "no format explains these rows" in static_text(dialog, "#detection")
+        assert "no format explains these rows" in " ".join(static_text(dialog, "#detection").split())
         assert dialog.query_one("#import").disabled
+        dialog.query_one("#format").value = "alpaca"  # the override re-runs detection
+        await settle(pilot)
+        assert "does not look like alpaca" in " ".join(static_text(dialog, "#detection").split())
+        assert dialog.query_one("#import").disabled
+
+
+async def test_format_override_is_used_for_the_import(app, workspace, tmp_path):
+    source = write_alpaca(tmp_path / "forced.json")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.import_dialog()
+        await pilot.pause()
+        dialog = app.screen
+        dialog.query_one("#format").value = "alpaca"
+        dialog.query_one("#path").value = str(source)
+        dialog.query_one("#name").value = "forced"
+        dialog.query_one("#detect").press()
+        await settle(pilot)
+        assert "chosen by the user" in static_text(dialog, "#detection")
+        dialog.query_one("#import").press()
+        await settle(pilot)
+        assert workspace.head("forced").source["format"] == "alpaca"
+        assert workspace.head("forced").num_records == 2
 
 
 async def test_export_writes_the_file_and_reports_skips(app, tmp_path):
@@ -422,8 +457,9 @@ async def test_export_writes_the_file_and_reports_skips(app, tmp_path):
         await settle(pilot)
         rows = json.loads(out.read_text(encoding="utf-8"))
         # Alpaca holds neither tool calls nor per-turn weights: the tool record is skipped.
-        assert [r["instruction"] for r in rows] == ["Name three primary colours.", "Translate 'bonjour'."]
-        assert rows[1]["history"] == [["Translate 'bonjour'.", "Hello."]] or rows[1]["instruction"]
+        assert [r["instruction"] for r in rows] == ["Name three primary colours.", "And 'merci'?"]
+        assert rows[1]["history"] == [["Translate 'bonjour'.", "Hello."]]
+        assert rows[1]["output"] == "Thank you." and rows[1]["category"] == "closed_qa"
         result = static_text(dialog, "#result")
         assert "Wrote 2 records" in result and "1 record(s) skipped" in result
         assert "per-turn weights dropped from 1 record(s)" in result

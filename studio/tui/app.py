@@ -13,10 +13,10 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.worker import Worker
+from textual.worker import Worker, WorkerState
 
 from studio import plugins
-from studio.store import Workspace
+from studio.store import StoreError, Workspace
 from studio.tui.commands import StudioCommands
 from studio.tui.screens.browser import BrowserScreen
 from studio.tui.screens.datasets import DatasetsScreen
@@ -76,6 +76,11 @@ class StudioApp(App):
         import pyarrow.compute  # noqa: F401
 
     # --- errors ------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # The app's own workers (screens forward theirs through ReportsWorkerErrors).
+        if event.state == WorkerState.ERROR and event.worker.group != "prewarm":
+            self.report_worker_error(event.worker)
 
     def report_worker_error(self, worker: Worker) -> None:
         """The one place a failed worker is turned into something the user sees."""
@@ -158,7 +163,12 @@ class StudioApp(App):
         self.push_screen(ImportDialog(self.workspace, self.host.formats(), path), done)
 
     def export_dialog(self, ref: str) -> None:
-        self.push_screen(ExportDialog(self.workspace, self.host.formats(), ref))
+        try:
+            dialog = ExportDialog(self.workspace, self.host.formats(), ref)
+        except StoreError as exc:
+            self.notify(str(exc), title="Cannot export", severity="error")
+            return
+        self.push_screen(dialog)
 
     def convert_dialog(self, path: str = "") -> None:
         self.push_screen(ConvertDialog(self.host.formats(), path))

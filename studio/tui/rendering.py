@@ -63,7 +63,7 @@ def _turn_body(turn: Turn, highlight: str | None = None) -> Text:
 
 def _plain_body(turn: Turn) -> Text:
     content = turn.content or ""
-    if turn.role == "tool_call":
+    if turn.role == "tool_call" or (turn.role == "tool" and content[:1] in "{[" and len(content) < MAX_TURN_CHARS):
         try:
             content = json.dumps(json.loads(content), indent=2, ensure_ascii=False)
         except (json.JSONDecodeError, TypeError):
@@ -121,6 +121,8 @@ def render_meta(meta: dict[str, Any]) -> Text:
     text = Text("meta  ", style="dim bold")
     parts = []
     for key, value in sorted(meta.items()):
+        if key.startswith("_"):  # a format's private layout hint, not data
+            continue
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         if len(shown) > 80:
             shown = shown[:80] + "…"
@@ -159,13 +161,14 @@ def render_record(record: Record, highlight: str | None = None) -> RenderableTyp
         parts.extend(render_turns(record.messages, highlight) or [Text("(no turns)", style="dim italic")])
     if record.label is not None:
         parts.append(render_label(record.label))
-    if record.meta:
+    if any(not key.startswith("_") for key in record.meta):
         parts.append(render_meta(record.meta))
     return Group(*parts)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _one_line(text: str, limit: int = 300) -> str:
+    # Only the start is ever visible; splitting a 100 kB turn on every key press would not be.
+    return " ".join((text or "")[:limit].split())
 
 
 def record_preview(record: Record) -> str:

@@ -58,8 +58,14 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
         table.clear()
         names = ws.dataset_names()
         for name in names:
-            versions = ws.versions(name)
-            head = ws.head(name)
+            try:
+                versions = ws.versions(name)
+                head = ws.head(name)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # One damaged dataset folder must not hide the others.
+                table.add_row(Text(name, style="bold red"), "?", Text(f"unreadable: {exc}", style="red"),
+                              "?", "", "", key=name)
+                continue
             source = head.source or {}
             origin = source.get("path")
             origin = origin.rsplit("/", 1)[-1] if origin else str((head.operation or {}).get("name", "—"))
@@ -71,13 +77,20 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
         if names:
             if keep in names:
                 table.move_cursor(row=names.index(keep))
-            self.query_one(VersionHistory).show(self.selected())
+            self._show_history(self.selected())
             if not isinstance(self.focused, DataTable):
                 table.focus()
 
+    def _show_history(self, name: str | None) -> None:
+        try:
+            self.query_one(VersionHistory).show(name)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.query_one(VersionHistory).show(None)
+            self.notify(f"{name}: {exc}", title="Cannot read the versions", severity="error")
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "dataset-table" and event.row_key is not None and event.row_key.value:
-            self.query_one(VersionHistory).show(event.row_key.value)
+            self._show_history(event.row_key.value)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "dataset-table" and event.row_key is not None and event.row_key.value:

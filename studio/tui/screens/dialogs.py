@@ -297,15 +297,15 @@ class ExportDialog(Dialog):
     def __init__(self, workspace: Workspace, formats: dict[str, Any], ref: str) -> None:
         super().__init__()
         self.workspace, self.formats, self.ref = workspace, formats, ref
-        self.info = None
+        name, _, version = ref.partition("@")
+        self.info = workspace.version_info(name, version or None)  # raises StoreError for a bad ref
+        self.ref = f"{name}@{self.info.id}"  # pinned: a new head while the dialog is open changes nothing
         self._auto_path = ""
         self._confirmed: Path | None = None
         self.report = None
 
     def compose(self) -> ComposeResult:
-        name, _, version = self.ref.partition("@")
-        info = self.workspace.version_info(name, version or None)
-        self.info = info
+        name, info = self.info.dataset, self.info
         options = format_options(self.formats)
         with Vertical(classes="dialog", id="export-dialog"):
             yield Label(f"Export {name}@{short_id(info.id)} ({info.num_records:,} records)", classes="dialog-title")
