@@ -100,3 +100,20 @@ def test_interrupted_write_leaves_previous_file(tmp_path):
         containers.write_rows(path, rows(), "jsonl")
     assert path.read_text() == '{"old": true}\n'
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_invalid_utf8_inside_a_json_array_rejects_only_that_row(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_bytes(b'[\n{"a": "ok"},\n{"a": "bad \xff byte"},\n{"a": "fine"}\n]\n')
+    rows = rows_of(path)
+    assert [(type(r).__name__, r.line) for r in rows] == [("RawRow", 2), ("BrokenRow", 3), ("RawRow", 4)]
+    assert "UTF-8" in rows[1].message
+    assert rows[2].data == {"a": "fine"}
+
+
+def test_invalid_utf8_in_a_csv_row(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"q,a\nx,\xff\ny,z\n")
+    rows = rows_of(path)
+    assert isinstance(rows[0], BrokenRow) and rows[0].line == 2
+    assert rows[1].data == {"q": "y", "a": "z"}

@@ -17,7 +17,7 @@ from studio.data.format_base import DatasetFormat, RecordError, Written
 from studio.hookspecs import hookimpl
 from studio.records import Record, Turn
 from studio_format_common import (
-    add_meta, extra_keys, match_or_none, pct, seen, share, source_meta, type_name, unheld, want_list, want_str,
+    add_meta, extra_keys, match_or_none, pct, seen, share, source_meta, type_name, unheld, want_list, want_str, without_system,
 )
 
 
@@ -199,11 +199,7 @@ class MTBenchFormat(DatasetFormat):
     def write(self, record):
         if record.kind != "conversation":
             return Written(None, [f"{record.kind} records (MT-Bench holds questions)"])
-        turns = list(record.messages)
-        dropped = []
-        if turns and turns[0].role == "system":
-            turns.pop(0)
-            dropped.append("system prompt")
+        turns, dropped = without_system(record)
         roles = [t.role for t in turns]
         meta = source_meta(record)
         if roles and all(r == "user" for r in roles):

@@ -448,3 +448,11 @@ def roles_in(rows: list[Any], key: str) -> list[str]:
                 if isinstance(m, dict) and isinstance(m.get("role"), str):
                     out.append(m["role"])
     return out
+
+
+def without_system(record: Record) -> tuple[list[Turn], list[str]]:
+    """The record's turns minus a leading system prompt, for formats that cannot hold one."""
+    turns = list(record.messages)
+    if turns and turns[0].role == "system":
+        return turns[1:], ["system prompt"]
+    return turns, []

@@ -10,7 +10,7 @@ from studio.data.format_base import DatasetFormat, RecordError, Written
 from studio.hookspecs import hookimpl
 from studio.records import Record, Turn
 from studio_format_common import (
-    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, seen, share, unheld, want_str,
+    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, seen, share, unheld, want_str, without_system,
 )
 
 NAME = "dolly"
@@ -59,11 +59,7 @@ class DollyFormat(DatasetFormat):
     def write(self, record):
         if record.kind != "conversation":
             return Written(None, [f"{record.kind} records (Dolly holds one instruction and one response)"])
-        turns = list(record.messages)
-        dropped = []
-        if turns and turns[0].role == "system":
-            turns.pop(0)
-            dropped.append("system prompt")
+        turns, dropped = without_system(record)
         if [t.role for t in turns] != ["user", "assistant"]:
             return Written(None, ["conversations other than one user turn and one assistant reply"])
         prompt, response = turns[0].content, turns[1].content

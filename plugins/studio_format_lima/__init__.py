@@ -8,7 +8,7 @@ from __future__ import annotations
 from studio.data.format_base import DatasetFormat, RecordError, Written
 from studio.hookspecs import hookimpl
 from studio.records import Record, Turn
-from studio_format_common import add_meta, extra_keys, match_or_none, pct, seen, share, type_name, unheld, want_list
+from studio_format_common import add_meta, extra_keys, match_or_none, pct, seen, share, type_name, unheld, want_list, without_system
 
 NAME = "lima"
 
@@ -53,11 +53,7 @@ class LimaFormat(DatasetFormat):
     def write(self, record):
         if record.kind != "conversation":
             return Written(None, [f"{record.kind} records (LIMA holds plain conversations)"])
-        turns = list(record.messages)
-        dropped = []
-        if turns and turns[0].role == "system":
-            turns.pop(0)
-            dropped.append("system prompt")
+        turns, dropped = without_system(record)
         if not turns or any(t.role != ("user" if i % 2 == 0 else "assistant") for i, t in enumerate(turns)):
             return Written(None, ["conversations that do not alternate user/assistant (tool turns, system turns)"])
         dropped += unheld(record)

@@ -13,7 +13,7 @@ from studio.data.format_base import DatasetFormat, RecordError, Written
 from studio.hookspecs import hookimpl
 from studio.records import Record, Turn
 from studio_format_common import (
-    LAYOUT_KEY, extra_keys, layout_of, make_meta, match_or_none, pct, share, type_name, unheld, want_list, want_str,
+    LAYOUT_KEY, extra_keys, layout_of, make_meta, match_or_none, pct, share, type_name, unheld, want_list, want_str, without_system,
 )
 
 NAME = "self_instruct"
@@ -77,11 +77,7 @@ class SelfInstructFormat(DatasetFormat):
     def write(self, record):
         if record.kind != "conversation":
             return Written(None, [f"{record.kind} records (a seed task holds one instruction and its output)"])
-        turns = list(record.messages)
-        dropped = []
-        if turns and turns[0].role == "system":
-            turns.pop(0)
-            dropped.append("system prompt")
+        turns, dropped = without_system(record)
         if [t.role for t in turns] != ["user", "assistant"]:
             return Written(None, ["conversations other than one user turn and one assistant reply"])
         hint = layout_of(record, NAME)

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,23 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | BrokenRow]:
             index += 1
 
 
+BAD_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _whole_text(path: Path) -> str:
+    """The file as text (BOM dropped). Invalid UTF-8 bytes become lone surrogates
+    (surrogateescape), so only the rows that contain them are rejected, not the whole file."""
+    with open_bytes(path) as fh:
+        data = fh.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return BAD_BYTE.search(text) is not None
+
+
 def _line_of(text: str, pos: int, cache: list[int]) -> int:
     # cache = [last_pos, last_line] so counting newlines stays linear over the whole file
     last_pos, last_line = cache
@@ -120,16 +138,7 @@ def _line_of(text: str, pos: int, cache: list[int]) -> int:
 
 
 def _read_json(path: Path) -> Iterator[RawRow | BrokenRow]:
-    with open_bytes(path) as fh:
-        data = fh.read()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        yield BrokenRow(line, 0, f"invalid UTF-8 at byte {exc.start}; the file cannot be read as JSON")
-        return
+    text = _whole_text(path)
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)
     cache = [0, 1]
@@ -148,7 +157,10 @@ def _read_json(path: Path) -> Iterator[RawRow | BrokenRow]:
                 yield BrokenRow(_line_of(text, exc.pos, cache), index,
                                 f"broken JSON: {exc.msg}; rows after this point could not be read")
                 return
-            yield RawRow(value, line, index)
+            if _has_bad_bytes(text[pos:end]):
+                yield BrokenRow(line, index, "invalid UTF-8 in this row", None)
+            else:
+                yield RawRow(value, line, index)
             index += 1
             pos = _skip_ws(text, end)
             if pos < len(text) and text[pos] == ",":
@@ -159,6 +171,9 @@ def _read_json(path: Path) -> Iterator[RawRow | BrokenRow]:
                 yield BrokenRow(_line_of(text, pos, cache), index, "broken JSON: expected ',' or ']' between rows")
                 return
         yield BrokenRow(_line_of(text, pos, cache), index, "broken JSON: the array is not closed")
+        return
+    if _has_bad_bytes(text):
+        yield BrokenRow(text[: BAD_BYTE.search(text).start()].count("\n") + 1, 0, "invalid UTF-8 in this row")
         return
     try:
         value = json.loads(text)
@@ -190,16 +205,7 @@ def _skip_ws(text: str, pos: int) -> int:
 
 
 def _read_csv(path: Path) -> Iterator[RawRow | BrokenRow]:
-    with open_bytes(path) as fh:
-        data = fh.read()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        yield BrokenRow(line, 0, f"invalid UTF-8 at byte {exc.start}")
-        return
+    text = _whole_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -219,6 +225,8 @@ def _read_csv(path: Path) -> Iterator[RawRow | BrokenRow]:
             continue
         if len(values) != len(header):
             yield BrokenRow(start, index, f"expected {len(header)} columns, got {len(values)}")
+        elif any(_has_bad_bytes(v) for v in values):
+            yield BrokenRow(start, index, "invalid UTF-8 in this row")
         else:
             yield RawRow(dict(zip(header, values)), start, index)
         index += 1
