@@ -272,9 +272,11 @@ def reset_host() -> None:
 def _pip(args: list[str], echo: Callable[[str], None]) -> int:
     cmd = [sys.executable, "-m", "pip", *args]
     echo("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, text=True, capture_output=True)
-    for line in (proc.stdout + proc.stderr).splitlines():
-        echo(line)
+    # Stream line by line so the CLI and the TUI's log show pip's progress as it happens.
+    with subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            echo(line.rstrip("\n"))
     return proc.returncode
 
 

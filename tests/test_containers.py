@@ -117,3 +117,16 @@ def test_invalid_utf8_in_a_csv_row(tmp_path):
     rows = rows_of(path)
     assert isinstance(rows[0], BrokenRow) and rows[0].line == 2
     assert rows[1].data == {"q": "y", "a": "z"}
+
+
+def test_written_files_follow_the_umask_not_mkstemp_0600(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "out.jsonl"
+    old = os.umask(0o022)
+    try:
+        containers.write_rows(path, iter([{"a": 1}]), "jsonl")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -39,8 +39,10 @@ def test_studio_opens_the_sample_workspace_in_a_terminal(tmp_path):
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "36", "-c", str(tmp_path),
                     *env_args, str(studio)], check=True)
     try:
-        screen = wait_for(session, "alpaca")  # a sample dataset is listed
-        assert "dolly" in screen
+        # Wait for the list itself (the last sample names), not a half-drawn frame.
+        wait_for(session, "trl_prompt_completion")
+        screen = wait_for(session, "dolly")
+        assert "alpaca" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "F1"], check=True)
         wait_for(session, "Keys")
     finally:

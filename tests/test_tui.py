@@ -542,6 +542,7 @@ async def test_help_lists_the_keys_of_the_screen_below(app):
         text = static_text(app.screen, "#help-keys")
         for expected in ("Search", "Go to", "Stats", "Next", "pgdn", "Command palette", "Quit"):
             assert expected in text
+        assert text.count("Command palette") == 1
         await pilot.press("escape")
         assert isinstance(app.screen, BrowserScreen)
 

@@ -292,6 +292,10 @@ def write_rows(path: Path, rows: Iterator[dict[str, Any]] | list[dict[str, Any]]
                     count = _write_csv(out, rows)
                 else:
                     raise ValueError(f"unknown container {container!r}")
+        # mkstemp creates 0600 files; an exported dataset should get the user's usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -39,10 +39,14 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fresh = True
         self.refresh_datasets()
 
     def on_screen_resume(self) -> None:
         # Back from the browser or a dialog: an import may have added datasets or versions.
+        if self._fresh:  # the first resume follows the mount, which already read the list
+            self._fresh = False
+            return
         self.refresh_datasets()
 
     def selected(self) -> str | None:

@@ -1,6 +1,8 @@
 """F1 / ?: every key active on the screen below, read from its live bindings so it never drifts."""
 from __future__ import annotations
 
+import dataclasses
+
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -18,8 +20,11 @@ def bindings_table(screen: Screen) -> Table:
     table.add_column("does")
     table.add_column("where", style="dim")
     rows: dict[tuple[str, str], list[str]] = {}
+    palette_text = "Command palette: open a dataset, switch screens, import, export …"
     for key, active in screen.active_bindings.items():
         binding = active.binding
+        if binding.action == "command_palette":
+            binding = dataclasses.replace(binding, description=palette_text)
         if not binding.description:
             continue
         where = "everywhere" if active.node is app else (
@@ -27,9 +32,9 @@ def bindings_table(screen: Screen) -> Table:
         if active.node is screen and where != "everywhere":
             where = "this screen"
         rows.setdefault((binding.description, where), []).append(app.get_key_display(binding))
-    palette = app.get_key_display(Binding(app.COMMAND_PALETTE_BINDING, ""))
-    rows.setdefault(("Command palette: open a dataset, switch screens, import, export …", "everywhere"),
-                    []).append(palette)
+    if not any(description == palette_text for description, _ in rows):
+        palette = app.get_key_display(Binding(app.COMMAND_PALETTE_BINDING, ""))
+        rows.setdefault((palette_text, "everywhere"), []).append(palette)
     order = {"this screen": 0, "everywhere": 1}
     for (description, where), keys in sorted(rows.items(), key=lambda item: order.get(item[0][1], 2)):
         table.add_row(" / ".join(dict.fromkeys(keys)), description, where)
