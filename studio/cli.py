@@ -235,12 +235,14 @@ def cmd_data_show(args) -> int:
         _print_json({"dataset": view.info.dataset, "version": view.info.id, "total": view.num_rows,
                      "records": [{"index": i, "kind": r.kind, **r.to_row(), "meta": r.meta} for i, r in items]})
         return EXIT_OK
-    from studio.render import render_record
+    from rich.panel import Panel
+
+    from studio.rendering import render_record
 
     out = _console()
     out.print(f"[bold]{view.info.dataset}[/]@{view.info.id}: {view.num_rows:,} record(s)")
     for i, record in items:
-        out.print(render_record(record, title=f"#{i} {record.kind}"))
+        out.print(Panel(render_record(record, highlight=args.search), title=f"#{i} {record.kind}", title_align="left"))
     return EXIT_OK
 
 
@@ -251,9 +253,11 @@ def cmd_data_stats(args) -> int:
     if args.json:
         _print_json({"dataset": view.info.dataset, "version": view.info.id, **stats})
         return EXIT_OK
-    from studio.render import render_stats
+    from studio.rendering import render_stats
 
-    _console().print(render_stats(stats, title=f"{view.info.dataset}@{view.info.id}"))
+    out = _console()
+    out.print(f"[bold]{view.info.dataset}[/]@{view.info.id}")
+    out.print(render_stats(stats))
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from textual.widgets import ContentSwitcher, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.store import VersionView
-from studio.tui.rendering import kind_tag, render_stats, short_id
+from studio.rendering import kind_tag, render_stats, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.widgets.records import RecordList, RecordView
 from studio.tui.widgets.versions import VersionHistory

@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from studio.tui.rendering import kinds_text, short_id
+from studio.rendering import kinds_text, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.widgets.versions import VersionHistory
 

@@ -20,7 +20,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from studio.data.reading import Detection, DetectionError, detect
 from studio.data.workflows import convert_file, default_name, export_version, import_file
 from studio.store import Workspace
-from studio.tui.rendering import reject_where, short_id
+from studio.rendering import reject_where, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.widgets.paths import PathInput
 

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from studio.records import Record
-from studio.tui.rendering import kind_tag, record_preview, render_record
+from studio.rendering import kind_tag, record_preview, render_record
 
 
 class RecordList(Static):

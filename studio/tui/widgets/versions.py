@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from studio.store import Workspace
-from studio.tui.rendering import format_time, render_version_detail, short_id
+from studio.rendering import format_time, render_version_detail, short_id
 
 REJECTS_SHOWN = 20
 
