@@ -383,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_plugins_uninstall)
 
+    from studio import cli_curate
+
+    cli_curate.configure(sub)
+
     data = sub.add_parser("data", help="detect, convert, import and inspect datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = dsub.add_parser("formats", help="the dataset formats plugins provide")
@@ -474,15 +478,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Plugin commands join the parser only when a command is named that we don't know,
         # so built-in commands don't pay for loading every plugin up front.
-        known = {"init", "tui", "plugins", "data"}
+        known = {"init", "tui", "plugins", "data", "curate", "review"}
         first = next((a for a in argv if not a.startswith("-")), None)
         if first is not None and first not in known:
             _add_plugin_commands(parser)
-        args = parser.parse_args(argv)
+        if first == "curate":
+            # `curate` parses its own arguments (a recipe path or an action); argparse's
+            # REMAINDER would swallow neither a leading --help nor options reliably.
+            cut = argv.index("curate") + 1
+            args = parser.parse_args(argv[:cut])
+            args.rest = argv[cut:]
+        else:
+            args = parser.parse_args(argv)
         if args.command is None:
             return cmd_tui(args)
         code = args.func(args)
-        if args.command == "data":
+        if args.command in ("data", "curate"):
             _failed_plugins_note()
         return int(code or 0)
     except (PluginError, CliError, ValueError, OSError) as exc:

@@ -261,21 +261,28 @@ class Workspace:
         info = self.version_info(name, version or None)
         return VersionView(info, self._dataset_dir(name) / "versions" / info.id)
 
+    def version_dir(self, name: str, version: str | None = None) -> Path:
+        return self._dataset_dir(name) / "versions" / self.version_info(name, version).id
+
     def rejects_path(self, name: str, version: str | None = None) -> Path:
-        info = self.version_info(name, version)
-        return self._dataset_dir(name) / "versions" / info.id / "rejects.jsonl"
+        return self.version_dir(name, version) / "rejects.jsonl"
 
     def write_version(
         self,
         name: str,
-        records: Iterable[Record],
+        records: Iterable[Record | dict[str, Any]],
         operation: dict[str, Any],
         parent: str | None = None,
         source: dict[str, Any] | None = None,
         rejects: list[Any] | None = None,
+        side_files: Callable[[Path], None] | None = None,
     ) -> VersionInfo:
-        """Store records as a new version of ``name`` (created if absent) and make it the head."""
+        """Store records (Records, canonical row dicts or an Arrow table) as a new version of
+        ``name`` (created if absent) and make it the head.
+        ``side_files(folder)`` may add files (curation side tables) inside the version folder
+        before it is renamed into place, so they appear atomically with the data."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
         ds_dir = self._dataset_dir(name)
         versions_dir = ds_dir / "versions"
@@ -297,8 +304,21 @@ class Workspace:
                     digest.update(arrow_batch.serialize())
                     writer.write_batch(arrow_batch)
 
+                if isinstance(records, pa.Table):
+                    # A ready Arrow table (curation output): re-chunk to the fixed batch size so the
+                    # content address equals that of the same rows written one by one.
+                    table = records.select(schema.names).cast(schema)
+                    for lo in range(0, table.num_rows, BATCH_ROWS):
+                        batch = table.slice(lo, BATCH_ROWS).to_pylist()
+                        flush()
+                    batch = []
+                    for item in (pc.value_counts(table.column("kind")).to_pylist() if table.num_rows else []):
+                        kinds[item["values"]] = item["counts"]
+                    count = table.num_rows
+                    records = ()
                 for record in records:
-                    row = record.to_row()
+                    # Curation hands canonical rows straight from Arrow; skip the object round trip.
+                    row = record if isinstance(record, dict) else record.to_row()
                     kinds[row["kind"]] = kinds.get(row["kind"], 0) + 1
                     batch.append(row)
                     count += 1
@@ -318,6 +338,8 @@ class Workspace:
                     for r in rejects:
                         row = r.to_dict() if hasattr(r, "to_dict") else r
                         fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            if side_files is not None:
+                side_files(tmp)
             final = versions_dir / vid
             if final.exists():
                 # Identical content is already stored: versions are immutable, reuse it.
