@@ -383,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_plugins_uninstall)
 
-    from studio import cli_curate
+    from studio import cli_curate, cli_review
 
     cli_curate.configure(sub)
+    cli_review.configure(sub)
 
     data = sub.add_parser("data", help="detect, convert, import and inspect datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)

@@ -302,3 +302,141 @@ def reject_line(r: dict[str, Any]) -> str:
     where = reject_where(r.get("file"), r.get("line"), r.get("index"))
     field = f" {r['field']}:" if r.get("field") else ""
     return f"{where}{field} {r.get('message', '')}"
+
+
+# --- curation and review ------------------------------------------------------------------------
+
+
+def render_titled_record(title: Text, record: Record | None, empty: str = "(not available)") -> RenderableType:
+    body = render_record(record) if record is not None else Text(empty, style="dim italic")
+    return Group(title, body)
+
+
+def render_side_by_side(left_title: Text, left: Record | None, right_title: Text, right: Record | None,
+                        right_empty: str = "(not available)") -> Table:
+    """Two records as columns: a removed duplicate | its kept original, a row before | after."""
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_row(render_titled_record(left_title, left), render_titled_record(right_title, right, right_empty))
+    return grid
+
+
+def render_side_entry_header(entry: dict[str, Any], cluster: int | None = None) -> Text:
+    """What a pipeline (or review) did to one row: op, action, reason, similarity and detail."""
+    action = entry.get("action") or "removed"
+    text = Text()
+    text.append(f" {action} ", style="bold white on red" if action == "removed" else "bold black on yellow")
+    text.append(f" {entry.get('reason') or '—'}", style="bold")
+    step = entry.get("step")
+    text.append(f"  by {entry.get('op') or '?'}" + (f" (step {step + 1})" if isinstance(step, int) and step >= 0 else ""),
+                style="dim")
+    facts = []
+    if entry.get("similarity") is not None:
+        facts.append((f"similarity {entry['similarity']:.3f}", "magenta"))
+    if cluster:
+        facts.append((f"cluster: 1 kept + {cluster:,} removed", "cyan"))
+    if facts:
+        text.append("\n")
+        for i, (fact, style) in enumerate(facts):
+            if i:
+                text.append("  ·  ", style="dim")
+            text.append(fact, style=style)
+    try:
+        detail = json.loads(entry.get("detail") or "{}")
+    except (json.JSONDecodeError, TypeError):
+        detail = {"detail": entry.get("detail")}
+    if detail:
+        shown = json.dumps(detail, ensure_ascii=False, default=str)
+        text.append("\n")
+        text.append(shown[:400] + ("…" if len(shown) > 400 else ""), style="dim")
+    return text
+
+
+def render_step_examples(steps: Iterable[Any], limit: int = 5) -> RenderableType:
+    """A preview's sample of removals and changes per step (StepReport.examples)."""
+    parts: list[RenderableType] = []
+    for step in steps:
+        examples = list(getattr(step, "examples", []) or [])
+        title = Text(f"{step.index + 1}. {step.op}", style="bold", no_wrap=True, overflow="ellipsis")
+        if step.by_reason:
+            title.append("  " + " · ".join(f"{reason} {count:,}" for reason, count in step.by_reason.items()),
+                         style="dim")
+        parts.append(title)
+        if not examples:
+            parts.append(Text("   nothing removed or changed in the sample", style="dim italic"))
+        for example in examples[:limit]:
+            line = Text("   ", no_wrap=True, overflow="ellipsis")
+            removed = example.get("action") == "removed"
+            line.append("✗ " if removed else "✎ ", style="red" if removed else "yellow")
+            line.append(f"#{example.get('source_index')} ", style="dim")
+            line.append(f"{example.get('reason')}: ", style="bold")
+            line.append(record_preview(Record.from_row(example))[:120])
+            if example.get("duplicate_of") is not None:
+                line.append(f"  = #{example['duplicate_of']}", style="magenta")
+            parts.append(line)
+        if len(examples) > limit:
+            parts.append(Text(f"   … {len(examples) - limit} more in the sample", style="dim"))
+    return Group(*parts) if parts else Text("Run a preview to see what each step removes.", style="dim")
+
+
+def review_mark(flagged: bool, state: Any) -> Text:
+    """Two cells of marks for the review list: flag, then what the review does to the record."""
+    text = Text(no_wrap=True, end="")
+    text.append("⚑" if flagged else " ", style="yellow")
+    if state is None:
+        text.append(" ")
+    elif state.removed:
+        text.append("✗", style="bold red")
+    elif state.edit is not None:
+        text.append("✎", style="cyan")
+    elif state.swapped:
+        text.append("⇄", style="magenta")
+    elif state.verdict == "accepted":
+        text.append("✓", style="green")
+    else:
+        text.append(" ")
+    return text
+
+
+def render_review_state(state: Any, flagged: bool, flag_note: str, committed_flag: bool = False) -> Text:
+    """One line: what the review will do to the current record."""
+    parts: list[tuple[str, str]] = []
+    if flagged:
+        parts.append((f"⚑ flagged{': ' + flag_note if flag_note else ''}{' (committed)' if committed_flag else ''}",
+                      "bold yellow"))
+    if state is not None:
+        if state.flagged is False:
+            parts.append(("flag removed", "dim"))
+        if state.deleted:
+            parts.append(("✗ deleted", "bold red"))
+        if state.verdict == "rejected":
+            parts.append(("✗ rejected", "bold red"))
+        elif state.verdict == "accepted":
+            parts.append(("✓ accepted", "bold green"))
+        if state.edit is not None:
+            parts.append(("✎ edited", "bold cyan"))
+        elif state.swapped:
+            parts.append(("⇄ chosen and rejected swapped", "bold magenta"))
+        if state.note:
+            parts.append((f"note: {state.note}", "dim"))
+    if not parts:
+        return Text("not reviewed", style="dim")
+    text = Text()
+    for i, (label, style) in enumerate(parts):
+        if i:
+            text.append("  ·  ", style="dim")
+        text.append(label, style=style)
+    return text
+
+
+def review_counts_text(counts: dict[str, int]) -> Text:
+    shown = [(k, v) for k, v in counts.items() if v]
+    if not shown:
+        return Text("nothing pending", style="dim")
+    text = Text()
+    for i, (key, value) in enumerate(shown):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(f"{key} {value:,}")
+    return text

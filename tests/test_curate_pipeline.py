@@ -84,6 +84,7 @@ class SplitConfig(BaseModel):
 class EveryOther(CurationOp):
     name, title, summary, category = "every_other", "Split", "alternating split", "split"
     config_model = SplitConfig
+    makes_splits = True
 
     def run(self, data, config, ctx):
         n = len(data)

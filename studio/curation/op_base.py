@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 # Rows per task handed to a worker process; small inputs run in-process (a pool costs ~1 s).
 PARALLEL_MIN_ROWS = 20_000
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 25_000
 
 
 @dataclass
@@ -59,11 +59,32 @@ class OpInput:
     """Rows an op runs on: a ``datasets.Dataset`` memory-mapped from ``path``."""
 
     def __init__(self, path: Path):
-        import datasets
+        import pyarrow as pa
 
         self.path = Path(path)
-        self.dataset = datasets.Dataset.from_file(str(self.path))
-        self._table = self.dataset.data.table
+        # pyarrow directly (not `datasets`): worker processes open this too, and importing
+        # `datasets` costs each of them about a second.
+        with pa.memory_map(str(self.path)) as source:
+            self._table = pa.ipc.open_stream(source).read_all()
+        self._dataset = None
+
+    @property
+    def dataset(self):
+        """The rows as a ``datasets.Dataset`` (for ops that want its API)."""
+        if self._dataset is None:
+            import datasets
+
+            self._dataset = datasets.Dataset(self._table)
+        return self._dataset
+
+    @property
+    def table(self):
+        return self._table
+
+    def take(self, indices: list[int]) -> list[dict[str, Any]]:
+        import pyarrow as pa
+
+        return self._table.take(pa.array(indices, pa.int64())).to_pylist() if indices else []
 
     def __len__(self) -> int:
         return self._table.num_rows
@@ -94,6 +115,7 @@ class OpContext:
     workspace: Any = None  # studio.store.Workspace, for ops that read other datasets (mix)
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths in configs resolve here
     step: int = 0
+    _pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     def progress(self, done: int, total: int, what: str = "") -> None:
         self.emit({"type": "progress", "step": self.step, "done": done, "total": total, "what": what})
@@ -114,20 +136,31 @@ class OpContext:
             return out
         chunks = [(lo, min(lo + CHUNK_ROWS, n)) for lo in range(0, n, CHUNK_ROWS)]
         results: list[list[Any]] = [[] for _ in chunks]
-        # spawn, not fork: the TUI runs ops from a worker thread, and forking a threaded process
-        # can deadlock.
-        with ProcessPoolExecutor(max_workers=self.num_proc, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_chunk, str(data.path), lo, hi, fn, kwargs): i for i, (lo, hi) in enumerate(chunks)}
-            done = 0
-            for future in as_completed(futures):
-                if self.cancelled():
-                    for f in futures:
-                        f.cancel()
-                    raise InterruptedError("cancelled")
-                results[futures[future]] = future.result()
-                done += len(results[futures[future]])
-                self.progress(done, n, what)
+        pool = self._get_pool()
+        futures = {pool.submit(_run_chunk, str(data.path), lo, hi, fn, kwargs): i for i, (lo, hi) in enumerate(chunks)}
+        done = 0
+        for future in as_completed(futures):
+            if self.cancelled():
+                for f in futures:
+                    f.cancel()
+                raise InterruptedError("cancelled")
+            results[futures[future]] = future.result()
+            done += len(results[futures[future]])
+            self.progress(done, n, what)
         return [item for chunk in results for item in chunk]
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        # One pool for the whole run: starting workers (and their imports) once, not per step.
+        # spawn, not fork: the TUI runs ops from a worker thread, and forking a threaded
+        # process can deadlock.
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.num_proc, mp_context=get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 class CurationOp:
@@ -139,6 +172,8 @@ class CurationOp:
     config_model: ClassVar[type[BaseModel]]
     # "filter" | "dedup" | "transform" | "split" | "mix": groups ops in the TUI's picker.
     category: ClassVar[str] = "filter"
+    # True for ops that return named ``outputs`` (train/validation/test): they end a pipeline.
+    makes_splits: ClassVar[bool] = False
 
     def run(self, data: OpInput, config: BaseModel, ctx: OpContext) -> OpResult:
         raise NotImplementedError

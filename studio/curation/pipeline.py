@@ -124,7 +124,7 @@ def resolve_steps(recipe: CurationRecipe, ops: dict[str, CurationOp]) -> list[tu
             config = validate(op.config_model, step.options())
         except ValueError as exc:
             raise RecipeError(f"step {i} ({step.op}): {exc}") from None
-        if op.category == "split" and i != len(recipe.steps) - 1:
+        if op.makes_splits and i != len(recipe.steps) - 1:
             raise RecipeError(f"step {i} ({step.op}): a split must be the last step")
         resolved.append((op, config))
     return resolved
@@ -223,7 +223,9 @@ def _apply(run: _Run, data: OpInput, result: OpResult, index: int, op: CurationO
     keep = np.asarray(result.keep, dtype=bool)
     by_reason: dict[str, int] = {}
     examples: list[dict[str, Any]] = []
-    for i in np.nonzero(~keep)[0].tolist():
+    removed_idx = np.nonzero(~keep)[0].tolist()
+    removed_rows = data.take(removed_idx)  # one Arrow take, not a slice per row
+    for i, row in zip(removed_idx, removed_rows):
         removal = result.removals.get(i)
         reason = removal.reason if removal else "removed"
         by_reason[reason] = by_reason.get(reason, 0) + 1
@@ -234,7 +236,7 @@ def _apply(run: _Run, data: OpInput, result: OpResult, index: int, op: CurationO
             "source_index": int(run.origin[i]),
             "duplicate_of": None if dup is None else int(run.origin[dup]),
             "similarity": removal.similarity if removal else None,
-            **data.row(i),
+            **row,
         }
         run.side.append(entry)
         if len(examples) < limit_examples:
@@ -256,7 +258,7 @@ def _apply(run: _Run, data: OpInput, result: OpResult, index: int, op: CurationO
         if len(examples) < limit_examples:
             examples.append({**entry, "input_index": i, "changed_row": change.row})
 
-    table = data.dataset.data.table
+    table = data.table
     schema = arrow_schema()
     changed_idx = [i for i in sorted(result.changes) if keep[i]]
     if changed_idx:
@@ -284,13 +286,15 @@ def _apply(run: _Run, data: OpInput, result: OpResult, index: int, op: CurationO
                       report=result.report, clusters=len(result.clusters), examples=examples)
 
 
-def _side_writer(side_rows: list[dict[str, Any]], origin) -> Callable[[Path], None]:
-    """Writes the side table and each output row's source index into a version folder."""
+def _side_writer(side_rows, origin) -> Callable[[Path], None]:
+    """Writes the side table (row dicts or an Arrow table) and each output row's source index
+    into a version folder."""
     def write(folder: Path) -> None:
         import pyarrow as pa
 
         schema = side_schema()
-        for name, table in ((SIDE_TABLE, pa.Table.from_pylist(side_rows, schema=schema)),
+        side = side_rows if isinstance(side_rows, pa.Table) else pa.Table.from_pylist(side_rows, schema=schema)
+        for name, table in ((SIDE_TABLE, side.cast(schema)),
                             (ORIGIN_FILE, pa.table({"source_index": pa.array(origin, pa.int64())}))):
             with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
@@ -344,11 +348,13 @@ def run_pipeline(
             reports.append(report)
             emit({"type": "step_done", **report.to_dict()})
             if result.outputs is not None:
+                if index != len(steps) - 1:
+                    raise RecipeError(f"step {index} ({op.name}) split the rows; a split must be the last step")
                 outputs_idx = result.outputs
         out = PipelineResult(input=input_info, steps=reports, dry_run=dry_run, side_rows=len(run.side))
         if dry_run:
             return out
-        final = OpInput(run.path).dataset.data.table
+        final = OpInput(run.path).table
         target = recipe.output or input_info.dataset
         operation = {"name": "curate", "input": f"{input_info.dataset}@{input_info.id}",
                      "recipe": recipe.model_dump(exclude_none=True),
@@ -369,6 +375,7 @@ def run_pipeline(
         emit({"type": "done"})
         return out
     finally:
+        ctx.close()
         run.close()
 
 
@@ -420,8 +427,9 @@ def apply_overrides(ws: Workspace, ref: str, restore: list[int] | None = None, d
         raise ValueError(f"side-table entries must be in 0..{len(side) - 1}")
     if any(not 0 <= i < table.num_rows for i in drop):
         raise ValueError(f"rows to drop must be in 0..{table.num_rows - 1}")
-    side_rows = side.data.table.to_pylist() if len(side) else []
-    restored = [side_rows[i] for i in restore]
+    side_table = side.data.table
+    # Only the restored entries become Python rows; the rest of the side table stays Arrow.
+    restored = side_table.take(pa.array(restore, pa.int64())).to_pylist() if restore else []
     keep = np.ones(table.num_rows, dtype=bool)
     keep[drop] = False
     dropped_entries = [{"step": -1, "op": "review", "action": "removed", "reason": note or "dropped by hand",
@@ -445,8 +453,12 @@ def apply_overrides(ws: Workspace, ref: str, restore: list[int] | None = None, d
     merged_origin = np.concatenate([kept_origin, np.asarray([r["source_index"] for r in back], dtype=np.int64)])
     order = np.argsort(merged_origin, kind="stable")
     out = merged.take(pa.array(order))
-    restored_set = set(restore)
-    remaining_side = [r for i, r in enumerate(side_rows) if i not in restored_set] + dropped_entries
+    remaining = np.ones(len(side), dtype=bool)
+    remaining[restore] = False
+    remaining_side = pa.concat_tables([
+        side_table.filter(pa.array(remaining)).cast(side_schema()),
+        pa.Table.from_pylist(dropped_entries, schema=side_schema()),
+    ])
     name = view.info.dataset
     operation = {"name": "override", "input": f"{name}@{view.info.id}", "restored": len(restore),
                  "dropped": len(drop), "note": note}

@@ -50,3 +50,4 @@ def responses(row: dict[str, Any]) -> list[str]:
         return ["\n".join(_contents(row.get("chosen"))), "\n".join(_contents(row.get("rejected")))]
     answer = split_turns(row)[1]
     return ["\n".join(_contents(answer))] if answer else []
+

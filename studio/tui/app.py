@@ -1,6 +1,7 @@
 """The studio's terminal app.
 
-Two modes (Datasets, Plugins) plus any screens plugins register through ``register_screens``.
+Three modes (Datasets, Plugins, Curate) plus any screens plugins register through
+``register_screens``; review mode is pushed on the Datasets stack from the record browser.
 Everything blocking runs in thread workers; a failed worker anywhere ends up in
 :meth:`StudioApp.report_worker_error`, which shows it instead of crashing.
 """
@@ -19,10 +20,12 @@ from studio import plugins
 from studio.store import StoreError, Workspace
 from studio.tui.commands import StudioCommands
 from studio.tui.screens.browser import BrowserScreen
+from studio.tui.screens.curate import CurateResultsScreen, CurateScreen
 from studio.tui.screens.datasets import DatasetsScreen
 from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
 from studio.tui.screens.help import HelpScreen
 from studio.tui.screens.plugins import InstallPluginDialog, PluginsScreen
+from studio.tui.screens.review import ReviewScreen
 
 PaletteCommand = tuple[str, str, Callable[[], object]]
 
@@ -39,13 +42,14 @@ class StudioApp(App):
     CSS_PATH = "studio.tcss"
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
-    MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen}
+    MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen}
     DEFAULT_MODE = "datasets"
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
         Binding("1", "switch_mode('datasets')", "Datasets"),
         Binding("2", "switch_mode('plugins')", "Plugins"),
+        Binding("3", "switch_mode('curate')", "Curate"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -155,6 +159,16 @@ class StudioApp(App):
             return
         self.push_screen(BrowserScreen(ref))
 
+    def review_dataset(self, ref: str, index: int = 0) -> None:
+        """Review ``name`` or ``name@version`` record by record, on the Datasets stack."""
+        if self.current_mode != "datasets":
+            self.switch_mode("datasets")
+        self.push_screen(ReviewScreen(ref, index))
+
+    def curation_results(self, ref: str) -> None:
+        """What curating produced ``ref``: removals by reason, duplicates, changes, overrides."""
+        self.push_screen(CurateResultsScreen(ref))
+
     def import_dialog(self, path: str = "") -> None:
         def done(result: tuple[str, bool] | None) -> None:
             if result and result[1]:
@@ -182,6 +196,7 @@ class StudioApp(App):
         commands: list[PaletteCommand] = [
             ("Datasets screen", "List the datasets of this workspace", lambda: self.switch_mode("datasets")),
             ("Plugins screen", "Loaded plugins, failures and install", lambda: self.switch_mode("plugins")),
+            ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.switch_mode("curate")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",
@@ -204,6 +219,13 @@ class StudioApp(App):
         if ref:
             commands.append((f"Export {ref.split('@')[0]}…", "Write this dataset version in any format",
                              lambda r=ref: self.export_dialog(r)))
+            index = screen.index if isinstance(screen, BrowserScreen) else 0
+            commands.append((f"Review {ref.split('@')[0]}", "Flag, edit, delete; accept, reject or swap pairs",
+                             lambda r=ref, i=index: self.review_dataset(r, i)))
+            if _side_table_exists(self.workspace, ref):
+                commands.append((f"Curation results of {ref.split('@')[0]}",
+                                 "Removals by reason, duplicates next to their originals, overrides",
+                                 lambda r=ref: self.curation_results(r)))
         for name in self.workspace.dataset_names():
             commands.append((f"Open dataset {name}", "Browse its records", lambda n=name: self.open_dataset(n)))
         try:
@@ -214,6 +236,16 @@ class StudioApp(App):
             commands.append((f"Open screen {entry.title}", f"from plugin {self.host.owner('screen', name)}",
                              lambda n=name: self.action_plugin_screen(n)))
         return commands
+
+
+def _side_table_exists(workspace: Workspace, ref: str) -> bool:
+    from studio.curation.pipeline import SIDE_TABLE
+
+    name, _, version = ref.partition("@")
+    try:
+        return (workspace.version_dir(name, version or None) / SIDE_TABLE).is_file()
+    except (StoreError, OSError):
+        return False
 
 
 def run_app(workspace: Workspace) -> None:

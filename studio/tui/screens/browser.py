@@ -44,6 +44,7 @@ class BrowserScreen(ReportsWorkerErrors, Screen):
         Binding("s", "panel('stats')", "Stats"),
         Binding("h", "panel('history')", "History"),
         Binding("e", "export", "Export"),
+        Binding("R", "review", "Review"),
         Binding("i", "import", "Import", show=False),
         Binding("c", "convert", "Convert", show=False),
         Binding("ctrl+d", "scroll_record(1)", "Scroll record down", show=False),
@@ -325,6 +326,10 @@ class BrowserScreen(ReportsWorkerErrors, Screen):
     def action_export(self) -> None:
         if self.view is not None:
             self.app.export_dialog(f"{self.view.info.dataset}@{self.view.info.id}")
+
+    def action_review(self) -> None:
+        if self.view is not None:
+            self.app.review_dataset(f"{self.view.info.dataset}@{self.view.info.id}", self.index)
 
     def action_import(self) -> None:
         self.app.import_dialog()

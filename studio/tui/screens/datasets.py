@@ -22,6 +22,7 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
         Binding("c", "convert", "Convert"),
         Binding("v", "versions", "Versions"),
         Binding("r", "refresh", "Refresh"),
+        Binding("R", "review", "Review"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -124,6 +125,11 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
     def action_versions(self) -> None:
         if self.selected():
             self.query_one("#version-table", DataTable).focus()
+
+    def action_review(self) -> None:
+        name = self.selected()
+        if name:
+            self.app.review_dataset(name)
 
     def action_refresh(self) -> None:
         self.refresh_datasets()

@@ -153,7 +153,7 @@ class ImportDialog(Dialog):
 
     def _override(self) -> str | None:
         value = self.query_one("#format", Select).value
-        return None if value in (AUTO, Select.BLANK) else str(value)
+        return None if value in (AUTO, Select.NULL) else str(value)
 
     def _invalidate(self) -> None:
         self.detection = None
@@ -323,7 +323,7 @@ class ExportDialog(Dialog):
         source = (self.info.source or {}).get("format") if self.info else None
         if source in self.formats:
             return source
-        return sorted(self.formats)[0] if self.formats else Select.BLANK
+        return sorted(self.formats)[0] if self.formats else Select.NULL
 
     def on_mount(self) -> None:
         self._suggest_path()
@@ -331,7 +331,7 @@ class ExportDialog(Dialog):
 
     def _format_name(self) -> str | None:
         value = self.query_one("#format", Select).value
-        return None if value == Select.BLANK else str(value)
+        return None if value == Select.NULL else str(value)
 
     def _suggest_path(self) -> None:
         fmt = self._format_name()
@@ -421,7 +421,7 @@ class ConvertDialog(Dialog):
                     yield Select([("auto-detect", AUTO), *options], value=AUTO, allow_blank=False, id="from")
                 with Vertical():
                     yield Label("Write as", classes="field-label")
-                    yield Select(options, value=options[0][1] if options else Select.BLANK,
+                    yield Select(options, value=options[0][1] if options else Select.NULL,
                                  allow_blank=not options, id="to")
             yield Label("Output file", classes="field-label")
             yield PathInput(id="out")
@@ -438,7 +438,7 @@ class ConvertDialog(Dialog):
 
     def _target(self) -> str | None:
         value = self.query_one("#to", Select).value
-        return None if value == Select.BLANK else str(value)
+        return None if value == Select.NULL else str(value)
 
     @on(Input.Changed, "#src")
     @on(Select.Changed, "#to")
@@ -464,7 +464,7 @@ class ConvertDialog(Dialog):
             result.update(Text("Choose an input file, a target format and an output file.", style="red"))
             return
         source_format = self.query_one("#from", Select).value
-        override = None if source_format in (AUTO, Select.BLANK) else str(source_format)
+        override = None if source_format in (AUTO, Select.NULL) else str(source_format)
         self.query_one("#convert", Button).disabled = True
         result.update(Text(f"Converting {src.name} → {target} …", style="dim"))
         self._convert(src, target, out, override)

@@ -1,0 +1,219 @@
+"""A form generated from a plugin item's pydantic config model (``studio.config_schema.describe``).
+
+bool → Switch, Literal → Select, str/int/float/Path → Input (pydantic converts the text), and
+anything else (lists, dicts, nested models) → an Input read as JSON, or YAML flow syntax
+(``[a, b]``, ``{k: v}``). Every change re-validates the whole model and each error is shown
+under its own field. The conversion functions are plain, so the screen and the tests use them
+without a running app.
+"""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Static, Switch
+
+from studio.config_schema import FieldSpec, describe
+
+GENERAL = "_"  # errors that belong to no one field (unknown keys, model validators)
+OMIT = object()
+
+
+def _strip_optional(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def field_kind(model: type[BaseModel], spec: FieldSpec) -> str:
+    """"bool", "choice", "scalar" (typed as text) or "structured" (JSON/YAML text)."""
+    if spec.choices:
+        return "choice"
+    base = _strip_optional(model.model_fields[spec.name].annotation)
+    if base is bool:
+        return "bool"
+    if isinstance(base, type) and issubclass(base, (int, float, str, Path)):
+        return "scalar"
+    return "structured"
+
+
+def raw_value(kind: str, value: Any) -> Any:
+    """What a field's widget shows for a config value."""
+    if kind == "bool":
+        return bool(value)
+    if kind == "choice":
+        return value
+    if value is None:
+        return ""
+    if kind == "scalar":
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse_raw(kind: str, raw: Any, is_str: bool = False) -> Any:
+    """A widget's value as a config value; OMIT leaves the field at its default.
+    Raises ValueError for text that is neither JSON nor YAML."""
+    if kind in ("bool", "choice"):
+        return OMIT if raw is Select.NULL else raw
+    text = "" if raw is None else str(raw)
+    if not text.strip():
+        return OMIT
+    if kind == "scalar":
+        return text if is_str else text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError("not valid JSON or YAML (a list is [a, b], a mapping {key: value})") from None
+
+
+def form_values(model: type[BaseModel], raw: dict[str, Any], extra: dict[str, Any] | None = None
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(values for the model, parse errors by field) from the widgets' raw values."""
+    values: dict[str, Any] = dict(extra or {})
+    errors: dict[str, str] = {}
+    for spec in describe(model):
+        if spec.name not in raw:
+            continue
+        kind = field_kind(model, spec)
+        is_str = _strip_optional(model.model_fields[spec.name].annotation) is str
+        try:
+            value = parse_raw(kind, raw[spec.name], is_str)
+        except ValueError as exc:
+            errors[spec.name] = str(exc)
+            continue
+        if value is not OMIT:
+            values[spec.name] = value
+    return values, errors
+
+
+def validate_form(model: type[BaseModel], raw: dict[str, Any], extra: dict[str, Any] | None = None
+                  ) -> tuple[BaseModel | None, dict[str, str]]:
+    """Validate the form: the config, or None and one message per field (GENERAL for the rest)."""
+    values, errors = form_values(model, raw, extra)
+    if errors:
+        return None, errors
+    try:
+        return model.model_validate(values), {}
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = error.get("loc") or ()
+            key = str(loc[0]) if loc and str(loc[0]) in model.model_fields else GENERAL
+            where = ".".join(str(p) for p in loc[1:]) if key != GENERAL else ".".join(str(p) for p in loc)
+            message = error["msg"] + (f" (at {where})" if where else "")
+            errors[key] = f"{errors[key]}; {message}" if key in errors else message
+        return None, errors
+
+
+def initial_raw(model: type[BaseModel], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(raw widget values, keys the model does not know) for a step's options from a recipe."""
+    raw: dict[str, Any] = {}
+    for spec in describe(model):
+        kind = field_kind(model, spec)
+        value = options.get(spec.name, spec.default)
+        raw[spec.name] = raw_value(kind, value) if spec.name in options or not spec.required else \
+            (False if kind == "bool" else Select.NULL if kind == "choice" else "")
+    extra = {k: v for k, v in options.items() if k not in model.model_fields}
+    return raw, extra
+
+
+class OpForm(Vertical):
+    """The fields of one config model; posts :class:`OpForm.Changed` with the raw values."""
+
+    DEFAULT_CSS = """
+    OpForm { height: auto; }
+    OpForm .form-field { height: auto; margin-bottom: 1; }
+    OpForm .form-help { color: $text-muted; }
+    OpForm .form-error { color: $error; height: auto; }
+    OpForm Switch { height: auto; }
+    """
+
+    class Changed(Message):
+        def __init__(self, form: "OpForm", raw: dict[str, Any]) -> None:
+            super().__init__()
+            self.form = form
+            self.raw = raw
+
+    def __init__(self, model: type[BaseModel], raw: dict[str, Any], errors: dict[str, str] | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.specs = describe(model)
+        self.raw = dict(raw)
+        self.errors = dict(errors or {})
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        for spec in self.specs:
+            kind = field_kind(self.model, spec)
+            value = self.raw.get(spec.name)
+            with Vertical(classes="form-field", id=f"box-{spec.name}"):
+                label = Text(spec.name, style="bold")
+                label.append(f"  {spec.type_name}", style="dim")
+                if spec.required:
+                    label.append("  required", style="yellow")
+                yield Label(label)
+                if spec.help:
+                    yield Static(Text(spec.help), classes="form-help")
+                if kind == "bool":
+                    yield Switch(value=bool(value), id=f"field-{spec.name}")
+                elif kind == "choice":
+                    options = [(str(c), c) for c in spec.choices or []]
+                    blank = spec.required or spec.default not in (spec.choices or [])
+                    yield Select(options, value=value if value in (spec.choices or []) else Select.NULL,
+                                 allow_blank=blank, id=f"field-{spec.name}")
+                else:
+                    placeholder = "" if spec.required else f"default: {raw_value(kind, spec.default) or 'none'}"
+                    if kind == "structured":
+                        placeholder += "  (JSON or YAML, e.g. [a, b])"
+                    yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}")
+                yield Static(self._error_text(spec.name), classes="form-error", id=f"error-{spec.name}")
+        yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
+
+    def _error_text(self, name: str) -> Text | str:
+        message = self.errors.get(name, "")
+        return Text(f"✗ {message}") if message else ""
+
+    def on_mount(self) -> None:
+        self._ready = True
+
+    def _changed(self, widget_id: str | None, value: Any) -> None:
+        if not self._ready or not widget_id or not widget_id.startswith("field-"):
+            return
+        name = widget_id[len("field-"):]
+        if self.raw.get(name) == value:
+            return
+        self.raw[name] = value
+        self.post_message(self.Changed(self, dict(self.raw)))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._changed(event.input.id, event.value)
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        event.stop()
+        self._changed(event.switch.id, event.value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._changed(event.select.id, event.value)
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        self.errors = dict(errors)
+        for name in [spec.name for spec in self.specs] + [GENERAL]:
+            self.query_one(f"#error-{name}", Static).update(self._error_text(name))
