@@ -148,6 +148,14 @@ def score(truth: list[dict], removed: dict[int, int]) -> dict:
 
 # --- contenders (each in its own subprocess) ---------------------------------------------------
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (ours' pool workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 class PeakMemory:
     """Samples the memory of this process and its children (ours spawns workers):
     the sum of PSS (proportional set size: shared library and memory-mapped file pages divided
@@ -198,11 +206,13 @@ def run_ours(arrow: str, num_proc: int, bands_rows: str | None) -> dict:
         bands, rows = (int(x) for x in bands_rows.split("x"))
         config = op.config_model(**{**config.model_dump(), "bands": bands, "rows": rows})
     with PeakMemory() as memory:
+        cpu = cpu_seconds()
         start = time.perf_counter()
         result = op.run(OpInput(Path(arrow)), config, OpContext(num_proc=num_proc, seed=1))
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
     removed = {i: r.duplicate_of for i, r in result.removals.items()}
-    return {"seconds": seconds, "peak_pss": memory.peak_pss, "peak_rss": memory.peak_rss, "removed": removed,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_pss": memory.peak_pss, "peak_rss": memory.peak_rss, "removed": removed,
             "bands": result.report["bands"], "rows": result.report["rows_per_band"]}
 
 
@@ -214,6 +224,7 @@ def run_datasketch(arrow: str) -> dict:
     from studio.curation.text import row_text
 
     with PeakMemory() as memory:
+        cpu = cpu_seconds()
         start = time.perf_counter()
         texts = [row_text(row, "all") for row in OpInput(Path(arrow)).rows()]
         lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
@@ -240,9 +251,10 @@ def run_datasketch(arrow: str) -> dict:
                         parent[max(a, b)] = min(a, b)
         roots = [find(i) for i in range(len(texts))]
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
     del np
     removed = {i: r for i, r in enumerate(roots) if r != i}
-    return {"seconds": seconds, "peak_pss": memory.peak_pss, "peak_rss": memory.peak_rss, "removed": removed,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_pss": memory.peak_pss, "peak_rss": memory.peak_rss, "removed": removed,
             "bands": lsh.b, "rows": lsh.r}
 
 
@@ -313,22 +325,25 @@ def main() -> int:
     base = results["datasketch (1 core)"]
     ratio = ours["records_per_second"] / base["records_per_second"]
     print()
-    print(f"{'contender':<26}{'records/s':>11}{'seconds':>9}{'peak PSS':>11}{'precision':>11}{'recall':>8}"
+    print(f"{'contender':<26}{'records/s':>11}{'seconds':>9}{'CPU s':>8}{'peak PSS':>11}{'precision':>11}{'recall':>8}"
           f"{'removed':>9}{'bands x rows':>14}{'load':>6}")
     for label, r in results.items():
-        print(f"{label:<26}{r['records_per_second']:>11,.0f}{r['seconds']:>9.1f}{r['peak_pss'] / 2**20:>8,.0f} MB"
+        print(f"{label:<26}{r['records_per_second']:>11,.0f}{r['seconds']:>9.1f}{r['cpu_seconds']:>8.1f}{r['peak_pss'] / 2**20:>8,.0f} MB"
               f"{r['precision']:>11.4f}{r['recall']:>8.4f}{r['removed']:>9,}{r['bands']:>8} x {r['rows']:<4}{r['load_average']:>5.1f}")
     print(f"(load: the machine's 1-minute load average during the run, {cores} cores; above {cores} other "
           f"processes were competing for them)")
     print(f"\nthroughput ratio ours ({cores} core{plural}) / datasketch (1 core; it has no parallel mode): "
           f"{ratio:.1f}x, recall {ours['recall']:.4f} vs {base['recall']:.4f}")
     ratios = {label: r["records_per_second"] / base["records_per_second"] for label, r in results.items()}
+    cpu_ratio = base["cpu_seconds"] / ours["cpu_seconds"]
+    print(f"CPU time ratio datasketch / ours ({cores} core{plural}): {cpu_ratio:.1f}x "
+          f"(less sensitive to other load on the machine than wall time)")
     for label, value in ratios.items():
         if label not in (runs[0][0], "datasketch (1 core)"):
             print(f"  {label} / datasketch: {value:.1f}x")
     report = {"records": len(rows), "planted": kinds, "threshold": THRESHOLD, "num_perm": NUM_PERM,
               "ngram": NGRAM, "cpu_count": cores, "datasketch_cores": 1, "results": results,
-              "throughput_ratio": ratio, "ratios_to_datasketch": ratios,
+              "throughput_ratio": ratio, "ratios_to_datasketch": ratios, "cpu_time_ratio": cpu_ratio,
               "recall_delta": ours["recall"] - base["recall"]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -47,8 +47,18 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel], prefix:
 
 
 def from_namespace(model: type[BaseModel], args: argparse.Namespace, prefix: str = "") -> BaseModel:
-    values = {name: getattr(args, prefix + name) for name in model.model_fields
-              if getattr(args, prefix + name, None) is not None}
+    values = {}
+    for name in model.model_fields:
+        value = getattr(args, prefix + name, None)
+        if value is None:
+            continue
+        if isinstance(value, str) and value[:1] in "[{":
+            # Lists and mappings arrive as text on the command line: `--languages '["en","fr"]'`.
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        values[name] = value
     return validate(model, values)
 
 

@@ -55,9 +55,11 @@ def register_formats(register):
 def register_curation_ops(register):
     """Register curation operations (dedup, filters, decontamination, splits...).
 
-    Call ``register(op)`` with an object that has ``name``, ``summary``, a pydantic
-    ``config_model`` and ``run(records, config, emit, cancelled)`` returning the kept records
-    and the removals with their reasons. Ops are chained by curation recipes.
+    Call ``register(op)`` with a :class:`studio.curation.op_base.CurationOp`: ``name``,
+    ``title``, ``summary``, ``category``, a pydantic ``config_model`` and
+    ``run(data, config, ctx) -> OpResult`` saying which rows to keep, why each other row went
+    (and which row it duplicates) and which rows changed. Curation recipes chain ops; the
+    pipeline writes the new version and the side table of removals.
     """
 
 

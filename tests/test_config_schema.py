@@ -43,3 +43,14 @@ def test_key_value_overrides_parse_json_and_nest():
         parse_pairs(["novalue"])
     with pytest.raises(ValueError, match="name: Field required"):
         validate(Options, {"threshold": 0.1})
+
+
+def test_list_and_mapping_options_parse_from_json_text():
+    class ListOptions(BaseModel):
+        languages: list[str] = ["en"]
+        sizes: dict[str, float] = {"train": 1.0}
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, ListOptions)
+    args = parser.parse_args(["--languages", '["en", "fr"]', "--sizes", '{"train": 0.8, "test": 0.2}'])
+    assert from_namespace(ListOptions, args) == ListOptions(languages=["en", "fr"], sizes={"train": 0.8, "test": 0.2})

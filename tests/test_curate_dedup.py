@@ -670,3 +670,23 @@ def test_semantic_model_option_and_errors(ws, ops, encoder):
         run(ops, "semantic_dedup", data, model="no-such-org/no-such-model")
     with pytest.raises(InterruptedError):
         run(ops, "semantic_dedup", data, OpContext(num_proc=1, cancelled=lambda: True))
+
+
+def test_dedup_steps_in_a_recipe_record_duplicates_by_source_row(ws, ops):
+    from studio.curation.pipeline import load_recipe, load_side_table, run_pipeline
+
+    answer = "Use reversed() or slicing with [::-1] to get a reversed copy of the list."
+    ws.write_version("d", [chat("How do I reverse a list in Python?", answer),
+                           chat("Tell me a joke.", "Why did the chicken cross the road? To get to the other side."),
+                           chat("how do I reverse a list in python?", answer),
+                           chat("How do I reverse a list in Python?", answer.replace("the list", "that list"))],
+                     {"name": "t"})
+    recipe = load_recipe({"dataset": "d", "steps": [{"op": "exact_dedup"},
+                                                    {"op": "minhash_dedup", "threshold": 0.6}]})
+    result = run_pipeline(ws, recipe, ops)
+    assert [s.removed for s in result.steps] == [1, 1]
+    side = {(r["op"], r["source_index"]): r for r in load_side_table(ws, "d")}
+    assert side[("exact_dedup", 2)]["duplicate_of"] == 0
+    # the minhash step ran on 3 rows; its removal still names source rows
+    assert side[("minhash_dedup", 3)]["duplicate_of"] == 0
+    assert 0.6 <= side[("minhash_dedup", 3)]["similarity"] < 1.0

@@ -156,6 +156,8 @@ def test_decontaminate_thresholds_and_short_items(tmp_path):
     strict = run_decontam(data, benchmarks=[str(path)], include_answers=False, min_fraction=0.5)
     assert set(strict.removals) == {0}
     assert strict.removals[0].detail["matches"][0]["fraction"] == 1.0
+    generic = run_decontam(data, benchmarks=[str(path)], formats={str(path): "generic"})
+    assert generic.report["benchmarks"][0]["read_as"] == "generic" and set(generic.removals) == {0, 1}
     assert set(run_decontam(data, benchmarks=[str(path)], include_answers=False,
                                  min_matches=len(shared) + 1).removals) == {0}
 

@@ -267,3 +267,19 @@ def test_map_rows_in_worker_processes_equals_in_process(ws, monkeypatch):
     parallel = OpContext(num_proc=2, emit=events.append).map_rows(data, row_text, part="prompt")
     assert parallel == serial and serial[1234] == "q1234"
     assert events[-1]["done"] == 2500
+
+
+def test_split_indices_are_mapped_through_rows_the_split_step_removed(ws):
+    class SplitAndDrop(CurationOp):
+        name, title, summary, category, config_model = "split_drop", "s", "s", "split", NoConfig
+        makes_splits = True
+
+        def run(self, data, config, ctx):
+            n = len(data)
+            keep = [i != 0 for i in range(n)]  # drops row 0, then splits the rest by input index
+            return OpResult(keep, {0: Removal("first")}, outputs={"a": [0, 1, 2], "b": list(range(3, n))})
+
+    result = run_pipeline(ws, load_recipe({"dataset": "d", "steps": [{"op": "split_drop"}]}), {"split_drop": SplitAndDrop()})
+    assert load_origin(ws, "d-a").tolist() == [1, 2]
+    assert load_origin(ws, "d-b").tolist() == [3, 4, 5, 6]
+    assert result.outputs["b"].num_records == 4

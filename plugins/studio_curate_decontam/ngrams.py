@@ -13,6 +13,7 @@ hash with a table is dismissed by a single set operation in C, the common case.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from itertools import repeat
@@ -91,6 +92,10 @@ def save_index(index: NgramIndex, path: str) -> None:
 def load_index(path: str) -> NgramIndex:
     index = _LOADED.get(path)
     if index is None:
+        # Pool workers outlive a step (the pipeline keeps one pool per run): drop indexes of
+        # finished steps, whose files are gone, before loading another.
+        for stale in [p for p in _LOADED if not os.path.exists(p)]:
+            del _LOADED[stale]
         with open(path, "rb") as fh:
             index = _LOADED[path] = pickle.load(fh)
     return index

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -40,14 +39,9 @@ def as_parts(part: PartSpec) -> list[str]:
     return [part] if isinstance(part, str) else list(dict.fromkeys(part))
 
 
-def text_of(row: dict[str, Any], parts: Sequence[str]) -> str:
-    if len(parts) == 1:
-        return row_text(row, parts[0])
-    return PART_SEPARATOR.join(row_text(row, p) for p in parts)
-
-
-def texts_of(row: dict[str, Any], parts: Sequence[str]) -> list[str]:
-    return [row_text(row, p) for p in parts]
+def input_table(data: OpInput):
+    """The pyarrow Table under an OpInput (memory-mapped; no copy)."""
+    return data.dataset.data.table
 
 
 # --- reading rows in workers ------------------------------------------------------------------
@@ -154,7 +148,7 @@ def map_chunks(ctx: OpContext, data: OpInput, fn: Callable[..., Any], what: str,
     ctx.progress(0, n, what)
     if n < op_base.PARALLEL_MIN_ROWS or ctx.num_proc <= 1 or len(chunks) == 1:
         # In-process: read through the input's own table instead of mapping the file again.
-        _TABLES[path] = data._table
+        _TABLES[path] = input_table(data)
         try:
             for i, (lo, hi) in enumerate(chunks):
                 if ctx.cancelled():
@@ -260,6 +254,3 @@ def check_cancel(ctx: OpContext) -> None:
     if ctx.cancelled():
         raise InterruptedError("cancelled")
 
-
-def as_path(value: str | Path) -> str:
-    return str(Path(value))

@@ -243,12 +243,12 @@ class SemanticDedup(CurationOp):
     config_model = SemanticDedupConfig
 
     def run(self, data: OpInput, config: SemanticDedupConfig, ctx: OpContext) -> OpResult:
-        from studio_curate_dedup.common import part_texts
+        from studio_curate_dedup.common import input_table, part_texts
 
         n = len(data)
         parts = as_parts(config.part)
         check_cancel(ctx)
-        per_part = [part_texts(data._table, part) for part in parts]
+        per_part = [part_texts(input_table(data), part) for part in parts]
         texts = per_part[0] if len(parts) == 1 else \
             ["\n".join(t for t in ts if t) for ts in zip(*per_part)]
         rows = np.flatnonzero(np.fromiter((bool(t.strip()) for t in texts), dtype=bool, count=n))
@@ -281,9 +281,11 @@ class SemanticDedup(CurationOp):
         nearest_sim[rows] = np.where(has, builder.nearest_sim, 0.0)
 
         def detail(i: int, root: int) -> dict[str, Any]:
-            out = {"matched": int(nearest[i]), "matched_similarity": round(float(nearest_sim[i]), 4)}
+            # similarity (on the Removal) is to the kept row; when the row joined the cluster
+            # through another duplicate, its own closest match says how near it really is.
+            out: dict[str, Any] = {"nearest_similarity": round(float(nearest_sim[i]), 4)}
             if nearest[i] != root:
-                out["via_chain"] = True  # joined to the cluster through another duplicate
+                out["chained"] = True
             return out
 
         result, stats = result_from_roots(roots, "semantic duplicate", to_root, detail)

@@ -14,8 +14,6 @@ from typing import Any, Iterable
 from studio.curation.op_base import OpResult, Removal
 from studio.curation.text import responses, row_text
 
-Verdict = "tuple[str, dict[str, Any]] | None"
-
 FENCED_CODE = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[ \t]*$|\Z)", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]+`")
 # A line that reads as source code rather than prose.

@@ -50,8 +50,9 @@ def count_tokens(tok: Any, text: str) -> int:
 class LengthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    part: TextPart = Field("response", description="text to measure: all, prompt, response (the answer turns), "
-                                                   "user, assistant, chosen or rejected")
+    part: TextPart = Field("response", description="text to measure: all, prompt, response (the answer turns; "
+                                                   "a pair's chosen and rejected together), user, assistant, "
+                                                   "chosen or rejected")
     min_words: int | None = Field(1, ge=0, description="remove rows with fewer words (whitespace-separated) than this")
     max_words: int | None = Field(None, ge=0, description="remove rows with more words than this")
     min_tokens: int | None = Field(None, ge=0, description="remove rows with fewer tokenizer tokens than this")

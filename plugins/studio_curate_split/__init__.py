@@ -80,18 +80,14 @@ class Split(CurationOp):
         counts = allocate(n, config.sizes)
         _check(ctx)
         outputs: dict[str, list[int]] = {}
-        keep = np.zeros(n, dtype=bool)
         pos = 0
         for name, count in counts.items():
-            part = np.sort(order[pos:pos + count])
-            keep[part] = True
-            outputs[name] = part.tolist()
+            outputs[name] = np.sort(order[pos:pos + count]).tolist()
             pos += count
         ctx.progress(n, n, "split")
-        result = OpResult(keep=keep.tolist(), outputs=outputs)
-        if pos < n:
-            left = Removal("not in any split", {"rule": "sizes", "value": n - pos, "threshold": n})
-            result.removals = {int(i): left for i in np.flatnonzero(~keep)}
+        # Every row stays: output indices are positions in this step's input, which the pipeline
+        # takes from its result; rows in no part (fractions summing below 1) are simply not written.
+        result = OpResult(keep=[True] * n, outputs=outputs)
         result.report = {"rows": n, "sizes": {k: len(v) for k, v in outputs.items()}, "unassigned": n - pos,
                          "seed": _seed(config.seed, ctx)}
         if strata is not None:

@@ -281,6 +281,12 @@ def _apply(run: _Run, data: OpInput, result: OpResult, index: int, op: CurationO
         origin = np.concatenate([origin, np.full(len(result.added), -1, dtype=np.int64)])
     run.origin = origin
     run.path = run.write(out)
+    if result.added_from:
+        sources: dict[str, int] = {}
+        for src in result.added_from:
+            key = f"{src.get('dataset')}@{src.get('version')}"
+            sources[key] = sources.get(key, 0) + 1
+        result.report = {**result.report, "added_from": sources}
     return StepReport(index=index, op=op.name, rows_in=n, removed=int((~keep).sum()), changed=changed,
                       added=len(result.added), rows_out=out.num_rows, seconds=0.0, by_reason=by_reason,
                       report=result.report, clusters=len(result.clusters), examples=examples)
@@ -335,6 +341,7 @@ def run_pipeline(
             run.origin = np.arange(limit, dtype=np.int64)
         reports: list[StepReport] = []
         outputs_idx: dict[str, list[int]] | None = None
+        last_keep: list[bool] = []
         for index, (op, config) in enumerate(steps):
             if cancelled():
                 raise InterruptedError("curation cancelled")
@@ -351,6 +358,7 @@ def run_pipeline(
                 if index != len(steps) - 1:
                     raise RecipeError(f"step {index} ({op.name}) split the rows; a split must be the last step")
                 outputs_idx = result.outputs
+                last_keep = result.keep
         out = PipelineResult(input=input_info, steps=reports, dry_run=dry_run, side_rows=len(run.side))
         if dry_run:
             return out
@@ -366,8 +374,12 @@ def run_pipeline(
             import numpy as np
             import pyarrow as pa
 
+            # Output indices name rows of the split step's input; map them to positions in the
+            # final table (rows the step removed have no position).
+            position = np.cumsum(np.asarray(last_keep, dtype=bool)) - 1
             for split_name, indices in outputs_idx.items():
-                idx = np.asarray(sorted(indices), dtype=np.int64)
+                idx = np.asarray(sorted(i for i in indices if last_keep[i]), dtype=np.int64)
+                idx = position[idx] if len(idx) else idx
                 part = final.take(pa.array(idx)) if len(idx) else final.slice(0, 0)
                 out.outputs[split_name] = ws.write_version(
                     f"{target}-{split_name}", part, {**operation, "split": split_name},
