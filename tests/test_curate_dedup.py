@@ -414,7 +414,13 @@ def test_minhash_parallel_workers_give_the_in_process_answer(ws, ops, monkeypatc
     monkeypatch.setattr(op_base, "PARALLEL_MIN_ROWS", 10)
     monkeypatch.setattr(op_base, "CHUNK_ROWS", 37)
     events = []
-    pooled = run(ops, "minhash_dedup", data, OpContext(num_proc=2, emit=events.append))
+    ctx = OpContext(num_proc=2, emit=events.append)
+    try:
+        pooled = run(ops, "minhash_dedup", data, ctx)
+        again = run(ops, "minhash_dedup", data, ctx)  # a second step on the same (kept) pool
+    finally:
+        ctx.close()
+    assert again.keep == pooled.keep
     assert pooled.keep == single.keep and pooled.clusters == single.clusters
     assert {i: r.duplicate_of for i, r in pooled.removals.items()} == \
         {i: r.duplicate_of for i, r in single.removals.items()}
@@ -461,7 +467,11 @@ def test_exact_parallel_workers_give_the_in_process_answer(ws, ops, monkeypatch)
     single = run(ops, "exact_dedup", data, OpContext(num_proc=1))
     monkeypatch.setattr(op_base, "PARALLEL_MIN_ROWS", 10)
     monkeypatch.setattr(op_base, "CHUNK_ROWS", 29)
-    pooled = run(ops, "exact_dedup", data, OpContext(num_proc=2))
+    ctx = OpContext(num_proc=2)
+    try:
+        pooled = run(ops, "exact_dedup", data, ctx)
+    finally:
+        ctx.close()
     assert pooled.keep == single.keep and pooled.clusters == single.clusters
     assert {i: r.duplicate_of for i, r in pooled.removals.items()} == \
         {i: r.duplicate_of for i, r in single.removals.items()}

@@ -41,7 +41,7 @@ def as_parts(part: PartSpec) -> list[str]:
 
 def input_table(data: OpInput):
     """The pyarrow Table under an OpInput (memory-mapped; no copy)."""
-    return data.dataset.data.table
+    return data.table
 
 
 # --- reading rows in workers ------------------------------------------------------------------
@@ -136,7 +136,8 @@ def map_chunks(ctx: OpContext, data: OpInput, fn: Callable[..., Any], what: str,
 
     Like ``ctx.map_rows`` but a call gets a whole chunk, so it can vectorise across rows and
     return one array instead of a Python object per row. Workers are spawned (not forked: the
-    TUI runs ops from a thread) and memory-map the same Arrow file. With ``consume``, each
+    TUI runs ops from a thread) and memory-map the same Arrow file; the context's pool is reused
+    when it has one. With ``consume``, each
     result is handed to ``consume(lo, hi, result)`` as it arrives (in any order) and not kept, so
     the caller can fill one preallocated array instead of holding every chunk and a copy."""
     n = len(data)
@@ -162,8 +163,12 @@ def map_chunks(ctx: OpContext, data: OpInput, fn: Callable[..., Any], what: str,
         finally:
             _TABLES.pop(path, None)
         return [] if consume is not None else results
-    workers = min(ctx.num_proc, len(chunks))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    # The run's pool when the context keeps one (its workers and their imports are started once
+    # per recipe run, not per step); otherwise a pool for this call.
+    shared = getattr(ctx, "_get_pool", None)
+    pool = shared() if shared is not None else ProcessPoolExecutor(
+        max_workers=min(ctx.num_proc, len(chunks)), mp_context=get_context("spawn"))
+    futures = {}
     try:
         futures = {pool.submit(fn, path, lo, hi, **kwargs): i for i, (lo, hi) in enumerate(chunks)}
         done = 0
@@ -179,7 +184,10 @@ def map_chunks(ctx: OpContext, data: OpInput, fn: Callable[..., Any], what: str,
             done += hi - lo
             ctx.progress(done, n, what)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            future.cancel()  # no-op for finished ones; drops queued chunks after a cancel or error
+        if shared is None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [] if consume is not None else results
 
 

@@ -287,13 +287,14 @@ def shingle_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.n
 
 def minhash_signatures(shingles: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
                        block: int = BLOCK_SHINGLES) -> np.ndarray:
-    """(rows, num_perm) uint32 MinHash signatures; rows without shingles get all 0xFFFFFFFF.
+    """MinHash signatures, transposed: (num_perm, rows) uint32, each permutation's values
+    contiguous; rows without shingles get all 0xFFFFFFFF.
 
     The permuted hashes are laid out (num_perm, shingles) so that the per-row minimum
     (``reduceat`` over each row's run of shingles) runs along contiguous memory: ten times faster
     than reducing along the other axis."""
     rows = len(counts)
-    sig = np.full((rows, len(a)), MAX_HASH32, dtype=np.uint32)
+    sig_t = np.full((len(a), rows), MAX_HASH32, dtype=np.uint32)
     offsets = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
@@ -312,53 +313,63 @@ def minhash_signatures(shingles: np.ndarray, counts: np.ndarray, a: np.ndarray, 
         idx = np.arange(r0, r1)
         idx = idx[counts[idx] > 0]
         seg = np.maximum(offsets[idx], s0) - s0
-        mins = np.minimum.reduceat(high, seg, axis=1).T
-        sig[idx] = np.minimum(sig[idx], mins)
-    return sig
+        mins = np.minimum.reduceat(high, seg, axis=1)
+        # a row spanning two blocks keeps the smaller of its two partial minima
+        sig_t[:, idx] = np.minimum(sig_t[:, idx], mins)
+    return sig_t
 
 
-def signatures_of_texts(texts: list[str], shingle: str, ngram: int, num_perm: int, seed: int,
-                        lowercase: bool = True, unicode_nfkc: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures, shingles per row) of a list of texts."""
+def signatures_of_texts(texts, shingle: str, ngram: int, num_perm: int, seed: int,
+                        lowercase: bool = True, unicode_nfkc: bool = True, transposed: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures (rows, num_perm), or (num_perm, rows) when transposed; shingles per row)."""
     tokens, counts = token_hashes(texts, shingle, lowercase, unicode_nfkc)
     shingles, per_row = shingle_hashes(tokens, counts, ngram)
     a, b = permutations(num_perm, seed)
-    return minhash_signatures(shingles, per_row, a, b), per_row
+    sig_t = minhash_signatures(shingles, per_row, a, b)
+    return (sig_t if transposed else sig_t.T), per_row
 
 
 def signature_chunk(path: str, lo: int, hi: int, parts: list[str], **options) -> tuple[np.ndarray, np.ndarray]:
-    """Worker task: signatures of rows [lo, hi) of the Arrow file (module level: it is pickled)."""
-    return signatures_of_texts(texts_of_range(path, lo, hi, parts), **options)
+    """Worker task: transposed signatures of rows [lo, hi) of the Arrow file (module level: it is
+    pickled)."""
+    return signatures_of_texts(texts_of_range(path, lo, hi, parts), transposed=True, **options)
 
 
 # --- LSH --------------------------------------------------------------------------------------
 
-def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
-    """A 64-bit bucket key of each row's signature slice for this band."""
-    cols = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
+def band_keys(sig_t: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """A 64-bit bucket key per row for this band, from the transposed (num_perm, rows) signatures
+    (each permutation's values contiguous): a weighted sum of the already random 32-bit values,
+    mixed once. A rare key collision only costs a verification."""
     weights = ngram_weights(rows)
-    key = np.full(len(sig), ((band + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
+    key = np.full(sig_t.shape[1], ((band + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
     for j in range(rows):
-        key += mix64(cols[:, j] * weights[j] + np.uint64(j))
+        key += sig_t[band * rows + j].astype(np.uint64) * weights[j]
     return mix64(key)
 
 
 def bucket_pairs(keys: np.ndarray, rows_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs connecting every bucket: (first member, member) and (previous member, member)."""
-    order = np.argsort(keys, kind="stable")
+    """Pairs connecting every bucket: (smallest member, member) and (neighbour, member) in the
+    sorted order, which connect a bucket without enumerating all its pairs."""
+    order = np.argsort(keys)  # introsort: deterministic, faster than a stable sort
     sorted_keys = keys[order]
-    members = rows_idx[order]
     same = sorted_keys[1:] == sorted_keys[:-1]
     if not same.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pos = np.arange(len(order))
-    group_start = np.maximum.accumulate(np.where(np.concatenate([[True], ~same]), pos, 0))
-    later = np.flatnonzero(same) + 1  # positions that are not the first of their bucket
-    first = members[group_start[later]]
-    prev = members[later - 1]
-    this = members[later]
-    u = np.concatenate([first, prev])
-    v = np.concatenate([this, this])
+    shared = np.zeros(len(order), dtype=bool)  # positions in buckets of two or more
+    shared[1:] |= same
+    shared[:-1] |= same
+    pos = np.flatnonzero(shared)
+    members = rows_idx[order[pos]]
+    group_keys = sorted_keys[pos]
+    starts = np.ones(len(pos), dtype=bool)
+    starts[1:] = group_keys[1:] != group_keys[:-1]
+    group = np.cumsum(starts) - 1
+    smallest = np.minimum.reduceat(members, np.flatnonzero(starts))[group]
+    chained = ~starts
+    u = np.concatenate([smallest, members[np.flatnonzero(chained) - 1]])
+    v = np.concatenate([members, members[chained]])
     distinct = u != v
     return u[distinct], v[distinct]
 
@@ -369,10 +380,15 @@ def unique_pairs(u: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.n
     return code // n, code % n
 
 
-def estimated_jaccard(sig: np.ndarray, u: np.ndarray, v: np.ndarray, block: int = 65_536) -> np.ndarray:
+def estimated_jaccard(sig_t: np.ndarray, u: np.ndarray, v: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Share of equal signature values of each pair (u[i], v[i]); sig_t is (num_perm, rows)."""
     out = np.empty(len(u), dtype=np.float64)
     for s in range(0, len(u), block):
-        out[s:s + block] = (sig[u[s:s + block]] == sig[v[s:s + block]]).mean(axis=1)
+        uu, vv = u[s:s + block], v[s:s + block]
+        equal = np.zeros(len(uu), dtype=np.int64)
+        for row in sig_t:
+            equal += row[uu] == row[vv]
+        out[s:s + block] = equal / len(sig_t)
     return out
 
 
@@ -393,12 +409,14 @@ class MinHashDedup(CurationOp):
         seed = ctx.seed if config.seed is None else config.seed
         options = dict(shingle=config.shingle, ngram=config.ngram, num_perm=config.num_perm, seed=seed,
                        lowercase=config.lowercase, unicode_nfkc=config.unicode_nfkc)
-        # n x num_perm x 4 bytes (51 MB per 100k rows at 128): filled in place as chunks arrive.
-        sig = np.empty((n, config.num_perm), dtype=np.uint32)
+        # num_perm x n x 4 bytes (51 MB per 100k rows at 128), filled in place as chunks arrive;
+        # transposed so that each band reads contiguous memory.
+        sig = np.empty((config.num_perm, n), dtype=np.uint32)
         shingles = np.zeros(n, dtype=np.int64)
 
         def consume(lo: int, hi: int, chunk: tuple[np.ndarray, np.ndarray]) -> None:
-            sig[lo:hi], shingles[lo:hi] = chunk
+            sig[:, lo:hi] = chunk[0]
+            shingles[lo:hi] = chunk[1]
 
         map_chunks(ctx, data, signature_chunk, "minhash signatures", consume=consume, parts=parts, **options)
         has_text = np.flatnonzero(shingles > 0)

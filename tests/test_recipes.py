@@ -1,0 +1,65 @@
+"""Every shipped recipe validates against the registered ops and really runs on the sample
+dataset its header names."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import DATASETS, ROOT
+from studio.curation.pipeline import load_recipe, load_side_table, resolve_steps, run_pipeline
+from studio.data.workflows import import_file
+from studio.plugins import get_host
+from studio.store import Workspace
+
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 3
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_recipe_header_names_its_command_and_the_recipe_runs(path, tmp_path):
+    text = path.read_text()
+    assert text.startswith(f"# studio curate recipes/{path.name}\n")
+    sample = re.search(r"studio data import (datasets/[^\s`]+)", text).group(1)
+    recipe = load_recipe(path)
+    host = get_host()
+    ops = host.items("curation_op")
+    resolve_steps(recipe, ops)
+    ws = Workspace.init(tmp_path / "ws")
+    import_file(ws, ROOT / sample, host.formats(), name=recipe.dataset)
+    result = run_pipeline(ws, recipe, ops, base_dir=ROOT)
+    outputs = [result.version] if result.version else list(result.outputs.values())
+    assert outputs and all(v.parent == ws.head(recipe.dataset).id for v in outputs)
+    total_out = sum(v.num_records for v in outputs)
+    assert 0 < total_out <= ws.head(recipe.dataset).num_records
+    assert [s.op for s in result.steps] == [s.op for s in recipe.steps]
+    # What the steps removed is all in the side table of the output.
+    removed = sum(s.removed for s in result.steps)
+    changed = sum(s.changed for s in result.steps)
+    assert len(load_side_table(ws, f"{outputs[0].dataset}@{outputs[0].id}")) == removed + changed
+
+
+def test_the_dolly_recipe_removes_exactly_the_planted_problems(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    host = get_host()
+    import_file(ws, DATASETS / "dolly_noisy.jsonl", host.formats(), name="dolly_noisy")
+    result = run_pipeline(ws, load_recipe(ROOT / "recipes" / "curate-dolly.yaml"), host.items("curation_op"))
+    side = load_side_table(ws, "dolly-clean-train").to_list()
+    got = {(r["op"], r["source_index"]) for r in side}
+    # Row numbers of dolly_noisy.jsonl: see its card for what each planted row is.
+    assert got == {("exact_dedup", 1), ("exact_dedup", 18), ("minhash_dedup", 3), ("minhash_dedup", 21),
+                   ("response_filter", 13), ("response_filter", 19), ("refusal_filter", 5),
+                   ("refusal_filter", 7), ("pii_redact", 9), ("pii_redact", 10), ("pii_redact", 16)}
+    dup = {r["source_index"]: r["duplicate_of"] for r in side if r["op"].endswith("dedup")}
+    assert dup == {1: 0, 18: 17, 3: 2, 21: 20}
+    sizes = {k: v.num_records for k, v in result.outputs.items()}
+    assert sum(sizes.values()) == 24 - 8 and sizes["train"] > sizes["validation"] >= 1
+    redacted = [t.content for r in ws.open("dolly-clean-train").records() for t in r.messages]
+    redacted += [t.content for split in ("validation", "test") for r in ws.open(f"dolly-clean-{split}").records()
+                 for t in r.messages]
+    text = "\n".join(redacted)
+    assert "maria.lopez@" not in text and "sk-proj-" not in text and "81.17.24.108" not in text
+    assert "<EMAIL>" in text and "<IP_ADDRESS>" in text
