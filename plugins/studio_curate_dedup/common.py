@@ -165,7 +165,7 @@ def map_chunks(ctx: OpContext, data: OpInput, fn: Callable[..., Any], what: str,
         return [] if consume is not None else results
     # The run's pool when the context keeps one (its workers and their imports are started once
     # per recipe run, not per step); otherwise a pool for this call.
-    shared = getattr(ctx, "_get_pool", None)
+    shared = getattr(ctx, "pool", None)
     pool = shared() if shared is not None else ProcessPoolExecutor(
         max_workers=min(ctx.num_proc, len(chunks)), mp_context=get_context("spawn"))
     futures = {}

@@ -136,7 +136,7 @@ class OpContext:
             return out
         chunks = [(lo, min(lo + CHUNK_ROWS, n)) for lo in range(0, n, CHUNK_ROWS)]
         results: list[list[Any]] = [[] for _ in chunks]
-        pool = self._get_pool()
+        pool = self.pool()
         futures = {pool.submit(_run_chunk, str(data.path), lo, hi, fn, kwargs): i for i, (lo, hi) in enumerate(chunks)}
         done = 0
         for future in as_completed(futures):
@@ -149,7 +149,8 @@ class OpContext:
             self.progress(done, n, what)
         return [item for chunk in results for item in chunk]
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def pool(self) -> ProcessPoolExecutor:
+        """The run's worker processes, for ops that map their own chunk functions."""
         # One pool for the whole run: starting workers (and their imports) once, not per step.
         # spawn, not fork: the TUI runs ops from a worker thread, and forking a threaded
         # process can deadlock.
