@@ -19,6 +19,7 @@ from studio_format_common import LAYOUT_KEY, canonical
 SAMPLES = {
     "alpaca.json": ("alpaca", 12, ["instruction", "history", "system"]),
     "dolly.jsonl": ("dolly", 15, ["context", "closed_qa"]),
+    "dolly_noisy.jsonl": ("dolly", 24, ["context", "open_qa"]),
     "hh_rlhf.jsonl": ("hh_rlhf", 12, ["Human:", "transcripts"]),
     "kto.jsonl": ("kto", 12, ["label", "8 desirable, 4 undesirable"]),
     "kto_prompt_completion.jsonl.gz": ("kto", 10, ["prompt + completion", "label"]),
