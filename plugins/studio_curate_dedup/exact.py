@@ -4,14 +4,13 @@ Texts are read column-wise from the Arrow file, normalised and hashed (xxh3-128)
 processes; grouping the 128-bit keys is one numpy lexsort."""
 from __future__ import annotations
 
-import re
-import unicodedata
 
 import numpy as np
 import xxhash
 from pydantic import BaseModel, Field
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
+from studio.curation.text import normalise
 from studio_curate_dedup.common import (
     PART_HELP, PartSpec, as_parts, check_cancel, map_chunks, parts_validator, range_part_texts,
     result_from_roots,
@@ -19,7 +18,6 @@ from studio_curate_dedup.common import (
 
 # Punctuation and symbols: anything that is neither a word character nor whitespace, and "_"
 # (which \w counts as a word character).
-_NOT_WORD = re.compile(r"[^\w\s]|_")
 
 
 class ExactDedupConfig(BaseModel):
@@ -34,19 +32,6 @@ class ExactDedupConfig(BaseModel):
                                                "duplicates of each other")
 
     _split_parts = parts_validator()
-
-
-def normalise(text: str, lowercase: bool = True, collapse_whitespace: bool = True,
-              strip_punctuation: bool = False, unicode_nfkc: bool = True) -> str:
-    if unicode_nfkc:
-        text = unicodedata.normalize("NFKC", text)
-    if lowercase:
-        text = text.casefold()
-    if strip_punctuation:
-        text = _NOT_WORD.sub(" " if collapse_whitespace else "", text)
-    if collapse_whitespace:
-        text = " ".join(text.split())
-    return text
 
 
 def exact_chunk(path: str, lo: int, hi: int, parts: list[str], skip_empty: bool, **norm: bool

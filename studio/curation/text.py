@@ -2,6 +2,8 @@
 canonical schema), so these functions take rows, not Record objects: no per-row object churn."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any, Literal
 
 # prompt: every turn before the answer (system, user, tools); response: the answer turns
@@ -51,3 +53,19 @@ def responses(row: dict[str, Any]) -> list[str]:
     answer = split_turns(row)[1]
     return ["\n".join(_contents(answer))] if answer else []
 
+
+_NOT_WORD = re.compile(r"[^\w\s]|_")
+
+
+def normalise(text: str, lowercase: bool = True, collapse_whitespace: bool = True,
+              strip_punctuation: bool = False, unicode_nfkc: bool = True) -> str:
+    """The text exact dedup compares: NFKC, case-folded, whitespace collapsed (by default)."""
+    if unicode_nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if lowercase:
+        text = text.casefold()
+    if strip_punctuation:
+        text = _NOT_WORD.sub(" " if collapse_whitespace else "", text)
+    if collapse_whitespace:
+        text = " ".join(text.split())
+    return text
