@@ -17,7 +17,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.store import VersionView
 from studio.rendering import kind_tag, render_stats, short_id
-from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
 from studio.tui.widgets.records import RecordList, RecordView
 from studio.tui.widgets.versions import VersionHistory
 
@@ -25,9 +25,10 @@ HIT_LIMIT = 100_000
 PANELS = ("record", "stats", "history")
 
 
-class BrowserScreen(ReportsWorkerErrors, Screen):
+class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     # Keys belong to the screen (n, p, PageDown …); the version table takes focus only on h.
     AUTO_FOCUS = ""
+    list_widget = RecordList
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("n", "next", "Next"),
@@ -148,41 +149,19 @@ class BrowserScreen(ReportsWorkerErrors, Screen):
             self.index = index
             self.show_current()
 
-    def action_move(self, delta: int) -> None:
-        self.go(self.index + delta)
+    def has_records(self) -> bool:
+        return self.view is not None and bool(self.total)
 
     def action_next(self) -> None:
+        # While search hits are shown, n walks the hits instead of the records.
         if self.hits:
             self._step_hit(1)
         else:
-            self.go(self.index + 1)
-
-    def action_prev(self) -> None:
-        self.go(self.index - 1)
+            super().action_next()
 
     def action_prev_hit(self) -> None:
         if self.hits:
             self._step_hit(-1)
-
-    def action_page(self, direction: int) -> None:
-        self.go(self.index + direction * self.query_one(RecordList).window_size())
-
-    def action_first(self) -> None:
-        self.go(0)
-
-    def action_last(self) -> None:
-        self.go(self.total - 1)
-
-    def action_goto(self) -> None:
-        if self.view is None or not self.total:
-            return
-        from studio.tui.screens.dialogs import GotoDialog
-
-        def chosen(index: int | None) -> None:
-            if index is not None:
-                self.go(index)
-
-        self.app.push_screen(GotoDialog(self.total, self.index), chosen)
 
     def action_scroll_record(self, direction: int) -> None:
         panel = self.query_one("#record-panel", VerticalScroll)

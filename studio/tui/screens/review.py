@@ -27,7 +27,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.curation.review import ReviewError, ReviewSession, record_from_json, record_to_json
 from studio.rendering import kind_tag, render_review_state, review_counts_text, short_id
-from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
 from studio.tui.screens.dialogs import Dialog
 from studio.tui.widgets.records import RecordView
 from studio.tui.widgets.review import ReviewList
@@ -117,8 +117,9 @@ class CommitProgress(Message):
         self.done, self.total = done, total
 
 
-class ReviewScreen(ReportsWorkerErrors, Screen):
+class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     AUTO_FOCUS = ""
+    list_widget = ReviewList
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("n", "next", "Next"),
@@ -252,34 +253,8 @@ class ReviewScreen(ReportsWorkerErrors, Screen):
     def on_record_list_clicked(self, event) -> None:
         self.go(event.index)
 
-    def action_move(self, delta: int) -> None:
-        self.go(self.index + delta)
-
-    def action_next(self) -> None:
-        self.go(self.index + 1)
-
-    def action_prev(self) -> None:
-        self.go(self.index - 1)
-
-    def action_page(self, direction: int) -> None:
-        self.go(self.index + direction * self.query_one(ReviewList).window_size())
-
-    def action_first(self) -> None:
-        self.go(0)
-
-    def action_last(self) -> None:
-        self.go(self.total - 1)
-
-    def action_goto(self) -> None:
-        if self.session is None or not self.total:
-            return
-        from studio.tui.screens.dialogs import GotoDialog
-
-        def chosen(index: int | None) -> None:
-            if index is not None:
-                self.go(index)
-
-        self.app.push_screen(GotoDialog(self.total, self.index), chosen)
+    def has_records(self) -> bool:
+        return self.session is not None and bool(self.total)
 
     def action_next_reviewed(self, direction: int) -> None:
         """Jump to the next (or previous) record with a pending edit or a flag."""
