@@ -55,6 +55,17 @@ def verdict(reason: str, rule: str, value: Any, threshold: Any, **extra: Any) ->
     return reason, detail
 
 
+def first_failing_side(row: dict[str, Any], cfg: dict[str, Any], measure) -> Any:
+    """The verdict for the first judged text that ``measure(text, cfg)`` fails, else None.
+    ``measure`` returns ``(reason, rule, value, threshold)`` or None."""
+    for side, text in judged_texts(row, cfg["part"], cfg["check_rejected"]):
+        found = measure(text, cfg)
+        if found:
+            reason, rule, value, threshold = found
+            return verdict(reason, rule, value, threshold, side=side)
+    return None
+
+
 def build_result(verdicts: Iterable[Any], report: dict[str, Any] | None = None) -> OpResult:
     verdicts = list(verdicts)
     keep = [v is None for v in verdicts]

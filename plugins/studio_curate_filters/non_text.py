@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
 from studio.curation.text import TextPart
-from studio_curate_filters.common import build_result, code_line_share, judged_texts, strip_code, verdict
+from studio_curate_filters.common import (
+    build_result, code_line_share, first_failing_side, strip_code,
+)
 
 WHITESPACE = re.compile(r"\s+")
 # Combining marks (Devanagari vowel signs, Thai tone marks, Arabic and Hebrew points, accents) are
@@ -80,12 +82,7 @@ def _rules(text: str, cfg: dict[str, Any]) -> tuple[str, str, float, float] | No
 
 
 def judge_non_text(row: dict[str, Any], cfg: dict[str, Any]) -> Any:
-    for side, text in judged_texts(row, cfg["part"], cfg["check_rejected"]):
-        found = non_text(text, cfg)
-        if found:
-            reason, rule, value, threshold = found
-            return verdict(reason, rule, value, threshold, side=side)
-    return None
+    return first_failing_side(row, cfg, non_text)
 
 
 class NonTextConfig(BaseModel):

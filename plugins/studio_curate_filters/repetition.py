@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
 from studio.curation.text import TextPart
-from studio_curate_filters.common import build_result, judged_texts, strip_code, verdict
+from studio_curate_filters.common import (
+    build_result, first_failing_side, strip_code,
+)
 
 PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 WORD = re.compile(r"\w+")
@@ -128,12 +130,7 @@ def repetition(text: str, cfg: dict[str, Any]) -> tuple[str, str, float, float] 
 
 
 def judge_repetition(row: dict[str, Any], cfg: dict[str, Any]) -> Any:
-    for side, text in judged_texts(row, cfg["part"], cfg["check_rejected"]):
-        found = repetition(text, cfg)
-        if found:
-            reason, rule, value, threshold = found
-            return verdict(reason, rule, value, threshold, side=side)
-    return None
+    return first_failing_side(row, cfg, repetition)
 
 
 class RepetitionConfig(BaseModel):

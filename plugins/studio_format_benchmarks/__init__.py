@@ -25,14 +25,28 @@ def _qa_turns(record: Record, what: str) -> tuple[list[Turn] | None, list[str]]:
     """The [user, assistant] pair a one-question benchmark row holds (a system prompt is dropped)."""
     if record.kind != "conversation":
         return None, [f"{record.kind} records ({what} holds one question and its answer)"]
-    turns = list(record.messages)
-    dropped = []
-    if turns and turns[0].role == "system":
-        turns.pop(0)
-        dropped.append("system prompt")
+    turns, dropped = without_system(record)
     if [t.role for t in turns] != ["user", "assistant"]:
         return None, [f"conversations other than one question and one answer ({what})"]
     return turns, dropped + unheld(record)
+
+
+def _qa_row(record: Record, what: str, columns: tuple[str, ...], question: str, answer: str) -> Written:
+    """A benchmark row in its own column order: the question and answer from the turns, every
+    other column from the record's meta."""
+    turns, dropped = _qa_turns(record, what)
+    if turns is None:
+        return Written(None, dropped)
+    meta = source_meta(record)
+    row: dict[str, Any] = {}
+    for column in columns:
+        if column == question:
+            row[column] = turns[0].content
+        elif column == answer:
+            row[column] = turns[1].content
+        elif column in meta:
+            row[column] = meta[column]
+    return Written(add_meta(row, record), dropped)
 
 
 class GSM8KFormat(DatasetFormat):
@@ -63,10 +77,7 @@ class GSM8KFormat(DatasetFormat):
         return Record([Turn("user", question), Turn("assistant", answer)], meta=meta)
 
     def write(self, record):
-        turns, dropped = _qa_turns(record, "GSM8K")
-        if turns is None:
-            return Written(None, dropped)
-        return Written(add_meta({"question": turns[0].content, "answer": turns[1].content}, record), dropped)
+        return _qa_row(record, "GSM8K", ("question", "answer"), "question", "answer")
 
 
 HUMANEVAL_KEYS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
@@ -95,19 +106,7 @@ class HumanEvalFormat(DatasetFormat):
         return Record([Turn("user", prompt), Turn("assistant", solution)], meta=meta)
 
     def write(self, record):
-        turns, dropped = _qa_turns(record, "HumanEval")
-        if turns is None:
-            return Written(None, dropped)
-        meta = source_meta(record)
-        row: dict[str, Any] = {}
-        for key in HUMANEVAL_KEYS:
-            if key == "prompt":
-                row[key] = turns[0].content
-            elif key == "canonical_solution":
-                row[key] = turns[1].content
-            elif key in meta:
-                row[key] = meta[key]
-        return Written(add_meta(row, record), dropped)
+        return _qa_row(record, "HumanEval", HUMANEVAL_KEYS, "prompt", "canonical_solution")
 
 
 TRUTHFULQA_COLUMNS = ("Type", "Category", "Question", "Best Answer", "Best Incorrect Answer",
@@ -140,19 +139,7 @@ class TruthfulQAFormat(DatasetFormat):
         return Record([Turn("user", question), Turn("assistant", best)], meta=meta)
 
     def write(self, record):
-        turns, dropped = _qa_turns(record, "TruthfulQA")
-        if turns is None:
-            return Written(None, dropped)
-        meta = source_meta(record)
-        row: dict[str, Any] = {}
-        for column in TRUTHFULQA_COLUMNS:
-            if column == "Question":
-                row[column] = turns[0].content
-            elif column == "Best Answer":
-                row[column] = turns[1].content
-            elif column in meta:
-                row[column] = meta[column]
-        return Written(add_meta(row, record), dropped)
+        return _qa_row(record, "TruthfulQA", TRUTHFULQA_COLUMNS, "Question", "Best Answer")
 
 
 class MTBenchFormat(DatasetFormat):

@@ -8,6 +8,8 @@ calls both.
 """
 from __future__ import annotations
 
+from textual.binding import Binding
+
 from textual.worker import Worker, WorkerState
 
 from studio.tui.widgets.records import RecordList
@@ -28,6 +30,16 @@ class RecordNavigation:
     ``list_widget`` to the list whose height is one page, and says in ``has_records`` whether
     anything is open to walk.
     """
+
+    # The hidden movement keys both screens share; screens splice them into their BINDINGS.
+    MOVE_BINDINGS = [
+        Binding("down,j", "move(1)", "Next record", show=False),
+        Binding("up,k", "move(-1)", "Previous record", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("home", "first", "First record", show=False),
+        Binding("end,G", "last", "Last record", show=False),
+    ]
 
     list_widget: type[RecordList]
 
