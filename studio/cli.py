@@ -383,10 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_plugins_uninstall)
 
-    from studio import cli_curate, cli_review
+    from studio import cli_curate, cli_generate, cli_review
 
     cli_curate.configure(sub)
     cli_review.configure(sub)
+    cli_generate.configure(sub)
 
     data = sub.add_parser("data", help="detect, convert, import and inspect datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -479,14 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Plugin commands join the parser only when a command is named that we don't know,
         # so built-in commands don't pay for loading every plugin up front.
-        known = {"init", "tui", "plugins", "data", "curate", "review"}
+        known = {"init", "tui", "plugins", "data", "curate", "review", "generate", "providers"}
         first = next((a for a in argv if not a.startswith("-")), None)
         if first is not None and first not in known:
             _add_plugin_commands(parser)
-        if first == "curate":
-            # `curate` parses its own arguments (a recipe path or an action); argparse's
+        if first in ("curate", "generate"):
+            # These parse their own arguments (a recipe path or an action); argparse's
             # REMAINDER would swallow neither a leading --help nor options reliably.
-            cut = argv.index("curate") + 1
+            cut = argv.index(first) + 1
             args = parser.parse_args(argv[:cut])
             args.rest = argv[cut:]
         else:
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return cmd_tui(args)
         code = args.func(args)
-        if args.command in ("data", "curate"):
+        if args.command in ("data", "curate", "generate"):
             _failed_plugins_note()
         return int(code or 0)
     except (PluginError, CliError, ValueError, OSError) as exc:

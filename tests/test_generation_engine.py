@@ -1,0 +1,310 @@
+"""The generation engine against a real HTTP server on loopback that injects the failures real
+APIs have: every row ends stored or recorded as failed, re-runs never pay twice, budgets stop
+runs cleanly, rate limits and Retry-After are honoured, and keys never reach a file."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from studio.generation.engine import Engine, RunContext
+from studio.generation.generator_base import GenerationFailed, Generator
+from studio.generation.journal import Journal
+from studio.generation.limiter import RateLimiter, TokenBucket, parse_duration, retry_after
+from studio.generation.provider import ProviderConfig
+from studio.generation.runner import GenerationRecipe, list_runs, run_generation
+from studio.hookspecs import hookimpl
+from studio.plugins import PluginHost
+from studio.records import Record, Turn
+from studio.serving.scripted import ScriptedServer
+from studio.store import Workspace
+
+
+class EchoConfig(BaseModel):
+    prefix: str = Field("", description="text put before each prompt")
+
+
+class EchoGenerator(Generator):
+    """Answers every seed prompt once: the simplest row-wise generator."""
+
+    name = "echo"
+    title = "Echo"
+    summary = "one answer per seed prompt"
+    config_model = EchoConfig
+    seeds = "required"
+
+    def estimate(self, config, seeds, count_tokens):
+        from studio.generation.generator_base import Estimate
+
+        return Estimate(len(seeds), sum(count_tokens(s.messages[0].content) for s in seeds), 16 * len(seeds))
+
+    async def generate(self, config, ctx):
+        async def ask(record):
+            return await ctx.chat([{"role": "user", "content": config.prefix + record.messages[0].content}],
+                                  max_tokens=16)
+
+        async for index, result in ctx.imap(ctx.seeds, ask):
+            seed = ctx.seeds[index]
+            if isinstance(result, GenerationFailed):
+                ctx.fail(result, source=seed, source_index=index, stage="answer")
+                continue
+            if isinstance(result, Exception):
+                raise result
+            yield Record(seed.messages + [Turn("assistant", result.text)],
+                         meta={"generation": result.provenance(self.name)})
+
+
+class EchoPlugin:
+    @hookimpl
+    def register_generators(self, register):
+        register(EchoGenerator())
+
+
+@pytest.fixture
+def host():
+    h = PluginHost(entry_points=[])
+    h.add_plugin(EchoPlugin(), "echo-test")
+    return h
+
+
+def _workspace(tmp_path: Path, prompts: list[str]) -> Workspace:
+    ws = Workspace.init(tmp_path / "ws")
+    ws.write_version("prompts", [Record([Turn("user", p)]) for p in prompts], operation={"op": "test"})
+    return ws
+
+
+def _recipe(server: ScriptedServer, **provider) -> GenerationRecipe:
+    return GenerationRecipe(generator="echo", output="answers", seed_dataset="prompts",
+                            provider={"name": "local", "base_url": server.base_url, "model": "m",
+                                      "timeout": 1.0, "max_retries": 4, **provider})
+
+
+def _fast_backoff(monkeypatch):
+    monkeypatch.setattr(Engine, "_backoff", lambda self, attempt: 0.01 * attempt)
+
+
+def test_every_row_is_stored_or_failed_under_faults(tmp_path, host, monkeypatch):
+    _fast_backoff(monkeypatch)
+    prompts = [f"question {i}" for i in range(60)] + [
+        "rate limited [[429x2]]", "server error [[500x2]]", "slow [[timeout]]", "broken json [[malformed]]",
+        "never works [[fail]]", "invalid request [[400]]"]
+    ws = _workspace(tmp_path, prompts)
+    with ScriptedServer(latency=0.005, fault_rates={"429": 0.05, "500": 0.05, "malformed": 0.03},
+                        timeout_sleep=1.5) as server:
+        summary = run_generation(ws, _recipe(server, concurrency=8), host=host)
+    assert summary.status == "completed"
+    assert summary.rows + summary.failed_rows == len(prompts)
+    assert summary.failed_rows == 2  # [[fail]] after all retries, [[400]] at once
+    view = ws.open("answers")
+    answered = {r.messages[0].content for r in view.records()}
+    assert {"rate limited [[429x2]]", "server error [[500x2]]", "slow [[timeout]]", "broken json [[malformed]]"} <= answered
+    rejects = [json.loads(line) for line in ws.rejects_path("answers").read_text().splitlines()]
+    assert sorted(r["raw"]["messages"][0]["content"] for r in rejects) == ["invalid request [[400]]", "never works [[fail]]"]
+    assert any("HTTP 400" in r["message"] for r in rejects) and any("gave up after 5 attempts" in r["message"] for r in rejects)
+    # Rows keep their provenance; the order follows the seeds.
+    first = view.record(0)
+    assert first.meta["generation"]["generator"] == "echo" and first.messages[0].content == "question 0"
+    assert summary.meter["retries"] >= 6 and summary.meter["throttled"] >= 2
+
+
+def test_rerun_answers_from_the_journal_and_retry_sends_only_failed(tmp_path, host, monkeypatch):
+    _fast_backoff(monkeypatch)
+    prompts = [f"q{i}" for i in range(20)] + ["x [[fail]]"]
+    ws = _workspace(tmp_path, prompts)
+    with ScriptedServer() as server:
+        first = run_generation(ws, _recipe(server), host=host)
+        sent_first = len(server.log)
+        again = run_generation(ws, _recipe(server), host=host)
+        assert len(server.log) == sent_first  # nothing sent: answers and the failure replay
+        assert again.meter["cached"] == 20 and again.rows == 20 and again.failed_rows == 1
+        assert again.version == first.version  # same content, same version id
+        retried = run_generation(ws, _recipe(server), host=host, run_id=again.run_id, retry_failed=True)
+        new = server.log[sent_first:]
+        assert {e["hash"] for e in new} == {server.log[-1]["hash"]}  # only the failed request again
+        assert retried.meter["cached"] == 20
+
+
+def test_budget_stops_cleanly_and_resume_pays_only_for_the_rest(tmp_path, host):
+    prompts = [f"please answer question number {i} with care" for i in range(40)]
+    ws = _workspace(tmp_path, prompts)
+    prices = {"m": {"input": 1000.0, "output": 1000.0}}  # $ per 1M tokens: ~$0.02 a request
+    with ScriptedServer() as server:
+        recipe = _recipe(server, prices=prices, concurrency=2).model_copy(update={"budget": 0.3})
+        stopped = run_generation(ws, recipe, host=host)
+        assert stopped.status == "stopped" and "budget" in stopped.reason
+        assert 0 < stopped.rows < len(prompts)
+        assert stopped.meter["cost"] <= 0.3
+        assert ws.open("answers").num_rows == stopped.rows  # partial output stored
+        sent = len(server.log)
+        resumed = run_generation(ws, recipe.model_copy(update={"budget": 10.0}), host=host, run_id=stopped.run_id)
+        assert resumed.status == "completed" and resumed.rows == len(prompts)
+        assert resumed.meter["cached"] == stopped.rows
+        assert len(server.log) - sent == len(prompts) - stopped.rows
+        hashes = [e["hash"] for e in server.log]
+        assert len(hashes) == len(set(hashes))  # no request paid twice
+
+
+def test_estimate_uses_prices(tmp_path, host):
+    ws = _workspace(tmp_path, ["one two three"] * 4)
+    with ScriptedServer() as server:
+        recipe = _recipe(server, prices={"m": {"input": 2.0, "output": 4.0}})
+        summary = run_generation(ws, recipe, host=host, estimate_only=True)
+        assert summary.status == "estimated" and server.log == []
+    est = summary.estimate
+    assert est["requests"] == 4 and est["completion_tokens"] == 64 and est["priced"]
+    assert est["cost"] == pytest.approx((est["prompt_tokens"] * 2 + 64 * 4) / 1e6)
+
+
+def test_concurrency_cap_is_found_without_a_429_storm(tmp_path, host):
+    ws = _workspace(tmp_path, [f"q{i}" for i in range(120)])
+    with ScriptedServer(latency=0.02, max_concurrency=4, retry_after=0.05) as server:
+        summary = run_generation(ws, _recipe(server, concurrency=16), host=host)
+    assert summary.rows == 120
+    throttled = sum(1 for e in server.log if e["status"] == 429)
+    # AIMD halves on each 429 and the shared pause holds everyone back: a handful, not hundreds.
+    assert 0 < throttled <= 20
+
+
+def test_rpm_limit_paces_requests(tmp_path, host):
+    ws = _workspace(tmp_path, [f"q{i}" for i in range(12)])
+    with ScriptedServer() as server:
+        run_generation(ws, _recipe(server, rpm=240, concurrency=8), host=host)  # 4 per second, burst 4
+        times = sorted(e["time"] for e in server.log)
+    assert len(times) == 12
+    assert times[-1] - times[0] >= 1.7  # 12 requests at 4/s after a burst of 4 take ~2 s
+
+
+def test_retry_after_is_honoured(tmp_path, host):
+    ws = _workspace(tmp_path, ["wait for me [[429]]"])
+    with ScriptedServer() as server:
+        run_generation(ws, _recipe(server), host=host)
+        first, second = server.log
+    assert first["status"] == 429 and second["status"] == 200
+    assert second["time"] - first["time"] >= 0.1  # the server said Retry-After: 0.1
+
+
+def test_bad_credentials_stop_the_run_with_a_clear_reason(tmp_path, host, monkeypatch):
+    monkeypatch.setenv("STUDIO_TEST_KEY", "wrong-key")
+    ws = _workspace(tmp_path, [f"q{i}" for i in range(10)])
+    with ScriptedServer(api_key="right-key") as server:
+        summary = run_generation(ws, _recipe(server, api_key_env="STUDIO_TEST_KEY"), host=host)
+    assert summary.status == "stopped" and "credentials" in summary.reason and "401" in summary.reason
+    assert len(server.log) <= 8  # stopped at once, not ten retried requests
+
+
+def test_the_api_key_never_reaches_a_file(tmp_path, host, monkeypatch):
+    secret = "sk-test-0123456789abcdefSECRET"
+    monkeypatch.setenv("STUDIO_TEST_KEY", secret)
+    ws = _workspace(tmp_path, [f"q{i}" for i in range(5)] + ["boom [[fail]]"])
+    _fast_backoff(monkeypatch)
+    with ScriptedServer(api_key=secret) as server:
+        summary = run_generation(ws, _recipe(server, api_key_env="STUDIO_TEST_KEY"), host=host)
+    assert summary.rows == 5
+    files = [p for p in Path(ws.root).rglob("*") if p.is_file()]
+    assert any(p.name == "journal.sqlite" for p in files) and any(p.name == "recipe.yaml" for p in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    assert "STUDIO_TEST_KEY" in (summary.run_dir / "recipe.yaml").read_text()
+
+
+def test_inline_keys_are_refused():
+    with pytest.raises(ValueError, match="api_key_env"):
+        ProviderConfig(base_url="http://x/v1", api_key="sk-123")
+    with pytest.raises(ValueError, match="api_key_env"):
+        ProviderConfig(base_url="http://x/v1", headers={"Authorization": "Bearer sk-123"})
+
+
+def test_runs_are_listed_with_status(tmp_path, host):
+    ws = _workspace(tmp_path, ["a", "b"])
+    with ScriptedServer() as server:
+        summary = run_generation(ws, _recipe(server), host=host)
+    runs = list_runs(ws)
+    assert [r["run_id"] for r in runs] == [summary.run_id]
+    assert runs[0]["status"] == "completed" and runs[0]["rows"] == 2
+    events = [json.loads(line)["event"] for line in (summary.run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "estimate" or events[0] == "start"
+    assert events[-1] == "end" and "progress" in events
+
+
+def test_same_request_in_flight_twice_is_sent_once(tmp_path):
+    with ScriptedServer(latency=0.05) as server:
+        provider = ProviderConfig(name="t", base_url=server.base_url, model="m")
+        engine = Engine(provider, Journal(tmp_path / "j.sqlite"), run_id="r")
+        ctx = RunContext(engine, [], 0, on_fail=lambda row: None)
+
+        async def main():
+            results = await ctx.gather(["same", "same", "other"], lambda p: ctx.chat([{"role": "user", "content": p}]))
+            await engine.aclose()
+            return results
+
+        results = asyncio.run(main())
+    assert [r.text for r in results][0] == results[1].text
+    assert len(server.log) == 2
+
+
+def test_imap_streams_in_order_with_a_bounded_window(tmp_path):
+    provider = ProviderConfig(name="t", base_url="http://127.0.0.1:9/v1", model="m")
+    engine = Engine(provider, Journal(tmp_path / "j.sqlite"), run_id="r")
+    ctx = RunContext(engine, [], 0, on_fail=lambda row: None, window=3)
+    started: list[int] = []
+
+    async def work(i):
+        started.append(i)
+        await asyncio.sleep(0.01 * (5 - i % 5))
+        if i == 4:
+            raise ValueError("row 4 is bad")
+        return i * 10
+
+    async def main():
+        out = []
+        async for index, result in ctx.imap(range(10), work):
+            out.append((index, result))
+            assert max(started) <= index + 3  # never more than the window ahead
+        return out
+
+    out = asyncio.run(main())
+    assert [i for i, _ in out] == list(range(10))
+    assert isinstance(out[4][1], ValueError) and out[5][1] == 50
+
+
+def test_duration_parsing():
+    assert parse_duration("2") == 2.0
+    assert parse_duration("1.5") == 1.5
+    assert parse_duration("6m0s") == 360.0
+    assert parse_duration("20ms") == pytest.approx(0.02)
+    assert parse_duration("1m30.5s") == pytest.approx(90.5)
+    assert parse_duration("soon") is None
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({}) is None
+
+
+def test_token_bucket_waits_for_refill():
+    now = [0.0]
+    bucket = TokenBucket(per_minute=60, clock=lambda: now[0])  # one per second, burst one
+    assert bucket.wait_time(1) == 0
+    bucket.take(1)
+    assert bucket.wait_time(1) == pytest.approx(1.0)
+    now[0] = 0.5
+    assert bucket.wait_time(1) == pytest.approx(0.5)
+    now[0] = 1.0
+    assert bucket.wait_time(1) == 0
+
+
+def test_ratelimit_headers_pause_everyone():
+    now = [100.0]
+
+    async def main():
+        limiter = RateLimiter(concurrency=4, clock=lambda: now[0])
+        await limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
+        assert limiter.paused_until == pytest.approx(102.0)
+        await limiter.observe({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "9s"})
+        assert limiter.paused_until == pytest.approx(102.0)
+        await limiter.throttle(None)
+        assert limiter.limit == 2.0 and limiter.throttled == 1
+
+    asyncio.run(main())
