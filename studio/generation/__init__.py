@@ -1,0 +1,1 @@
+"""Synthetic data generation: the engine, the journal, rate limits, runs and providers."""
