@@ -102,7 +102,8 @@ def _print_json(data: Any) -> None:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # Soft wrap keeps commands and run ids on one line, greppable and copyable.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _ls(args) -> int:

@@ -166,7 +166,7 @@ def test_concurrency_cap_is_found_without_a_429_storm(tmp_path, host):
     assert summary.rows == 120
     throttled = sum(1 for e in server.log if e["status"] == 429)
     # AIMD halves on each 429 and the shared pause holds everyone back: a handful, not hundreds.
-    assert 0 < throttled <= 20
+    assert 0 < throttled <= 25
 
 
 def test_rpm_limit_paces_requests(tmp_path, host):

@@ -175,56 +175,62 @@ class Engine:
         return self.count_tokens(text), int(max_out) * int(body.get("n") or 1)
 
     async def _send(self, endpoint: str, body: dict[str, Any], key: str) -> Completion:
-        self._check_running()
         prompt_est, completion_est = self._estimate(endpoint, body)
+        tokens = prompt_est + completion_est
+        # The most this request could cost; held against the budget only while it is in flight,
+        # so waiting requests don't block the budget and the cap can never be overshot.
         reserve = self.provider.cost(prompt_est, completion_est, body["model"])
-        if self.budget is not None and self.meter.cost + self.reserved + reserve > self.budget:
-            self.stop(f"budget reached: spent {self.meter.cost:.4f} of {self.budget:.4f}, "
-                      f"the next request could cost up to {reserve:.4f}")
-            raise RunStopped(self.stop_reason)
-        self.reserved += reserve
         attempts = 0
-        try:
-            while True:
+        while True:
+            self._check_running()
+            attempts += 1
+            await self.limiter.acquire(tokens)
+            used, ok = None, False
+            if self.stop_reason is None and self.budget is not None \
+                    and self.meter.cost + self.reserved + reserve > self.budget:
+                self.stop(f"budget reached: spent {self.meter.cost:.4f} of {self.budget:.4f}, "
+                          f"the next request could cost up to {reserve:.4f}")
+            if self.stop_reason is not None or self.cancelled():  # it may have stopped while we waited
+                await self.limiter.release(tokens, 0, ok=True)
                 self._check_running()
-                attempts += 1
-                await self.limiter.acquire(prompt_est + completion_est)
-                self.meter.in_flight += 1
-                self.meter.sent += 1
-                used = None
-                ok = False
-                try:
-                    texts, reasons, p_tok, c_tok, headers = await self._call(endpoint, body)
-                    used, ok = p_tok + c_tok, True
-                except _Retryable as exc:
-                    if exc.status == 429:
-                        self.meter.throttled += 1
-                        await self.limiter.throttle(exc.wait)
-                    if attempts > self.provider.max_retries:
-                        return self._fail(endpoint, body, key, f"{exc} (gave up after {attempts} attempts)",
-                                          exc.status, attempts)
-                    self.meter.retries += 1
-                    wait = exc.wait if exc.wait is not None else self._backoff(attempts)
-                    self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(exc),
-                               "status": exc.status, "wait": round(wait, 3)})
-                    await asyncio.sleep(wait)
-                    continue
-                finally:
-                    self.meter.in_flight -= 1
-                    await self.limiter.release(prompt_est + completion_est, used, ok)
-                await self.limiter.observe(headers)
+                raise RunStopped(self.stop_reason or "stopped")
+            self.reserved += reserve
+            sent_at = self.limiter.clock()
+            self.meter.in_flight += 1
+            self.meter.sent += 1
+            try:
+                texts, reasons, p_tok, c_tok, headers = await self._call(endpoint, body)
+                used, ok = p_tok + c_tok, True
                 cost = self.provider.cost(p_tok, c_tok, body["model"])
-                self.journal.put_ok(key, endpoint, body["model"], body, texts, reasons, p_tok, c_tok, cost,
-                                    attempts, self.run_id)
-                m = self.meter
-                m.answered += 1
-                m.prompt_tokens += p_tok
-                m.completion_tokens += c_tok
-                m.cost += cost
-                self.progress_event()
-                return Completion(texts, reasons, p_tok, c_tok, cost, key, body["model"], _params(body), cached=False)
-        finally:
-            self.reserved -= reserve
+                self.meter.cost += cost  # counted before the reservation is let go
+            except GenerationFailed as exc:  # not retryable (400, 404...): keep it as failed
+                return self._fail(endpoint, body, key, str(exc), exc.status, attempts)
+            except _Retryable as exc:
+                if exc.status == 429:
+                    self.meter.throttled += 1
+                    await self.limiter.throttle(exc.wait, sent_at)
+                if attempts > self.provider.max_retries:
+                    return self._fail(endpoint, body, key, f"{exc} (gave up after {attempts} attempts)",
+                                      exc.status, attempts)
+                self.meter.retries += 1
+                wait = exc.wait if exc.wait is not None else self._backoff(attempts)
+                self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(exc),
+                           "status": exc.status, "wait": round(wait, 3)})
+                await asyncio.sleep(wait)
+                continue
+            finally:
+                self.reserved -= reserve
+                self.meter.in_flight -= 1
+                await self.limiter.release(tokens, used, ok)
+            await self.limiter.observe(headers)
+            self.journal.put_ok(key, endpoint, body["model"], body, texts, reasons, p_tok, c_tok, cost,
+                                attempts, self.run_id)
+            m = self.meter
+            m.answered += 1
+            m.prompt_tokens += p_tok
+            m.completion_tokens += c_tok
+            self.progress_event()
+            return Completion(texts, reasons, p_tok, c_tok, cost, key, body["model"], _params(body), cached=False)
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads retries of many workers over the window instead of in lockstep.
@@ -343,9 +349,10 @@ class RunContext(GenerationContext):
         iterator = iter(enumerate(items))
         next_index = 0
         exhausted = False
+        stopped: RunStopped | None = None
         try:
             while True:
-                while not exhausted and len(pending) < self.window:
+                while stopped is None and not exhausted and len(pending) < self.window:
                     try:
                         index, item = next(iterator)
                     except StopIteration:
@@ -353,8 +360,15 @@ class RunContext(GenerationContext):
                         break
                     pending[index] = asyncio.ensure_future(guarded(item))
                 if next_index not in pending:
-                    return
-                result = await pending.pop(next_index)
+                    break
+                try:
+                    result = await pending.pop(next_index)
+                except RunStopped as exc:
+                    # Launch nothing more, but still hand over what already finished, in order:
+                    # the rows are paid for, so they belong in the stored output.
+                    stopped = stopped or exc
+                    next_index += 1
+                    continue
                 yield next_index, result
                 next_index += 1
         finally:
@@ -362,6 +376,8 @@ class RunContext(GenerationContext):
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending.values(), return_exceptions=True)
+        if stopped is not None:
+            raise stopped
 
     def fail(self, error, *, source=None, source_index=None, stage="") -> None:
         self.engine.meter.failed_rows += 1

@@ -89,6 +89,7 @@ class RateLimiter:
         self.limit = float(concurrency)  # adaptive; fractional so it can grow slowly
         self.in_flight = 0
         self.paused_until = 0.0
+        self.last_decrease = float("-inf")
         self._cond = asyncio.Condition()
         self.throttled = 0  # 429s seen
 
@@ -129,12 +130,15 @@ class RateLimiter:
                 self.limit = min(self.max_concurrency, self.limit + 1.0 / max(1.0, self.limit))
             self._cond.notify_all()
 
-    async def throttle(self, wait: float | None) -> None:
+    async def throttle(self, wait: float | None, sent_at: float | None = None) -> None:
         """A 429: halve concurrency and pause everyone for the server's ``Retry-After`` (or a
-        short default), so the other in-flight workers don't hammer it too."""
+        short default), so the other in-flight workers don't hammer it too. 429s for requests
+        sent before the last halving are echoes of the same overload and don't halve again."""
         async with self._cond:
             self.throttled += 1
-            self.limit = max(1.0, self.limit / 2)
+            if sent_at is None or sent_at >= self.last_decrease:
+                self.limit = max(1.0, self.limit / 2)
+                self.last_decrease = self.clock()
             pause = wait if wait is not None else 1.0
             self.paused_until = max(self.paused_until, self.clock() + pause)
             self._cond.notify_all()

@@ -208,6 +208,7 @@ class ScriptedServer:
                     entry["status"] = 200
                     self._send(200, server._answer(endpoint, body), server._rate_headers())
                 finally:
+                    entry["end"] = time.time()
                     with server._lock:
                         server.active -= 1
                         server.log.append(entry)
