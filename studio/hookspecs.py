@@ -67,9 +67,12 @@ def register_curation_ops(register):
 def register_generators(register):
     """Register synthetic data generators (Self-Instruct, Evol-Instruct, Magpie, judges...).
 
-    Call ``register(generator)`` with an object that has ``name``, ``summary``, a pydantic
-    ``config_model`` and ``run(config, client, emit, cancelled)`` yielding records. The host
-    supplies the OpenAI-compatible client, rate limits, retries, resume and cost metering.
+    Call ``register(generator)`` with a :class:`studio.generation.generator_base.Generator`:
+    ``name``, ``title``, ``summary``, a pydantic ``config_model``, what seeds it takes,
+    ``estimate(config, seeds, count_tokens)`` for the cost estimate and an async
+    ``generate(config, ctx)`` yielding records. It asks the model only through ``ctx.chat`` /
+    ``ctx.complete``; the host supplies the OpenAI-compatible client, concurrency, rate limits,
+    retries, the journal that makes re-runs and resumes free, cost metering and budgets.
     """
 
 

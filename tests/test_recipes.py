@@ -12,11 +12,14 @@ from studio.data.workflows import import_file
 from studio.plugins import get_host
 from studio.store import Workspace
 
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("curate-*.yaml"))
+GENERATION_RECIPES = sorted((ROOT / "recipes").glob("generate-*.yaml"))
 
 
 def test_there_are_recipes():
-    assert len(RECIPES) >= 3
+    assert len(RECIPES) >= 3 and len(GENERATION_RECIPES) >= 6
+    kinds = {p.name.split("-")[0] for p in (ROOT / "recipes").glob("*.yaml")}
+    assert kinds == {"curate", "generate"}  # every recipe is run by one of the tests here
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
@@ -63,3 +66,38 @@ def test_the_dolly_recipe_removes_exactly_the_planted_problems(tmp_path):
     text = "\n".join(redacted)
     assert "maria.lopez@" not in text and "sk-proj-" not in text and "81.17.24.108" not in text
     assert "<EMAIL>" in text and "<IP_ADDRESS>" in text
+
+
+@pytest.fixture(scope="module")
+def embedded_server():
+    from studio.serving.launch import start_background_server
+
+    server = start_background_server("embedded")
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", GENERATION_RECIPES, ids=[p.name for p in GENERATION_RECIPES])
+def test_generation_recipe_runs_on_the_embedded_model(path, tmp_path, embedded_server):
+    from studio.generation.runner import load_recipe, resolve, run_generation
+
+    text = path.read_text()
+    assert text.startswith(f"# studio generate recipes/{path.name}\n")
+    recipe = load_recipe(path)
+    ws = Workspace.init(tmp_path / "ws")
+    host = get_host()
+    resolve(ws, recipe, host)  # generator and config validate
+    if recipe.seed_dataset:
+        sample = re.search(r"studio data import (datasets/[^\s`]+)", text).group(1)
+        import_file(ws, ROOT / sample, host.formats(), name=recipe.seed_dataset)
+    # One embedded server for all recipes (what the recipe starts itself when run alone).
+    recipe = recipe.model_copy(update={"provider": {"name": "embedded-shared", "base_url": embedded_server.base_url,
+                                                    "model": embedded_server.model_name}})
+    summary = run_generation(ws, recipe, host=host)
+    assert summary.status == "completed", summary.reason
+    assert summary.meter["answered"] > 0
+    if summary.rows:
+        made = ws.open(recipe.output)
+        assert made.num_rows == summary.rows
+        assert all(r.meta["generation"]["model"] == embedded_server.model_name for r in made.records())

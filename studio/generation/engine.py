@@ -203,7 +203,12 @@ class Engine:
                 used, ok = p_tok + c_tok, True
                 cost = self.provider.cost(p_tok, c_tok, body["model"])
                 self.meter.cost += cost  # counted before the reservation is let go
-            except GenerationFailed as exc:  # not retryable (400, 404...): keep it as failed
+            except GenerationFailed as exc:  # not retryable (400, 422...): keep it as failed
+                if exc.status in (404, 405, 501):
+                    # The endpoint lacks the route (no raw completions): a fact about this server,
+                    # not this request, so it isn't journaled against another server's reply.
+                    self.meter.failed += 1
+                    raise GenerationFailed(str(exc), key=key, status=exc.status) from None
                 return self._fail(endpoint, body, key, str(exc), exc.status, attempts)
             except _Retryable as exc:
                 if exc.status == 429:
