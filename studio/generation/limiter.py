@@ -128,7 +128,8 @@ class RateLimiter:
                 self.tokens.give_back(reserved_tokens - used_tokens)
             if ok and self.limit < self.max_concurrency:
                 self.limit = min(self.max_concurrency, self.limit + 1.0 / max(1.0, self.limit))
-            self._cond.notify_all()
+            # One slot freed: wake one waiter (FIFO), not the whole queue to re-check and sleep.
+            self._cond.notify(1)
 
     async def throttle(self, wait: float | None, sent_at: float | None = None) -> None:
         """A 429: halve concurrency and pause everyone for the server's ``Retry-After`` (or a

@@ -1,6 +1,6 @@
 """The studio's terminal app.
 
-Three modes (Datasets, Plugins, Curate) plus any screens plugins register through
+Four modes (Datasets, Plugins, Curate, Generate) plus any screens plugins register through
 ``register_screens``; review mode is pushed on the Datasets stack from the record browser.
 Everything blocking runs in thread workers; a failed worker anywhere ends up in
 :meth:`StudioApp.report_worker_error`, which shows it instead of crashing.
@@ -23,6 +23,7 @@ from studio.tui.screens.browser import BrowserScreen
 from studio.tui.screens.curate import CurateResultsScreen, CurateScreen
 from studio.tui.screens.datasets import DatasetsScreen
 from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
+from studio.tui.screens.generate import GenerateScreen
 from studio.tui.screens.help import HelpScreen
 from studio.tui.screens.plugins import InstallPluginDialog, PluginsScreen
 from studio.tui.screens.review import ReviewScreen
@@ -42,7 +43,8 @@ class StudioApp(App):
     CSS_PATH = "studio.tcss"
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
-    MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen}
+    MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen,
+             "generate": GenerateScreen}
     DEFAULT_MODE = "datasets"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -50,6 +52,7 @@ class StudioApp(App):
         Binding("1", "switch_mode('datasets')", "Datasets"),
         Binding("2", "switch_mode('plugins')", "Plugins"),
         Binding("3", "switch_mode('curate')", "Curate"),
+        Binding("4", "switch_mode('generate')", "Generate"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -197,6 +200,8 @@ class StudioApp(App):
             ("Datasets screen", "List the datasets of this workspace", lambda: self.switch_mode("datasets")),
             ("Plugins screen", "Loaded plugins, failures and install", lambda: self.switch_mode("plugins")),
             ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.switch_mode("curate")),
+            ("Generate screen", "Synthetic data through an OpenAI-compatible API: estimate, run, retry",
+             lambda: self.switch_mode("generate")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",

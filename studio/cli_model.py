@@ -1,0 +1,203 @@
+"""`studio model` (build the embedded model, inspect model folders) and `studio serve`.
+
+    studio model init [--size tiny|small] [--seed N] [--pretrain-steps N] [--force] OUT
+    studio model info MODEL [--json]
+    studio serve [MODEL] [--host 127.0.0.1] [--port 8000] [--name NAME] [--trust-remote-code]
+                 [--api-key-env VAR]
+
+MODEL is ``embedded`` (the default), ``embedded:small``, a model or adapter folder, a run folder
+(its final/ or model/ is served) or a hub id.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def configure(sub) -> None:
+    model = sub.add_parser("model", help="build the embedded model; inspect a model folder")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    p = msub.add_parser("init", help="build the embedded model (tokenizer, chat template, Llama) into a folder")
+    p.add_argument("out", help="folder to write the model into")
+    p.add_argument("--size", choices=("tiny", "small"), default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-steps", type=int, help="pretraining steps on the bundled samples (0: none; "
+                                                        "default: the size's own)")
+    p.add_argument("--force", action="store_true", help="write into OUT even when it is not empty")
+    p.set_defaults(func=cmd_model_init)
+    p = msub.add_parser("info", help="what a model folder, run folder or embedded model holds")
+    p.add_argument("path", metavar="MODEL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API on loopback")
+    p.add_argument("model", nargs="?", default="embedded",
+                   help="embedded (default), embedded:small, a model/adapter/run folder or a hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
+    p.add_argument("--name", help="model name clients send (default: the folder name or MODEL)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run custom model code shipped with MODEL")
+    p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this environment variable")
+    # Used by studio.serving.launch: the server exits when its parent closes our stdin (or dies).
+    p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
+
+
+def _cli_error(message: str) -> Exception:
+    from studio.cli import CliError
+
+    return CliError(message)
+
+
+# --- model init -----------------------------------------------------------------------------
+
+
+def cmd_model_init(args) -> int:
+    from studio.models.embedded import build_embedded_model
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise _cli_error(f"{out} exists and is not empty (pass --force to write into it)")
+    if args.pretrain_steps is not None and args.pretrain_steps < 0:
+        raise _cli_error("--pretrain-steps must be 0 or more")
+
+    def progress(event: dict[str, Any]) -> None:
+        if event["event"] == "pretrain":
+            print(f"  pretraining step {event['step']}/{event['steps']}: loss {event['loss']:.3f}",
+                  file=sys.stderr, flush=True)
+        elif event["event"] == "corpus":
+            print(f"  corpus: {event['conversations']} conversation(s), {event['texts']} text(s), "
+                  f"{event['characters']:,} characters from {event['files']} sample file(s)",
+                  file=sys.stderr, flush=True)
+
+    build_embedded_model(out, size=args.size, seed=args.seed, pretrain_steps=args.pretrain_steps, emit=progress)
+    info = json.loads((out / "studio_model.json").read_text())
+    loss = f" (final loss {info['final_loss']:.3f})" if info["final_loss"] is not None else ""
+    print(f"built {info['size']} embedded model in {out}: {info['parameters']:,} parameters, "
+          f"vocab {info['vocab_size']:,}, {info['pretrain_steps']} pretraining step(s){loss}, "
+          f"{info['seconds']:.1f} s")
+    return 0
+
+
+# --- model info -----------------------------------------------------------------------------
+
+
+def _safetensors_parameters(folder: Path) -> int | None:
+    """Parameter count from the safetensors headers alone (no torch): 8-byte length, then JSON."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for key, tensor in header.items():
+            if key != "__metadata__":
+                count = 1
+                for dim in tensor["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def model_summary(ref: str) -> dict[str, Any]:
+    """What ``studio model info`` shows, read from the folder's JSON files only."""
+    from studio.models.loading import embedded_size, resolve_model_ref
+
+    location = resolve_model_ref(ref, build=False)
+    folder = Path(location)
+    if not folder.is_dir():
+        if embedded_size(ref) is not None:
+            raise _cli_error(f"{ref} is not built yet: it is built on first use "
+                             f"(`studio serve {ref}`), or build a copy with `studio model init`")
+        raise _cli_error(f"{ref} is not a local folder (hub models are inspected after download)")
+    config = _json_file(folder / "config.json") or {}
+    adapter = _json_file(folder / "adapter_config.json")
+    tokenizer = _json_file(folder / "tokenizer_config.json") or {}
+    summary: dict[str, Any] = {
+        "path": str(folder),
+        "kind": "adapter" if adapter else "model",
+        "parameters": _safetensors_parameters(folder),
+    }
+    if config:
+        summary.update({key: config.get(key) for key in (
+            "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "vocab_size", "max_position_embeddings", "dtype") if config.get(key) is not None})
+    if adapter:
+        summary["adapter"] = {key: adapter.get(key) for key in (
+            "base_model_name_or_path", "peft_type", "task_type", "r", "lora_alpha", "target_modules")}
+    summary["tokenizer"] = {
+        "bos": tokenizer.get("bos_token"), "eos": tokenizer.get("eos_token"), "pad": tokenizer.get("pad_token"),
+        "chat_template": (folder / "chat_template.jinja").is_file() or bool(tokenizer.get("chat_template")),
+    }
+    studio = _json_file(folder / "studio_model.json")
+    if studio:
+        summary["studio"] = studio
+    return summary
+
+
+def cmd_model_info(args) -> int:
+    summary = model_summary(args.path)
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return 0
+    lines = [f"{summary['path']} ({summary['kind']})"]
+    if summary.get("model_type"):
+        lines.append(f"  architecture: {summary['model_type']}, hidden {summary.get('hidden_size')}, "
+                     f"{summary.get('num_hidden_layers')} layer(s), {summary.get('num_attention_heads')} head(s), "
+                     f"context {summary.get('max_position_embeddings')}")
+    if summary.get("vocab_size"):
+        lines.append(f"  vocab: {summary['vocab_size']:,}")
+    if summary["parameters"] is not None:
+        lines.append(f"  parameters: {summary['parameters']:,}")
+    if summary.get("adapter"):
+        a = summary["adapter"]
+        lines.append(f"  adapter: {a['peft_type']} r={a['r']} on {a['base_model_name_or_path']}")
+    t = summary["tokenizer"]
+    lines.append(f"  tokens: bos {t['bos']}, eos {t['eos']}, pad {t['pad']}; "
+                 f"chat template: {'yes' if t['chat_template'] else 'no'}")
+    if summary.get("studio"):
+        s = summary["studio"]
+        loss = f", final loss {s['final_loss']}" if s.get("final_loss") is not None else ""
+        lines.append(f"  built by {s.get('created_by')}: size {s.get('size')}, seed {s.get('seed')}, "
+                     f"{s.get('pretrain_steps')} pretraining step(s){loss}")
+    print("\n".join(lines))
+    return 0
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args) -> int:
+    from studio.serving.model_server import serve
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise _cli_error(f"environment variable {args.api_key_env} is not set or empty")
+    if not (args.host.startswith("127.") or args.host in LOOPBACK_HOSTS):
+        print(f"warning: binding {args.host} exposes the model beyond this machine"
+              + ("" if api_key else " without an API key (see --api-key-env)"), file=sys.stderr, flush=True)
+
+    def ready(base_url: str, name: str) -> None:
+        print(f"Serving {name} at {base_url}", flush=True)
+
+    serve(args.model, host=args.host, port=args.port, name=args.name, trust_remote_code=args.trust_remote_code,
+          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin)
+    return 0

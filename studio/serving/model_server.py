@@ -1,0 +1,619 @@
+"""An OpenAI-compatible HTTP server for one local model, on the standard library's HTTP server.
+
+    GET  /health                 liveness (no key needed)
+    GET  /v1/models              the one served model
+    GET  /v1/models/{name}
+    POST /v1/chat/completions    messages -> chat completion (stream: SSE chunks, then [DONE])
+    POST /v1/completions         prompt (string or list of strings) -> text completion
+
+Honoured: max_tokens / max_completion_tokens, temperature (0 = greedy), top_p, n, stop, seed,
+stream, stream_options.include_usage. Errors have OpenAI's shape ``{"error": {message, type,
+param, code}}``. One model, so generation is serialized with a lock; requests queue on it.
+Each request logs one line (method, path without query, status, time) to stderr; headers, and
+with them API keys, are never logged.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_CHOICES = 16
+MAX_STOP_STRINGS = 4
+COMPLETIONS_DEFAULT_TOKENS = 16  # OpenAI's default for /v1/completions
+CHAT_DEFAULT_TOKEN_CAP = 1024  # chat has no default limit; a tiny model may never stop on its own
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>")
+CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+class ApiError(Exception):
+    """A request the server refuses, answered with OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# --- request parameters ---------------------------------------------------------------------
+
+
+def _int(body: dict, key: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, f"{key} must be an integer {bounds}, got {value!r}", param=key)
+    return value
+
+
+def _number(body: dict, key: str, default: float, low: float, high: float, low_open: bool = False) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value > high or value < low \
+            or (low_open and value == low):
+        raise ApiError(400, f"{key} must be a number in {'(' if low_open else '['}{low}, {high}], got {value!r}",
+                       param=key)
+    return float(value)
+
+
+@dataclass
+class Sampling:
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    n: int
+    stop: list[str]
+    seed: int | None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "Sampling":
+        max_tokens = _int(body, "max_completion_tokens", 1)
+        if max_tokens is None:
+            max_tokens = _int(body, "max_tokens", 1)
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop is None:
+            stop = []
+        if not isinstance(stop, list) or len(stop) > MAX_STOP_STRINGS \
+                or not all(isinstance(s, str) and s for s in stop):
+            raise ApiError(400, f"stop must be a non-empty string or a list of up to {MAX_STOP_STRINGS} of them",
+                           param="stop")
+        seed = body.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ApiError(400, f"seed must be an integer, got {seed!r}", param="seed")
+        return cls(max_tokens=max_tokens,
+                   temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+                   top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
+                   n=_int(body, "n", 1, MAX_CHOICES) or 1,
+                   stop=stop, seed=seed)
+
+
+def _refuse_unsupported(body: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if body.get(key):
+            raise ApiError(400, f"{key} is not supported by this server", param=key, code="unsupported_parameter")
+
+
+def _chat_messages(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "messages must be a non-empty list", param="messages")
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+            raise ApiError(400, f"messages[{i}] needs a role among {', '.join(CHAT_ROLES)}", param=f"messages[{i}]")
+        content = message.get("content")
+        if isinstance(content, list):  # content parts: only text can be read by a text model
+            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                raise ApiError(400, f"messages[{i}]: only text content parts are supported", param=f"messages[{i}]")
+            content = "".join(str(p.get("text", "")) for p in content)
+        if content is not None and not isinstance(content, str):
+            raise ApiError(400, f"messages[{i}].content must be a string, a list of text parts or null",
+                           param=f"messages[{i}].content")
+        turn = {"role": CHAT_ROLES[message["role"]], "content": content or ""}
+        if message.get("tool_calls"):
+            turn["tool_calls"] = message["tool_calls"]
+        messages.append(turn)
+    return messages
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _prompts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+        return value
+    raise ApiError(400, "prompt must be a string or a non-empty list of strings (token ids are not supported)",
+                   param="prompt")
+
+
+# --- generation -----------------------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    text: str = ""
+    finish_reason: str = "length"
+    tokens: int = 0
+
+
+class _Detokenizer:
+    """Turns generated tokens into text deltas, cutting at stop strings.
+
+    Text that might be the start of a stop string, or an unfinished UTF-8 character, is held back
+    until the next token settles it, so a stream never shows what the final text won't contain."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.sent = 0
+        self.stopped = False
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        text = self._text()
+        hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._advance(text, min(hits))
+        safe = len(text.rstrip("\ufffd"))
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    safe = min(safe, len(text) - k)
+                    break
+        return self._advance(text, safe)
+
+    def finish(self) -> str:
+        # A trailing replacement character is a UTF-8 sequence the model never completed.
+        return self._advance(self._text().rstrip("\ufffd"), None)
+
+    def _advance(self, text: str, end: int | None) -> str:
+        end = len(text) if end is None else end
+        delta = text[self.sent:end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return delta
+
+
+class Engine:
+    """One model and tokenizer; every use goes through ``lock`` (models and tokenizers aren't thread-safe)."""
+
+    def __init__(self, model, tokenizer, name: str):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.lock = threading.Lock()
+        self.created = int(time.time())
+        self.device = next(model.parameters()).device
+        config = getattr(model, "config", None)
+        self.context_length = int(getattr(config, "max_position_embeddings", None) or 2048)
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        vocab = self.tokenizer.get_vocab()
+        ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+        return ids
+
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list | None = None) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ApiError(400, f"model {self.name} has no chat template; use /v1/completions", param="messages")
+        encoded = self.tokenizer.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
+
+    def text_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def budget(self, prompt_tokens: int, requested: int | None, default: int, param: str) -> int:
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise ApiError(400, f"the prompt has {prompt_tokens} tokens; this model's context is "
+                                f"{self.context_length}", param=param, code="context_length_exceeded")
+        return min(room, requested if requested is not None else default)
+
+    def new_generator(self, seed: int | None):
+        import torch
+
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+
+    def _pick(self, logits, sampling: Sampling, generator) -> int:
+        import torch
+
+        if sampling.temperature == 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+        if sampling.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+            outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= sampling.top_p
+            sorted_probs[outside] = 0.0
+            return int(order[torch.multinomial(sorted_probs, 1, generator=generator)])
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, generator,
+                 choice: Choice) -> Iterator[str]:
+        """Yield text deltas for one choice; fills ``choice`` (text, finish_reason, tokens) as it goes.
+
+        A plain token loop over the KV cache rather than ``model.generate``: streaming, stop strings and
+        a seeded generator per request stay in one place."""
+        import torch
+
+        detok = _Detokenizer(self.tokenizer, sampling.stop)
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+        past = None
+        with torch.inference_mode():
+            for _ in range(max_new):
+                out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = self._pick(out.logits[0, -1], sampling, generator)
+                choice.tokens += 1
+                if token in self.stop_ids:
+                    choice.finish_reason = "stop"
+                    break
+                delta = detok.add(token)
+                if delta:
+                    choice.text += delta
+                    yield delta
+                if detok.stopped:
+                    choice.finish_reason = "stop"
+                    return
+                input_ids = torch.tensor([[token]], device=self.device)
+        tail = detok.finish()
+        if tail:
+            choice.text += tail
+            yield tail
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps connections alive for the openai client's pool: every response carries a
+    # Content-Length or is chunked, and every request body is read before answering.
+    protocol_version = "HTTP/1.1"
+    server_version = "studio-serve"
+    timeout = 300  # an idle keep-alive connection frees its thread after this many seconds
+    server: "ModelHTTPServer"
+
+    # -- plumbing --
+
+    def handle_one_request(self) -> None:
+        self._status: int | None = None
+        self._started = time.perf_counter()
+        self._streaming = False
+        super().handle_one_request()
+        if self._status is not None:
+            path = urlsplit(getattr(self, "path", "") or "").path  # no query string: it could carry secrets
+            ms = (time.perf_counter() - self._started) * 1000
+            sys.stderr.write(f"{self.client_address[0]} {self.command} {path} {self._status} {ms:.0f}ms\n")
+            sys.stderr.flush()
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        self._status = int(code) if str(code).isdigit() else None
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the one line is written above
+        pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Malformed requests and unknown methods get OpenAI's error shape too, never HTML.
+        self.close_connection = True
+        self._send_json(code, ApiError(code, message or HTTPStatus(code).phrase).body())
+
+    def _send_json(self, status: int, data: dict[str, Any]) -> None:
+        payload = json.dumps(data, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout) as exc:
+            raise _ClientGone() from exc
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._streaming = True
+
+    def _event(self, data: dict[str, Any] | str) -> None:
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+        payload = f"data: {text}\n\n".encode()
+        self._write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+
+    def _end_stream(self) -> None:
+        self._event("[DONE]")
+        self._write(b"0\r\n\r\n")
+
+    def _body(self, method: str) -> dict[str, Any] | None:
+        # Read whatever body came, even where none is expected, so a kept-alive connection stays in step.
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise ApiError(413 if length > 0 else 400, "invalid or too large Content-Length")
+        raw = self.rfile.read(length)
+        if method != "POST":
+            return None
+        try:
+            body = json.loads(raw or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    def _authorize(self) -> None:
+        key = self.server.api_key
+        if key is None:
+            return
+        header = self.headers.get("Authorization") or ""
+        token = header[7:] if header[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise ApiError(401, "invalid or missing API key (send Authorization: Bearer <key>)",
+                           code="invalid_api_key")
+
+    def _check_model(self, body: dict[str, Any]) -> None:
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "model is required", param="model")
+        if name != self.server.engine.name:
+            raise ApiError(404, f"The model `{name}` does not exist; this server serves `{self.server.engine.name}`",
+                           param="model", code="model_not_found")
+
+    # -- routing --
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        routes = {
+            ("GET", "/health"): self._health,
+            ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/completions"): self._completions,
+        }
+        try:
+            body = self._body(method)
+            if path.startswith("/v1/"):
+                self._authorize()
+            handler = routes.get((method, path))
+            if handler is None and method == "GET" and path.startswith("/v1/models/"):
+                handler = functools.partial(self._model, path.removeprefix("/v1/models/"))
+            if handler is None:
+                if any(p == path for _, p in routes):
+                    raise ApiError(405, f"{method} is not allowed on {path}")
+                raise ApiError(404, f"no route {method} {path}", code="not_found")
+            if body is None:
+                handler()
+            else:
+                handler(body)
+        except _ClientGone:
+            self.close_connection = True
+        except ApiError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - one failed request must not take the server down
+            traceback.print_exc(file=sys.stderr)
+            self._fail(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", kind="server_error"))
+
+    def _fail(self, exc: ApiError) -> None:
+        try:
+            if not self._streaming:
+                self._send_json(exc.status, exc.body())
+            else:  # headers are out: report the error as an event and end the stream
+                self._event(exc.body())
+                self._end_stream()
+        except (_ClientGone, OSError):
+            self.close_connection = True
+
+    # -- endpoints --
+
+    def _model_card(self) -> dict[str, Any]:
+        engine = self.server.engine
+        return {"id": engine.name, "object": "model", "created": engine.created, "owned_by": "studio"}
+
+    def _health(self) -> None:
+        self._send_json(200, {"status": "ok", "model": self.server.engine.name})
+
+    def _models(self) -> None:
+        self._send_json(200, {"object": "list", "data": [self._model_card()]})
+
+    def _model(self, name: str) -> None:
+        if name != self.server.engine.name:
+            raise ApiError(404, f"The model `{name}` does not exist", param="model", code="model_not_found")
+        self._send_json(200, self._model_card())
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        self._check_model(body)
+        _refuse_unsupported(body, ("logprobs", "top_logprobs"))
+        messages = _chat_messages(body.get("messages"))
+        sampling = Sampling.from_body(body)
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        engine = self.server.engine
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        with engine.lock:
+            prompt = engine.chat_prompt(messages, tools)
+            max_new = engine.budget(len(prompt), sampling.max_tokens, CHAT_DEFAULT_TOKEN_CAP, "messages")
+            generator = engine.new_generator(sampling.seed)
+            if not body.get("stream"):
+                choices = [Choice() for _ in range(sampling.n)]
+                for choice in choices:
+                    for _ in engine.generate(prompt, sampling, max_new, generator, choice):
+                        pass
+                self._send_json(200, {
+                    "id": completion_id, "object": "chat.completion", "created": created, "model": engine.name,
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                                 "finish_reason": c.finish_reason, "logprobs": None} for i, c in enumerate(choices)],
+                    "usage": _usage(len(prompt), sum(c.tokens for c in choices)),
+                })
+                return
+            head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": engine.name}
+            include_usage = _include_usage(body)
+            extra = {"usage": None} if include_usage else {}
+            self._start_stream()
+            completion_tokens = 0
+            for i in range(sampling.n):
+                choice = Choice()
+                self._event({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                  "finish_reason": None}], **extra})
+                for delta in engine.generate(prompt, sampling, max_new, generator, choice):
+                    self._event({**head, "choices": [{"index": i, "delta": {"content": delta},
+                                                      "finish_reason": None}], **extra})
+                self._event({**head, "choices": [{"index": i, "delta": {}, "finish_reason": choice.finish_reason}],
+                             **extra})
+                completion_tokens += choice.tokens
+            if include_usage:
+                self._event({**head, "choices": [], "usage": _usage(len(prompt), completion_tokens)})
+            self._end_stream()
+
+    def _completions(self, body: dict[str, Any]) -> None:
+        self._check_model(body)
+        _refuse_unsupported(body, ("logprobs", "echo", "suffix"))
+        prompts = _prompts(body.get("prompt"))
+        sampling = Sampling.from_body(body)
+        engine = self.server.engine
+        completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": completion_id, "object": "text_completion", "created": created, "model": engine.name}
+        include_usage = _include_usage(body)
+        with engine.lock:
+            encoded = [engine.text_prompt(p) for p in prompts]
+            budgets = [engine.budget(len(ids), sampling.max_tokens, COMPLETIONS_DEFAULT_TOKENS, "prompt") for ids in encoded]
+            generator = engine.new_generator(sampling.seed)
+            prompt_tokens = sum(len(ids) for ids in encoded)
+            # Choice k belongs to prompt k // n, as in OpenAI's API.
+            jobs = [(ids, budget) for ids, budget in zip(encoded, budgets) for _ in range(sampling.n)]
+            if not body.get("stream"):
+                choices = [Choice() for _ in jobs]
+                for (ids, budget), choice in zip(jobs, choices):
+                    for _ in engine.generate(ids, sampling, budget, generator, choice):
+                        pass
+                self._send_json(200, {**head, "choices": [
+                    {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    for i, c in enumerate(choices)], "usage": _usage(prompt_tokens, sum(c.tokens for c in choices))})
+                return
+            self._start_stream()
+            completion_tokens = 0
+            for i, (ids, budget) in enumerate(jobs):
+                choice = Choice()
+                for delta in engine.generate(ids, sampling, budget, generator, choice):
+                    self._event({**head, "choices": [{"index": i, "text": delta, "finish_reason": None,
+                                                      "logprobs": None}]})
+                self._event({**head, "choices": [{"index": i, "text": "", "finish_reason": choice.finish_reason,
+                                                  "logprobs": None}]})
+                completion_tokens += choice.tokens
+            if include_usage:
+                self._event({**head, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
+            self._end_stream()
+
+
+class ModelHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], engine: Engine, api_key: str | None = None):
+        if ":" in address[0]:  # an IPv6 literal such as ::1
+            self.address_family = socket.AF_INET6
+        self.engine, self.api_key = engine, api_key
+        super().__init__(address, Handler)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+
+def served_name(model_ref: str) -> str:
+    """The name clients send as ``model``: a local folder's name, otherwise the reference itself."""
+    path = Path(str(model_ref)).expanduser()
+    return path.resolve().name if path.is_dir() else str(model_ref)
+
+
+def make_server(model, tokenizer, name: str, host: str = "127.0.0.1", port: int = 0,
+                api_key: str | None = None) -> ModelHTTPServer:
+    """A bound, not yet serving, server for an already loaded model (tests and embedding use this)."""
+    return ModelHTTPServer((host, port), Engine(model, tokenizer, name), api_key=api_key)
+
+
+def _stop_when_stdin_closes(server: ModelHTTPServer) -> None:
+    # The parent process holds our stdin; when it exits (even killed), stdin reaches EOF.
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        server.shutdown()
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
+          trust_remote_code: bool = False, api_key: str | None = None,
+          ready: Callable[[str, str], None] | None = None, stop_on_stdin_eof: bool = False) -> None:
+    """Load ``model_ref`` and serve it until interrupted. ``ready(base_url, name)`` is called once
+    the socket listens (with port 0, base_url carries the port the system picked)."""
+    from studio.models.loading import load_model
+
+    model, tokenizer = load_model(model_ref, trust_remote_code=trust_remote_code)
+    server = make_server(model, tokenizer, name or served_name(model_ref), host, port, api_key)
+    if stop_on_stdin_eof:
+        _stop_when_stdin_closes(server)
+    try:
+        if ready is not None:
+            ready(server.base_url, server.engine.name)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
