@@ -6,6 +6,8 @@ In the same run, the same prompts go through:
 - a plain sequential client (``openai.OpenAI``, one request after another);
 - a batch ``asyncio.gather`` client (``openai.AsyncOpenAI``, every request at once, the client's
   own retries handling the 429s);
+- the same client under an ``asyncio.Semaphore`` of the cap (a careful hand-written script, with
+  no journal, no records and no storage);
 - the studio's ``responses`` generator through ``run_generation`` (journal, records, storage
   included), told the cap (concurrency = cap), and not told it (concurrency 4x the cap, so the
   adaptive limiter has to find it).
@@ -76,6 +78,29 @@ def gather_all(url: str, items: list[str]) -> dict:
     return asyncio.run(main())
 
 
+def bounded(url: str, items: list[str], limit: int) -> dict:
+    """What a careful hand-written script does: AsyncOpenAI under a semaphore of the cap."""
+    from openai import AsyncOpenAI
+
+    async def main():
+        client = AsyncOpenAI(base_url=url, api_key="bench")
+        gate = asyncio.Semaphore(limit)
+
+        async def one(p):
+            async with gate:
+                return await client.chat.completions.create(model="m", max_tokens=32,
+                                                            messages=[{"role": "user", "content": p}])
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(p) for p in items), return_exceptions=True)
+        seconds = time.perf_counter() - start
+        await client.close()
+        failed = [r for r in results if isinstance(r, Exception)]
+        return {"seconds": seconds, "done": len(items) - len(failed), "failed": len(failed)}
+
+    return asyncio.run(main())
+
+
 def studio(url: str, items: list[str], concurrency: int, work: Path) -> dict:
     from studio.generation.runner import GenerationRecipe, run_generation
     from studio.records import Record, Turn
@@ -111,6 +136,7 @@ def main() -> int:
         sides = [
             ("sequential openai client", lambda url, items: sequential(url, items), args.sequential_requests),
             ("asyncio.gather, all at once", lambda url, items: gather_all(url, items), args.requests),
+            (f"asyncio + semaphore({args.cap})", lambda url, items: bounded(url, items, args.cap), args.requests),
             (f"studio, concurrency {args.cap} (cap known)", lambda url, items: studio(url, items, args.cap, work), args.requests),
             (f"studio, concurrency {args.cap * 4} (cap unknown)", lambda url, items: studio(url, items, args.cap * 4, work),
              args.requests),
@@ -127,15 +153,20 @@ def main() -> int:
             # one-off start-up (imports, plugin loading, storing the dataset) doesn't count.
             span = max(e["end"] for e in entries) - min(e["time"] for e in entries)
             rps = result["done"] / span
+            # Busy share of the server's slots: time spent serving answered requests over
+            # cap x span. Unlike rps / nominal capacity it doesn't charge the client for the
+            # server's own per-request overhead beyond the fixed latency.
+            busy = sum(e["end"] - e["time"] for e in entries if e["status"] == 200)
+            utilisation = busy / (args.cap * span)
             rows.append({"client": name, "requests": n, "done": result["done"], "failed": result.get("failed", 0),
                          "seconds": round(result["seconds"], 3), "serving_seconds": round(span, 3), "requests_per_s": round(rps, 2),
-                         "fraction_of_capacity": round(rps / capacity, 3), "http_429": throttled,
+                         "fraction_of_capacity": round(rps / capacity, 3), "slot_utilisation": round(utilisation, 3), "http_429": throttled,
                          "http_requests": len(entries)})
     print(f"server: latency {args.latency:g} s, cap {args.cap} concurrent -> capacity {capacity:g} req/s")
-    print(f"{'client':<34} {'done':>6} {'req/s':>8} {'of capacity':>12} {'429s':>6} {'HTTP requests':>14}")
+    print(f"{'client':<34} {'done':>6} {'req/s':>8} {'of capacity':>12} {'slots busy':>11} {'429s':>6} {'HTTP requests':>14}")
     for r in rows:
         print(f"{r['client']:<34} {r['done']:>6} {r['requests_per_s']:>8.1f} {r['fraction_of_capacity']:>11.1%} "
-              f"{r['http_429']:>6} {r['http_requests']:>14}")
+              f"{r['slot_utilisation']:>10.1%} {r['http_429']:>6} {r['http_requests']:>14}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"latency": args.latency, "cap": args.cap, "capacity": capacity, "rows": rows}, indent=2))

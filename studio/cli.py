@@ -61,6 +61,20 @@ def _failed_plugins_note() -> None:
                                     f"(see `studio plugins list`)")
 
 
+def run_action(args, usage: str, parser_for, handlers: dict[str, Any]) -> int:
+    """Commands that take either a recipe path or an action word (`curate`, `generate`):
+    ``handlers["run"]`` takes the recipe; ``parser_for(action)`` parses the rest."""
+    rest = list(args.rest)
+    if not rest or rest[0] in ("-h", "--help"):
+        print(usage.strip())
+        return EXIT_OK
+    action = rest[0] if rest[0] in handlers and rest[0] != "run" else "run"
+    sub_args = parser_for(action).parse_args(rest[1:] if action != "run" else rest)
+    if getattr(args, "workspace", None) and not sub_args.workspace:
+        sub_args.workspace = args.workspace
+    return handlers[action](sub_args)
+
+
 # --- plugins -------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("ops", "removed", "restore", "drop")
 
 
 def configure(sub) -> None:
@@ -56,15 +55,9 @@ def _parser(action: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    rest = list(args.rest)
-    if not rest or rest[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    action = rest[0] if rest[0] in ACTIONS else "run"
-    sub_args = _parser(action).parse_args(rest[1:] if action != "run" else rest)
-    if getattr(args, "workspace", None) and not sub_args.workspace:
-        sub_args.workspace = args.workspace
-    return {"run": _run_recipe, "ops": _ops, "removed": _removed, "restore": _restore, "drop": _drop}[action](sub_args)
+    from studio.cli import run_action
+
+    return run_action(args, __doc__, _parser, {"run": _run_recipe, "ops": _ops, "removed": _removed, "restore": _restore, "drop": _drop})
 
 
 def _ws(args):

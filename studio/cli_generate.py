@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("ls", "runs", "show", "resume", "retry")
 
 
 def configure(sub) -> None:
@@ -77,16 +76,10 @@ def _parser(action: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    rest = list(args.rest)
-    if not rest or rest[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    action = rest[0] if rest[0] in ACTIONS else "run"
-    sub_args = _parser(action).parse_args(rest[1:] if action != "run" else rest)
-    if getattr(args, "workspace", None) and not sub_args.workspace:
-        sub_args.workspace = args.workspace
-    return {"run": _run_recipe, "ls": _ls, "runs": _runs, "show": _show, "resume": _resume,
-            "retry": _retry}[action](sub_args)
+    from studio.cli import run_action
+
+    return run_action(args, __doc__, _parser, {"run": _run_recipe, "ls": _ls, "runs": _runs, "show": _show, "resume": _resume,
+            "retry": _retry})
 
 
 def _ws(args):

@@ -17,8 +17,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from studio.generation.generator_base import Completion, GenerationContext, GenerationFailed, RunStopped
-from studio.records import Record
+from pydantic import BaseModel, Field
+
+from studio.generation.generator_base import (
+    Completion, Estimate, GenerationContext, GenerationFailed, Generator, RunStopped,
+)
+from studio.records import Record, Turn
 
 Answer = Any  # str | list[str] | tuple[str, str] | BaseException | Callable[[Request], Answer]
 
@@ -202,3 +206,40 @@ def run_until_stopped(generator, ctx: FakeContext, **config: Any) -> tuple[list[
 
 def failed(status: int | None = 500, message: str = "request failed") -> GenerationFailed:
     return GenerationFailed(message, key="k", status=status)
+
+
+# --- a real row-wise generator for host-side tests (engine, runner, TUI) ------------------
+
+
+class EchoConfig(BaseModel):
+    prefix: str = Field("", description="text put before each prompt")
+    max_answer_tokens: int = Field(16, ge=1, le=256, description="max_tokens of each request")
+
+
+class EchoGenerator(Generator):
+    """One answer per seed prompt: the simplest row-wise generator."""
+
+    name = "echo"
+    title = "Echo"
+    summary = "one answer per seed prompt"
+    config_model = EchoConfig
+    seeds = "required"
+
+    def estimate(self, config, seeds, count_tokens):
+        return Estimate(len(seeds), sum(count_tokens(config.prefix + s.messages[0].content) for s in seeds),
+                        config.max_answer_tokens * len(seeds))
+
+    async def generate(self, config, ctx):
+        async def ask(record):
+            return await ctx.chat([{"role": "user", "content": config.prefix + record.messages[0].content}],
+                                  max_tokens=config.max_answer_tokens)
+
+        async for index, result in ctx.imap(ctx.seeds, ask):
+            seed = ctx.seeds[index]
+            if isinstance(result, GenerationFailed):
+                ctx.fail(result, source=seed, source_index=index, stage="answer")
+                continue
+            if isinstance(result, Exception):
+                raise result
+            yield Record(seed.messages + [Turn("assistant", result.text)],
+                         meta={"generation": result.provenance(self.name)})

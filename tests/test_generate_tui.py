@@ -9,14 +9,13 @@ import asyncio
 import time
 
 import pytest
-from pydantic import BaseModel, Field
 
 pytest.importorskip("textual")
 
 from textual.widgets import DataTable, Input, Select, Static, TabbedContent  # noqa: E402
 
 from studio.generation.engine import Engine  # noqa: E402
-from studio.generation.generator_base import Estimate, GenerationFailed, Generator  # noqa: E402
+from studio.generation.generator_base import Generator  # noqa: E402
 from studio.generation.provider import Price, ProviderConfig, save_provider  # noqa: E402
 from studio.generation.runner import list_runs  # noqa: E402
 from studio.hookspecs import hookimpl  # noqa: E402
@@ -27,6 +26,7 @@ from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.browser import BrowserScreen  # noqa: E402
 from studio.tui.screens.generate import GenerateScreen, answer_preview  # noqa: E402
 from studio.tui.widgets.generate_live import estimate_text, meter_table  # noqa: E402
+from generation_fakes import EchoGenerator  # noqa: E402
 from test_tui import make_host, plain  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -45,38 +45,6 @@ def anyio_backend():
 # --- the generator under test ------------------------------------------------------------
 
 
-class EchoConfig(BaseModel):
-    prefix: str = Field("", description="text put before each prompt")
-    max_answer_tokens: int = Field(16, ge=1, le=256, description="max_tokens of each request")
-
-
-class EchoGenerator(Generator):
-    """One answer per seed prompt: the simplest row-wise generator."""
-
-    name = "echo"
-    title = "Echo"
-    summary = "one answer per seed prompt"
-    config_model = EchoConfig
-    seeds = "required"
-
-    def estimate(self, config, seeds, count_tokens):
-        return Estimate(len(seeds), sum(count_tokens(config.prefix + s.messages[0].content) for s in seeds),
-                        config.max_answer_tokens * len(seeds))
-
-    async def generate(self, config, ctx):
-        async def ask(record):
-            return await ctx.chat([{"role": "user", "content": config.prefix + record.messages[0].content}],
-                                  max_tokens=config.max_answer_tokens)
-
-        async for index, result in ctx.imap(ctx.seeds, ask):
-            seed = ctx.seeds[index]
-            if isinstance(result, GenerationFailed):
-                ctx.fail(result, source=seed, source_index=index, stage="answer")
-                continue
-            if isinstance(result, Exception):
-                raise result
-            yield Record(seed.messages + [Turn("assistant", result.text)],
-                         meta={"generation": result.provenance(self.name)})
 
 
 class OneByOneGenerator(EchoGenerator):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, Field
+from generation_fakes import EchoGenerator
 
 from studio.generation.engine import Engine, RunContext
-from studio.generation.generator_base import GenerationFailed, Generator
 from studio.generation.journal import Journal
 from studio.generation.limiter import RateLimiter, TokenBucket, parse_duration, retry_after
 from studio.generation.provider import ProviderConfig
@@ -22,40 +20,6 @@ from studio.plugins import PluginHost
 from studio.records import Record, Turn
 from studio.serving.scripted import ScriptedServer
 from studio.store import Workspace
-
-
-class EchoConfig(BaseModel):
-    prefix: str = Field("", description="text put before each prompt")
-
-
-class EchoGenerator(Generator):
-    """Answers every seed prompt once: the simplest row-wise generator."""
-
-    name = "echo"
-    title = "Echo"
-    summary = "one answer per seed prompt"
-    config_model = EchoConfig
-    seeds = "required"
-
-    def estimate(self, config, seeds, count_tokens):
-        from studio.generation.generator_base import Estimate
-
-        return Estimate(len(seeds), sum(count_tokens(s.messages[0].content) for s in seeds), 16 * len(seeds))
-
-    async def generate(self, config, ctx):
-        async def ask(record):
-            return await ctx.chat([{"role": "user", "content": config.prefix + record.messages[0].content}],
-                                  max_tokens=16)
-
-        async for index, result in ctx.imap(ctx.seeds, ask):
-            seed = ctx.seeds[index]
-            if isinstance(result, GenerationFailed):
-                ctx.fail(result, source=seed, source_index=index, stage="answer")
-                continue
-            if isinstance(result, Exception):
-                raise result
-            yield Record(seed.messages + [Turn("assistant", result.text)],
-                         meta={"generation": result.provenance(self.name)})
 
 
 class EchoPlugin:

@@ -53,14 +53,15 @@ CHAT_TEMPLATE = r"""{{- bos_token -}}
 {%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"""
 
 # Architecture and pretraining per size. tiny is what tests and the default endpoint use.
-# tiny trains on one thread: its matrices are too small to gain from more, and on a busy machine
-# extra threads made steps up to 6x slower; one thread also gives the same weights on any core count.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab=2048, hidden=64, layers=2, heads=4, intermediate=128,
-                 steps=120, batch=8, block=128, lr=6e-3, threads=1),
+                 steps=120, batch=8, block=128, lr=6e-3),
     "small": dict(vocab=4096, hidden=256, layers=4, heads=8, intermediate=688,
-                  steps=120, batch=8, block=128, lr=2e-3, threads=None),
+                  steps=120, batch=8, block=128, lr=2e-3),
 }
+# Pretraining runs on one thread: these matrices are too small to gain much from more, on a busy
+# machine two threads made steps 6-9x slower, and one thread gives the same weights on any core count.
+PRETRAIN_THREADS = 1
 MAX_POSITIONS = 1024
 
 # Built-in text so a build works without the repository's datasets/ folder (a wheel install).
@@ -288,8 +289,7 @@ def build_embedded_model(out: Path, size: str = "tiny", seed: int = 0, pretrain_
     stats["tokens"] = len(stream)
     threads = torch.get_num_threads()
     try:
-        if spec["threads"]:
-            torch.set_num_threads(spec["threads"])
+        torch.set_num_threads(PRETRAIN_THREADS)
         final_loss = _pretrain(model, stream, spec, steps, generator, emit) if steps else None
     finally:
         torch.set_num_threads(threads)
