@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from studio.models.loading import quiet_progress
+
 # Bump when the tokenizer, template, architecture or pretraining changes: cached builds are redone.
 BUILDER_VERSION = 1
 
@@ -296,8 +298,6 @@ def build_embedded_model(out: Path, size: str = "tiny", seed: int = 0, pretrain_
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from studio.models.loading import quiet_progress
-
     with quiet_progress():
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
