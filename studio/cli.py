@@ -61,6 +61,18 @@ def _failed_plugins_note() -> None:
                                     f"(see `studio plugins list`)")
 
 
+def action_parser(command: str, action: str, recipe_help: str, overrides_example: str) -> argparse.ArgumentParser:
+    """The parser of one action of a recipe-or-action command, with the options all share:
+    ``--workspace``, ``--json`` and, for ``run``, the recipe and its ``KEY=VALUE`` overrides."""
+    p = argparse.ArgumentParser(prog=f"studio {command}" if action == "run" else f"studio {command} {action}")
+    p.add_argument("--workspace", "-w")
+    p.add_argument("--json", action="store_true")
+    if action == "run":
+        p.add_argument("recipe", help=recipe_help)
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {overrides_example}")
+    return p
+
+
 def run_action(args, usage: str, parser_for, handlers: dict[str, Any]) -> int:
     """Commands that take either a recipe path or an action word (`curate`, `generate`):
     ``handlers["run"]`` takes the recipe; ``parser_for(action)`` parses the rest."""

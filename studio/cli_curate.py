@@ -25,13 +25,10 @@ def configure(sub) -> None:
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"studio curate {action}".strip())
-    p.add_argument("--workspace", "-w")
-    p.add_argument("--json", action="store_true")
+    from studio.cli import action_parser
+
+    p = action_parser("curate", action, "curation recipe YAML", "steps.1.threshold=0.9 dataset=dolly@ab12")
     if action == "run":
-        p.prog = "studio curate"
-        p.add_argument("recipe", help="curation recipe YAML")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps.1.threshold=0.9 dataset=dolly@ab12")
         p.add_argument("--dry-run", action="store_true", help="report what each step would do; write nothing")
         p.add_argument("--limit", type=int, help="run on the first N records only (implies --dry-run)")
         p.add_argument("--examples", type=int, default=3, help="example removals per step in --dry-run output")

@@ -60,13 +60,10 @@ def configure(sub) -> None:
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"studio generate {action}".strip())
-    p.add_argument("--workspace", "-w")
-    p.add_argument("--json", action="store_true")
+    from studio.cli import action_parser
+
+    p = action_parser("generate", action, "generation recipe YAML", "config.target_instructions=50 budget=0.5")
     if action == "run":
-        p.prog = "studio generate"
-        p.add_argument("recipe", help="generation recipe YAML")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. config.target_instructions=50 budget=0.5")
         p.add_argument("--estimate", action="store_true", help="print the cost estimate and stop")
         p.add_argument("--budget", type=float, help="hard cost cap (overrides the recipe's)")
         p.add_argument("--run-id", help="name the run (resumes it when it exists)")
