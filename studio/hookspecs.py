@@ -80,9 +80,13 @@ def register_generators(register):
 def register_backends(register):
     """Register tuning back-ends (SFT, reward modelling, DPO family, PPO...).
 
-    Call ``register(backend)`` with an object that has ``name``, ``summary``, a pydantic
-    ``config_model`` and ``train(config, run_dir, emit, cancelled)``. Back-ends run inside a
-    run subprocess, never inside the TUI process.
+    Call ``register(backend)`` with a :class:`studio.training.backend_base.Backend`: ``name``,
+    ``title``, ``summary``, a pydantic ``config_model`` (the recipe's ``config:`` section), the
+    record kind it trains on (``data_kind``), the adapter methods it supports and
+    ``train(ctx) -> metrics``. The :class:`~studio.training.backend_base.TrainContext` brings the
+    checked data, model loading, trainer arguments, adapters, the events callback (metrics,
+    alerts, cancellation) and checkpoint resume. Back-ends run inside the run subprocess
+    (``studio run``), never inside the TUI process.
     """
 
 

@@ -32,6 +32,7 @@ from studio.generation.generator_base import Estimate, Generator, RunStopped
 from studio.generation.journal import Journal
 from studio.generation.provider import ProviderConfig, resolve_provider
 from studio.records import Record
+from studio.run_files import RunFiles
 
 GENERATION_DIR = "generation"
 
@@ -159,11 +160,8 @@ def new_run_id(generator: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{generator}-{secrets.token_hex(2)}"
 
 
-class RunFolder:
-    """Files of one run, written append-only so a kill leaves them readable."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
+class RunFolder(RunFiles):
+    """Files of one generation run."""
 
     def create(self, recipe: GenerationRecipe, provider: ProviderConfig) -> None:
         import yaml
@@ -181,50 +179,10 @@ class RunFolder:
         return validate_recipe(yaml.safe_load((self.path / "recipe.yaml").read_text(encoding="utf-8")),
                                str(self.path / "recipe.yaml"))
 
-    def status(self) -> dict[str, Any]:
-        path = self.path / "status.json"
-        if not path.is_file():
-            return {"status": "unknown"}
-        status = json.loads(path.read_text(encoding="utf-8"))
-        if status.get("status") == "running" and not _alive(status.get("pid")):
-            status["status"] = "interrupted"  # killed: `studio generate resume` continues it
-        return status
-
-    def write_status(self, **status: Any) -> None:
-        tmp = self.path / "status.json.tmp"
-        tmp.write_text(json.dumps(status, indent=2, default=str), encoding="utf-8")
-        tmp.replace(self.path / "status.json")
-
     def reset_outputs(self) -> None:
         # A replay regenerates rows from the journal in the same order, so start them afresh.
         for name in ("rows.jsonl", "failed.jsonl"):
             (self.path / name).unlink(missing_ok=True)
-
-    def append(self, name: str, data: dict[str, Any]) -> None:
-        with open(self.path / name, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
-
-    def read(self, name: str) -> list[dict[str, Any]]:
-        path = self.path / name
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-        return rows
-
-
-def _alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def list_runs(ws) -> list[dict[str, Any]]:

@@ -1,0 +1,7 @@
+"""Tuning back-end plugin (being written)."""
+from studio.hookspecs import hookimpl
+
+
+@hookimpl
+def register_backends(register):
+    pass

@@ -1,0 +1,1 @@
+"""Training runs: recipes, the back-end contract, run folders and the run subprocess."""
