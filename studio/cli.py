@@ -409,12 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_plugins_uninstall)
 
-    from studio import cli_curate, cli_generate, cli_model, cli_review
+    from studio import cli_curate, cli_generate, cli_model, cli_review, cli_reward, cli_train
 
     cli_curate.configure(sub)
     cli_review.configure(sub)
     cli_generate.configure(sub)
     cli_model.configure(sub)
+    cli_train.configure(sub)
+    cli_reward.configure(sub)
 
     data = sub.add_parser("data", help="detect, convert, import and inspect datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -507,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Plugin commands join the parser only when a command is named that we don't know,
         # so built-in commands don't pay for loading every plugin up front.
-        known = {"init", "tui", "plugins", "data", "curate", "review", "generate", "providers", "model", "serve"}
+        known = {"init", "tui", "plugins", "data", "curate", "review", "generate", "providers", "model", "serve",
+                 "run", "runs", "recipes", "train", "reward"}
         first = next((a for a in argv if not a.startswith("-")), None)
         if first is not None and first not in known:
             _add_plugin_commands(parser)

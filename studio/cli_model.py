@@ -2,6 +2,7 @@
 
     studio model init [--size tiny|small] [--seed N] [--pretrain-steps N] [--force] OUT
     studio model info MODEL [--json]
+    studio model export MODEL OUT [--no-merge]
     studio serve [MODEL] [--host 127.0.0.1] [--port 8000] [--name NAME] [--trust-remote-code]
                  [--api-key-env VAR]
 
@@ -36,6 +37,13 @@ def configure(sub) -> None:
     p.add_argument("path", metavar="MODEL")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_model_info)
+    p = msub.add_parser("export", help="save a run's model in Hugging Face format, LoRA merged into the base")
+    p.add_argument("source", metavar="MODEL", help="a run folder, an adapter or model folder")
+    p.add_argument("out", help="new folder to write")
+    p.add_argument("--no-merge", dest="merge", action="store_false", help="keep an adapter as an adapter")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_export)
 
     p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API on loopback")
     p.add_argument("model", nargs="?", default="embedded",
@@ -177,6 +185,19 @@ def cmd_model_info(args) -> int:
         lines.append(f"  built by {s.get('created_by')}: size {s.get('size')}, seed {s.get('seed')}, "
                      f"{s.get('pretrain_steps')} pretraining step(s){loss}")
     print("\n".join(lines))
+    return 0
+
+
+def cmd_model_export(args) -> int:
+    from studio.models.export import export_model
+
+    info = export_model(args.source, Path(args.out), merge=args.merge, trust_remote_code=args.trust_remote_code)
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+    else:
+        what = "merged LoRA into its base" if info["merged_adapter"] else "copied"
+        print(f"exported {info['exported_from']} -> {info['path']} ({what}; {info['parameters']:,} parameters)\n"
+              f"serve it: studio serve {info['path']}")
     return 0
 
 

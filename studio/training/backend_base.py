@@ -109,16 +109,31 @@ class TrainContext:
         return tokenizer
 
     def load_causal_lm(self, location: str | None = None):
-        """``(model, tokenizer)`` in training precision, with a freeze applied when asked for."""
+        """``(model, tokenizer)`` in training precision, with a freeze applied when asked for.
+
+        A LoRA adapter (say, the SFT run a DPO run starts from) is merged into its base first,
+        so the new run trains a plain model and may add an adapter of its own."""
         from transformers import AutoModelForCausalLM
 
-        from studio.models.loading import quiet_progress
+        from studio.models.loading import quiet_progress, resolve_model_ref
 
         location = location or self.model_location()
         self.seed_everything()
+        adapter_file = Path(location) / "adapter_config.json"
         with quiet_progress():
-            model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=self.recipe.trust_remote_code,
-                                                         **self.model_kwargs())
+            if adapter_file.is_file():
+                import json
+
+                from peft import PeftModel
+
+                base = resolve_model_ref(json.loads(adapter_file.read_text())["base_model_name_or_path"])
+                model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=self.recipe.trust_remote_code,
+                                                             **self.model_kwargs())
+                model = PeftModel.from_pretrained(model, location).merge_and_unload()
+                self.emit("info", message=f"merged the adapter {location} into its base {base}")
+            else:
+                model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=self.recipe.trust_remote_code,
+                                                             **self.model_kwargs())
         self.apply_freeze(model)
         return model, self.load_tokenizer(location)
 
@@ -191,6 +206,10 @@ class TrainContext:
             "activation_checkpointing": t.gradient_checkpointing,
             **precision_args(t.precision),
         }
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda():
+            # Several CPU processes (torchrun/accelerate): accelerate joins them over gloo only
+            # when told the run is a CPU run.
+            args.update(use_cpu=True, ddp_backend="gloo")
         launcher = self.recipe.launcher
         if launcher.kind == "torchrun" and (launcher.config_file or "").endswith(".json"):
             args["deepspeed"] = launcher.config_file  # a DeepSpeed config under torchrun

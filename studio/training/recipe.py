@@ -110,7 +110,8 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Read, override (``key=value``, dotted keys reach into sections) and validate a recipe.
 
-    Relative data paths are resolved against the recipe's folder first, then the current one."""
+    Relative data paths are tried against the current folder, the recipe's folder and its parent
+    (shipped recipes sit in ``recipes/`` beside ``datasets/``)."""
     from studio.generation.runner import apply_overrides
 
     path = Path(path)
@@ -125,7 +126,7 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
 def _resolve_data_path(ref: str, base: Path) -> str:
     if not looks_like_file(ref):
         return ref
-    for candidate in (Path(ref), base / ref, Path.cwd() / ref):
+    for candidate in (Path(ref), base / ref, base.parent / ref):
         if candidate.is_file():
             return str(candidate.resolve())
     return ref

@@ -148,12 +148,13 @@ def worker_command(run: TrainRun, resume: bool = False) -> list[str]:
                 "-m", "studio.training.worker", *args[2:]]
     if launcher.kind == "accelerate":
         extra = ["--config_file", launcher.config_file] if launcher.config_file else []
-        import torch
-
-        device = [] if torch.cuda.is_available() else ["--cpu"]
-        return [sys.executable, "-m", "accelerate.commands.launch", *extra, *device,
-                f"--num_processes={launcher.nproc}", "--num_machines=1", "--mixed_precision=no",
-                "--dynamo_backend=no", "-m", "studio.training.worker", *args[2:]]
+        if not launcher.config_file and launcher.nproc > 1:
+            # accelerate's torchrun-style launcher; on a CPU the processes then join over gloo
+            # (its --cpu launcher needs MPI for more than one process).
+            extra.append("--multi_gpu")
+        return [sys.executable, "-m", "accelerate.commands.launch", *extra, f"--num_processes={launcher.nproc}",
+                "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+                "-m", "studio.training.worker", *args[2:]]
     return [sys.executable, *args]
 
 

@@ -64,7 +64,8 @@ def _train(run: TrainRun, resume: bool, emit: Emitter, status: dict[str, Any], r
         emit("warning", message=f"{source.get('file')} changed since the run started: the resumed part trains "
                                 "on different data")
     emit("start", backend=recipe.backend, model=recipe.model, resume=resume, train_records=len(checked.train),
-         eval_records=len(checked.eval), pid=os.getpid())
+         eval_records=len(checked.eval), pid=os.getpid(),
+         world_size=int(os.environ.get("WORLD_SIZE", "1")))
     ctx = TrainContext(recipe=recipe, config=checked.config, run_dir=run.path, train_records=checked.train,
                        eval_records=checked.eval, emit=emit, cancelled=run.cancel_requested, resume=resume)
     started = time.time()

@@ -1,0 +1,106 @@
+"""The recipes a user can start from: the shipped ``recipes/`` folder and the workspace's own
+``recipes/`` folder. Each recipe's leading comment says what it does and the command to run it."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+
+
+def shipped_dir() -> Path | None:
+    here = Path(__file__).resolve().parents[2] / "recipes"
+    return here if here.is_dir() else None
+
+
+def recipe_dirs(ws=None) -> list[Path]:
+    dirs = [d for d in (shipped_dir(),) if d is not None]
+    if ws is not None and (Path(ws.root) / "recipes").is_dir():
+        dirs.append(Path(ws.root) / "recipes")
+    return dirs
+
+
+def header(path: Path) -> tuple[str, str]:
+    """(command, description) from the leading comment block."""
+    command, lines = "", []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if not command and text.startswith("studio "):
+            command = text
+        elif text:
+            lines.append(text)
+    return command, " ".join(lines)
+
+
+def kind_of(path: Path) -> str:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return "invalid"
+    if not isinstance(data, dict):
+        return "invalid"
+    if "backend" in data:
+        return "train"
+    if "steps" in data and all(isinstance(s, dict) and "recipe" in s for s in data["steps"] or []):
+        return "pipeline"
+    if "generator" in data:
+        return "generate"
+    return "curate"
+
+
+def list_recipes(ws=None) -> list[dict[str, Any]]:
+    out = []
+    for folder in recipe_dirs(ws):
+        for path in sorted(folder.glob("*.yaml")):
+            command, description = header(path)
+            data = {}
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError:
+                pass
+            out.append({"name": path.stem, "path": str(path), "kind": kind_of(path), "command": command,
+                        "description": description, "backend": data.get("backend") if isinstance(data, dict) else None,
+                        "shipped": folder == shipped_dir()})
+    return out
+
+
+def find_recipe(name_or_path: str, ws=None) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = re.sub(r"\.ya?ml$", "", path.name)
+    for folder in recipe_dirs(ws):
+        if (folder / f"{stem}.yaml").is_file():
+            return folder / f"{stem}.yaml"
+    raise ValueError(f"no recipe {name_or_path!r} (see `studio recipes ls`)")
+
+
+def copy_recipe(name_or_path: str, dest: Path, ws=None) -> Path:
+    """Copy a recipe to edit; data paths relative to the repository become absolute so the copy
+    runs from anywhere."""
+    from studio.training.recipe import looks_like_file
+
+    source = find_recipe(name_or_path, ws)
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists():
+        raise ValueError(f"{dest} exists; choose another name")
+    text = source.read_text(encoding="utf-8")
+    base = source.parent.parent
+
+    def absolute(match: re.Match) -> str:
+        key, value = match.group(1), match.group(2)
+        if looks_like_file(value) and not Path(value).is_absolute() and (base / value).is_file():
+            return f"{key}{(base / value).resolve()}"
+        return match.group(0)
+
+    text = re.sub(r"^(\s*(?:dataset|eval_dataset|recipe):\s*)(\S+)\s*$", absolute, text, flags=re.M)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text, encoding="utf-8")
+    return dest
