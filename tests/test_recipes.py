@@ -18,8 +18,17 @@ GENERATION_RECIPES = sorted((ROOT / "recipes").glob("generate-*.yaml"))
 
 def test_there_are_recipes():
     assert len(RECIPES) >= 3 and len(GENERATION_RECIPES) >= 6
-    kinds = {p.name.split("-")[0] for p in (ROOT / "recipes").glob("*.yaml")}
-    assert kinds == {"curate", "generate"}  # every recipe is run by one of the tests here
+    kinds = {p.stem.split("-")[0] for p in (ROOT / "recipes").glob("*.yaml")}
+    # curate-* and generate-* run here; train-* and the quickstart pipeline in tests/test_train*.py
+    assert kinds == {"curate", "generate", "train", "quickstart"}
+
+
+def test_every_training_recipe_is_run_by_a_test():
+    tests = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_train*.py"))
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        if path.stem.startswith(("train-", "quickstart")):
+            assert path.name in tests, f"{path.name} is run by no test"
+            assert path.read_text(encoding="utf-8").startswith(f"# studio run recipes/{path.name}\n")
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
