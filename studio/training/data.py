@@ -37,8 +37,8 @@ def load_records(ref: str, ws=None, formats=None, limit: int | None = None) -> L
         records.append(record)
         if limit and len(records) >= limit:
             break
-    return LoadedData(records, {"dataset": view.info.name, "version": view.info.id,
-                                "ref": f"{view.info.name}@{view.info.id}"})
+    return LoadedData(records, {"dataset": view.info.dataset, "version": view.info.id,
+                                "ref": f"{view.info.dataset}@{view.info.id}"})
 
 
 def _load_file(path: Path, formats, limit: int | None) -> LoadedData:

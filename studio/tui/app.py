@@ -1,7 +1,9 @@
 """The studio's terminal app.
 
-Four modes (Datasets, Plugins, Curate, Generate) plus any screens plugins register through
-``register_screens``; review mode is pushed on the Datasets stack from the record browser.
+Six modes (Datasets, Plugins, Curate, Generate, Train, Runs) plus any screens plugins register
+through ``register_screens``; review mode is pushed on the Datasets stack from the record browser.
+Train (5) sets up and starts a training run, which always runs in its own process; Runs (6)
+watches, cancels, resumes and compares those runs.
 Everything blocking runs in thread workers; a failed worker anywhere ends up in
 :meth:`StudioApp.report_worker_error`, which shows it instead of crashing.
 """
@@ -27,6 +29,8 @@ from studio.tui.screens.generate import GenerateScreen
 from studio.tui.screens.help import HelpScreen
 from studio.tui.screens.plugins import InstallPluginDialog, PluginsScreen
 from studio.tui.screens.review import ReviewScreen
+from studio.tui.screens.runs import RunsScreen
+from studio.tui.screens.train import TrainScreen
 
 PaletteCommand = tuple[str, str, Callable[[], object]]
 
@@ -44,7 +48,7 @@ class StudioApp(App):
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
     MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen,
-             "generate": GenerateScreen}
+             "generate": GenerateScreen, "train": TrainScreen, "runs": RunsScreen}
     DEFAULT_MODE = "datasets"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -53,6 +57,8 @@ class StudioApp(App):
         Binding("2", "switch_mode('plugins')", "Plugins"),
         Binding("3", "switch_mode('curate')", "Curate"),
         Binding("4", "switch_mode('generate')", "Generate"),
+        Binding("5", "switch_mode('train')", "Train"),
+        Binding("6", "switch_mode('runs')", "Runs"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -202,6 +208,10 @@ class StudioApp(App):
             ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.switch_mode("curate")),
             ("Generate screen", "Synthetic data through an OpenAI-compatible API: estimate, run, retry",
              lambda: self.switch_mode("generate")),
+            ("Train screen", "Set up a training run from a recipe: preview the loss mask, check, start",
+             lambda: self.switch_mode("train")),
+            ("Runs screen", "Training runs live: plots, metrics, alerts, checks; cancel, resume, compare",
+             lambda: self.switch_mode("runs")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",
