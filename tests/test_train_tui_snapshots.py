@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("textual")
 pytest.importorskip("pytest_textual_snapshot")
 
-from test_train_tui import (  # noqa: E402,F401 - version_info_name is an autouse fixture
-    SIZE, dpo_events, finished_sft_run, make_run, make_workspace, train_host, version_info_name, write_recipe,
+from test_train_tui import (  # noqa: E402
+    SIZE, dpo_events, finished_sft_run, make_run, make_workspace, train_host, write_recipe,
 )
 
 from studio.tui.app import StudioApp  # noqa: E402
