@@ -24,7 +24,10 @@ def sample_files() -> list[Path]:
     folder = samples_dir()
     if folder is None:
         return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES))
+    # train/ holds the planted-signal sets the training recipes must learn: the embedded model
+    # pretrains on these samples, so it must never see them.
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
+                  and "train" not in p.relative_to(folder).parts[:-1])
 
 
 def studio_home() -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from studio.models.loading import quiet_progress
 
 # Bump when the tokenizer, template, architecture or pretraining changes: cached builds are redone.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 BOS, END_OF_TEXT, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"

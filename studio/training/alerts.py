@@ -14,14 +14,11 @@ SPIKE_SIGMAS = 4.0
 SPIKE_MIN_HISTORY = 5
 COLLAPSE_LOSS = 1e-3
 LOGP_FALL = 0.15  # relative fall of the chosen log-probs that counts as "falling"
+TREND_WINDOW = 3
 
 # Metric names the trl trainers log for rewards and KL.
-REWARD_KEYS = ("rewards/chosen", "rewards/margins", "reward", "rewards/mean")
+REWARD_KEYS = ("reward", "rewards/margins", "rewards/mean")
 KL_KEYS = ("kl", "objective/kl")
-
-
-def _is_reward_metric(name: str) -> bool:
-    return name in REWARD_KEYS or (name.startswith("rewards/") and name.endswith("/mean"))
 
 
 class AlertWatch:
@@ -54,22 +51,28 @@ class AlertWatch:
         if name == "loss" and 0 <= value < COLLAPSE_LOSS and past and past[0] > 10 * COLLAPSE_LOSS:
             out += self._fire("loss_collapse", name, step, f"loss collapsed to {value:.2g} at step {step}: the "
                               "model may be memorising the data or the task is trivially separable")
-        if name == "logps/chosen" and len(past) >= 2:
-            first = past[0]
-            if value < first - LOGP_FALL * abs(first):
+        if name == "logps/chosen" and len(past) >= 2 * TREND_WINDOW:
+            # Summed log-probs swing with answer length from batch to batch: compare averages.
+            first = statistics.fmean(past[:TREND_WINDOW])
+            recent = statistics.fmean(past[-(TREND_WINDOW - 1):] + [value])
+            if recent < first - LOGP_FALL * abs(first):
                 out += self._fire("chosen_logps_falling", name, step,
-                                  f"chosen log-probs fell from {first:.2f} to {value:.2f} by step {step}: the "
-                                  "policy is pushing down both answers (likelihood displacement); consider a "
-                                  "lower learning rate, a larger beta or an SFT term (rpo_alpha)")
-        if (_is_reward_metric(name) or name in KL_KEYS) and len(past) >= SPIKE_MIN_HISTORY:
-            mean = statistics.fmean(past)
-            spread = statistics.pstdev(past)
-            floor = max(1e-6, 0.05 * abs(mean))
-            if abs(value - mean) > SPIKE_SIGMAS * max(spread, floor):
+                                  f"chosen log-probs fell from {first:.2f} to {recent:.2f} (means of "
+                                  f"{TREND_WINDOW} logs) by step {step}: the policy is pushing down both answers "
+                                  "(likelihood displacement); consider a lower learning rate, a larger beta or "
+                                  "an SFT term (rpo_alpha)")
+        if (name in REWARD_KEYS or name in KL_KEYS) and len(past) >= SPIKE_MIN_HISTORY:
+            # Rewards and KL drift steadily as training works; a spike is a jump between two logs
+            # far larger than the jumps so far.
+            jumps = [abs(b - a) for a, b in zip(past, past[1:])]
+            typical = statistics.fmean(jumps)
+            floor = max(1e-6, 0.05 * abs(statistics.fmean(past)))
+            jump = value - past[-1]
+            if abs(jump) > SPIKE_SIGMAS * max(typical, floor):
                 what = "KL" if name in KL_KEYS else "reward"
                 out += self._fire(f"{what.lower()}_spike", name, step,
-                                  f"{what} spike: {name} = {value:.3g} at step {step} against a mean of {mean:.3g} "
-                                  f"(sd {spread:.2g}); watch for reward hacking or a bad batch")
+                                  f"{what} spike: {name} jumped from {past[-1]:.3g} to {value:.3g} at step {step} "
+                                  f"(typical jump {typical:.2g}); watch for reward hacking or a bad batch")
         return out
 
 

@@ -129,7 +129,8 @@ class TrainContext:
                 base = resolve_model_ref(json.loads(adapter_file.read_text())["base_model_name_or_path"])
                 model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=self.recipe.trust_remote_code,
                                                              **self.model_kwargs())
-                model = PeftModel.from_pretrained(model, location).merge_and_unload()
+                # Loaded for inference, peft freezes the base; the merged model trains in full.
+                model = PeftModel.from_pretrained(model, location).merge_and_unload().requires_grad_(True)
                 self.emit("info", message=f"merged the adapter {location} into its base {base}")
             else:
                 model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=self.recipe.trust_remote_code,
@@ -213,7 +214,7 @@ class TrainContext:
         launcher = self.recipe.launcher
         if launcher.kind == "torchrun" and (launcher.config_file or "").endswith(".json"):
             args["deepspeed"] = launcher.config_file  # a DeepSpeed config under torchrun
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(self.run_dir / "tensorboard"))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir / "tensorboard")
         args.update(overrides)
         return args
 
