@@ -32,7 +32,7 @@ def configure(sub) -> None:
     p.add_argument("--name", help="run name")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the outcome")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.add_argument("--workspace", "-w")
+    p.add_argument("--workspace", "-w", default=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     runs = sub.add_parser("runs", help="list, inspect, cancel, resume and compare training runs")
@@ -55,7 +55,7 @@ def configure(sub) -> None:
     q.add_argument("run_b", metavar="RUN")
     q.set_defaults(func=cmd_runs_compare)
     for q in rsub.choices.values():
-        q.add_argument("--workspace", "-w")
+        q.add_argument("--workspace", "-w", default=argparse.SUPPRESS)
         q.add_argument("--json", action="store_true")
 
     recipes = sub.add_parser("recipes", help="shipped and workspace recipes: list, validate, copy to edit")
@@ -72,7 +72,7 @@ def configure(sub) -> None:
     q.add_argument("dest", nargs="?", default=".", metavar="DEST")
     q.set_defaults(func=cmd_recipes_cp)
     for q in csub.choices.values():
-        q.add_argument("--workspace", "-w")
+        q.add_argument("--workspace", "-w", default=argparse.SUPPRESS)
 
     train = sub.add_parser("train", help="tuning back-ends and the template / loss-mask preview")
     tsub = train.add_subparsers(dest="train_command", metavar="ACTION", required=True)
@@ -84,7 +84,7 @@ def configure(sub) -> None:
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     q.add_argument("--index", type=int, default=0, help="which training record")
     q.add_argument("--json", action="store_true")
-    q.add_argument("--workspace", "-w")
+    q.add_argument("--workspace", "-w", default=argparse.SUPPRESS)
     q.set_defaults(func=cmd_train_preview)
 
 
@@ -219,7 +219,9 @@ def _outcome(run, status: dict[str, Any], as_json: bool) -> int:
             detail = "; ".join(check["details"]) or _check_text(check)
             console.print(f"  {mark} {check['metric']}: {detail}")
         if status.get("final_dir"):
-            console.print(f"  model: {status['final_dir']}  (serve it: studio serve {run.path})")
+            use = (f"judge with it: studio reward eval {run.run_id} --data DATA" if status.get("backend") == "reward"
+                   else f"serve it: studio serve {run.path}")
+            console.print(f"  model: {status['final_dir']}  ({use})")
     state = status.get("status")
     if state == "failed":
         return 1

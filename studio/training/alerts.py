@@ -17,7 +17,7 @@ LOGP_FALL = 0.15  # relative fall of the chosen log-probs that counts as "fallin
 TREND_WINDOW = 3
 
 # Metric names the trl trainers log for rewards and KL.
-REWARD_KEYS = ("reward", "rewards/margins", "rewards/mean")
+REWARD_KEYS = ("reward", "rewards/margins", "rewards/mean", "margin")
 KL_KEYS = ("kl", "objective/kl")
 
 

@@ -369,8 +369,9 @@ def report_text(report: dict[str, Any], width: int = 24) -> str:
         lines.append("")
         lines.append(f"length bias: pearson {_fmt(length['pearson'])}  spearman {_fmt(length['spearman'])}  "
                      f"(reward vs response characters)")
-        lines.append(f"  mean length chosen {_fmt(length['chosen_mean'], 1)}, rejected {_fmt(length['rejected_mean'], 1)}; "
-                     f"the longer response is the chosen one in {_fmt(length['longer_chosen_rate'])} of pairs")
+        lines.append(f"  mean length chosen {_fmt(length['chosen_mean'], 1)}, "
+                     f"rejected {_fmt(length['rejected_mean'], 1)}; the longer response is the chosen one in "
+                     f"{_fmt(length['longer_chosen_rate'])} of pairs")
     worst = report.get("worst_pairs")
     if worst:
         lines.append("")
