@@ -27,11 +27,13 @@ class EventsCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
-        if now - self.last_progress >= PROGRESS_EVERY_S or state.global_step == state.max_steps:
+        cancelling = self.cancelled()
+        # The step a cancel lands on is always recorded: resume and `runs show` read it.
+        if cancelling or now - self.last_progress >= PROGRESS_EVERY_S or state.global_step == state.max_steps:
             self.last_progress = now
             self.emit("progress", step=state.global_step, max_steps=state.max_steps, epoch=state.epoch,
                       elapsed=round(now - self.started, 2))
-        if self.cancelled():
+        if cancelling:
             # Save where we are so `studio runs resume` continues from this exact step.
             control.should_save = True
             control.should_training_stop = True
