@@ -14,16 +14,21 @@ neighbours):
   - trl, packed (reference): ``packing=True`` as trl's docs show (bfd, padding-free: the batch
     flattened into one sequence), to show why the studio keeps rows separate without a varlen
     attention kernel.
-Both sides: max_length 256, batch size 8, the same steps, learning rate and seed, activation
-checkpointing off (the studio's default; trl's default turns it on, which only trades time for
-memory), logging every 10 steps, no checkpoints, no eval.
+Both sides: the embedded "small" model by default (3.8M parameters; --model tiny for the 213k
+one the recipes use), max_length 256, batch size 8, the same steps, learning rate and seed,
+activation checkpointing off (the studio's default; trl's default turns it on, which only trades
+time for memory), logging every 10 steps, no checkpoints, no eval, one torch thread each (two per
+process oversubscribe a shared 2-core machine and make timings erratic; --threads 0 for torch's
+default).
 
 Tokens/second counts the real (non-pad) input tokens of every training forward pass with the
 same forward pre-hook on the model in both processes, over the time from the trainer's
-on_train_begin to on_train_end. Peak memory is the process's peak resident set during training
-(VmHWM, reset when training begins), plus its rise over the resident set at that moment.
-The data: chats whose answer lengths follow a log-normal distribution (median ~12 words, a long
-tail truncated at max_length), generated here with a fixed seed.
+on_train_begin to on_train_end; tokens per CPU-second divides by the process's CPU time instead,
+which neighbours on a shared machine disturb less. Peak memory is the process's peak resident set
+during training (VmHWM, reset when training begins), plus its rise over the resident set at that
+moment; "widest step" is the most positions one forward pass held, which activation memory follows.
+The data: 1,200 chats, 94% with log-normal answer lengths (median ~12 words) and 6% long ones past
+max_length (so a padded batch holding one is max_length wide), generated here with a fixed seed.
 """
 from __future__ import annotations
 

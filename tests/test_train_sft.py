@@ -232,7 +232,7 @@ def test_unmarked_chat_template_is_refused_before_and_at_run_start(workspace):
 
 def test_options_that_cannot_work_are_refused(workspace):
     with pytest.raises(ValueError, match="prompt tuning prepends"):
-        runs.prepare_run(workspace, recipe("prompt_tuning", ["config.packing=true"]))
+        runs.prepare_run(workspace, recipe("prompt_tuning", ["config.padding_free=true", "training.max_length=null"]))
     with pytest.raises(ValueError, match="padding_free"):
         runs.prepare_run(workspace, recipe("lora", ["config.packing=false", "config.padding_free=true"]))
     with pytest.raises(ValueError, match="packing fills rows"):

@@ -42,8 +42,8 @@ def no_marks_message(whose: str) -> str:
     return (f"config.assistant_only_loss: {whose} has no {{% generation %}} marks, so the assistant tokens cannot "
             "be told apart from the rest. Set config.chat_template: chatml (the studio's ChatML, marked), give a "
             "template with {% generation %}...{% endgeneration %} around each assistant reply and its end-of-turn "
-            "token, set config.completion_only_loss: true (loss on the last reply, any template), or set "
-            "config.assistant_only_loss: false (loss on every token)")
+            "token, or set config.assistant_only_loss: false (loss on every token; add config.completion_only_loss: "
+            "true for loss on the last reply only, which works with any template)")
 
 
 def prepare_template(tokenizer, config, model_ref: str) -> str:
