@@ -32,6 +32,7 @@ from studio.generation.provider import EMBEDDED
 from studio.records import Record
 from studio.rendering import kind_tag, record_preview, render_record, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.widgets.selects import select_value, set_select_options
 from studio.tui.widgets.generate_live import LivePanel
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
 
@@ -220,20 +221,12 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
         self._describe()
         return self._value("#gen-generator") != generator_before
 
-    def _set_options(self, selector: str, options: list[tuple[str, str]], default: str | None = None) -> None:
-        select = self.query_one(selector, Select)
-        current = select.value
-        values = [value for _, value in options]
-        with select.prevent(Select.Changed):
-            select.set_options(options)
-            if current in values:
-                select.value = current
-            elif default in values:
-                select.value = default
+    def _set_options(self, selector: str, options: list[tuple[str, str]], default: str | None = None,
+                     force: bool = False) -> None:
+        set_select_options(self.query_one(selector, Select), options, default, force)
 
     def _value(self, selector: str) -> str | None:
-        value = self.query_one(selector, Select).value
-        return None if value is Select.NULL else str(value)
+        return select_value(self.query_one(selector, Select))
 
     def generator(self):
         return self.generators.get(self._value("#gen-generator") or "")

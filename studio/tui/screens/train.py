@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState
 
 from studio.training.recipe import AdapterSettings, TrainingSettings
 from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.widgets.selects import select_value, set_select_options
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
 
 BLANK = "__blank__"  # the recipe choice "start from scratch"
@@ -239,21 +240,10 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def _set_options(self, selector: str, options: list[tuple[str, str]], default: str | None = None,
                      force: bool = False) -> None:
-        select = self.query_one(selector, Select)
-        current = select.value
-        values = [value for _, value in options]
-        with select.prevent(Select.Changed):
-            select.set_options(options)
-            if force and default in values:
-                select.value = default
-            elif current in values:
-                select.value = current
-            elif default in values:
-                select.value = default
+        set_select_options(self.query_one(selector, Select), options, default, force)
 
     def _value(self, selector: str) -> str | None:
-        value = self.query_one(selector, Select).value
-        return None if value is Select.NULL else str(value)
+        return select_value(self.query_one(selector, Select))
 
     def backend(self):
         return self.backends.get(self._value("#train-backend") or "")
