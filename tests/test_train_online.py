@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import ROOT
+from training_helpers import run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.recipe import load_recipe
@@ -19,16 +20,6 @@ RLOO = ROOT / "recipes" / "train-rloo.yaml"
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
     return Workspace.init(tmp_path_factory.mktemp("online") / "ws")
-
-
-def run_to_end(ws: Workspace, recipe) -> runs.TrainRun:
-    run = runs.prepare_run(ws, recipe)
-    process = runs.start(run)
-    events = list(runs.follow(run, process, poll_s=0.5))
-    status = run.status()
-    assert status["status"] == "completed", (status, run.log_tail(30))
-    assert events[-1]["kind"] == "end"
-    return run
 
 
 def logged(run: runs.TrainRun, metric: str) -> list[float]:

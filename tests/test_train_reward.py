@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
+from training_helpers import run_to_end
 from studio.records import Record, Turn
 from studio.store import Workspace
 from studio.training import reward_workbench as wb
@@ -20,16 +21,6 @@ from studio.training.recipe import load_recipe
 
 RECIPE = ROOT / "recipes" / "train-reward.yaml"
 DATA = ROOT / "datasets" / "train" / "rm_style.jsonl"
-
-
-def run_to_end(ws: Workspace, recipe) -> runs.TrainRun:
-    run = runs.prepare_run(ws, recipe)
-    process = runs.start(run)
-    events = list(runs.follow(run, process, poll_s=0.5))
-    status = run.status()
-    assert status["status"] == "completed", (status, run.log_tail(30))
-    assert events[-1]["kind"] == "end"
-    return run
 
 
 @pytest.fixture(scope="module")
