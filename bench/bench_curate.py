@@ -27,7 +27,8 @@ REFUSAL = "I'm sorry, but I cannot help with that request."
 STUDIO_SIDE = r"""
 import json, sys, time
 from pathlib import Path
-from studio.curation.pipeline import load_recipe, run_pipeline
+from studio.curation.pipeline import run_pipeline
+from studio.recipes import load_recipe
 from studio.plugins import get_host
 from studio.store import Workspace
 ws = Workspace(Path(sys.argv[1]))

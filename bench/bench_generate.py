@@ -102,7 +102,8 @@ def bounded(url: str, items: list[str], limit: int) -> dict:
 
 
 def studio(url: str, items: list[str], concurrency: int, work: Path) -> dict:
-    from studio.generation.runner import GenerationRecipe, run_generation
+    from studio.generation.runner import run_generation
+    from studio.recipes.generate import GenerationRecipe
     from studio.records import Record, Turn
     from studio.store import Workspace
 

@@ -180,7 +180,7 @@ def child_trl(model_path: str, data: Path, steps: int, packing: bool, out_dir: P
 def child_studio(model_path: str, data: Path, steps: int, out_dir: Path) -> dict:
     from studio.training.backend_base import TrainContext
     from studio.training.data import load_records
-    from studio.training.recipe import TrainRecipe
+    from studio.recipes.train import TrainRecipe
     from studio_train_sft import SFTBackend, SFTOptions
 
     recipe = TrainRecipe(backend="sft", model=model_path, dataset=str(data), eval_fraction=0, seed=0,

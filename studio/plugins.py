@@ -35,6 +35,14 @@ KINDS = {
 }
 
 
+# What a kind's listing shows beside name, title, summary, plugin and fields: key -> attribute.
+ITEM_EXTRAS = {
+    "curation_op": {"category": "category"},
+    "generator": {"seeds": "seeds", "produces": "produces", "uses_completions": "uses_completions"},
+    "backend": {"data": "data_kind", "adapters": "adapter_methods"},
+}
+
+
 class PluginError(RuntimeError):
     pass
 
@@ -83,7 +91,10 @@ def _allowed() -> set[str] | None:
 
 
 class PluginHost:
-    def __init__(self, entry_points: list[md.EntryPoint] | None = None):
+    def __init__(self, entry_points: list[md.EntryPoint] | None = None, selection: bool = True):
+        """``selection=False`` loads the given entry points whatever ``STUDIO_PLUGINS`` names (the
+        CLI's own commands must load even when a user limits the plugins)."""
+        self._selection = selection
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         # Specs first, so a plugin with a misspelt hook fails at register() rather than silently.
         self.pm.add_hookspecs(hookspecs)
@@ -96,7 +107,7 @@ class PluginHost:
 
     def _load(self, entry_points: list[md.EntryPoint] | None) -> None:
         eps = entry_points if entry_points is not None else list(md.entry_points(group=hookspecs.ENTRY_POINT_GROUP))
-        allowed = _allowed()
+        allowed = _allowed() if self._selection else None
         infos = []
         for ep in eps:
             dist = getattr(ep, "dist", None)
@@ -242,6 +253,23 @@ class PluginHost:
     def formats(self) -> dict[str, Any]:
         return self.items("format")
 
+    def describe(self, kind: str) -> list[dict[str, Any]]:
+        """Every registered item of a kind, described the same way for listings (``--json``) and
+        forms: name, title, summary, the plugin that provides it and its config's fields."""
+        from studio.config_schema import describe
+
+        rows = []
+        for name, item in sorted(self.items(kind).items()):
+            row = {"name": name, "title": getattr(item, "title", None) or name,
+                   "summary": getattr(item, "summary", "") or "", "plugin": self.owner(kind, name)}
+            for key, attribute in ITEM_EXTRAS.get(kind, {}).items():
+                value = getattr(item, attribute, None)
+                row[key] = list(value) if isinstance(value, tuple) else value
+            config = getattr(item, "config_model", None)
+            row["fields"] = [spec.to_dict() for spec in describe(config)] if config is not None else []
+            rows.append(row)
+        return rows
+
     def listing(self) -> list[PluginInfo]:
         self._collect()
         return list(self.plugins.values())
@@ -254,6 +282,11 @@ def get_host() -> PluginHost:
     global _host
     if _host is None:
         _host = PluginHost()
+    return _host
+
+
+def loaded_host() -> PluginHost | None:
+    """The host if something in this process has loaded the plugins, else None (loads nothing)."""
     return _host
 
 

@@ -1,11 +1,32 @@
 """Files of a run folder (generation or training), written so that a kill leaves them readable:
-``status.json`` is replaced atomically and ``*.jsonl`` files are only appended to."""
+``status.json`` is replaced atomically and ``*.jsonl`` files are only appended to. Also where a
+workspace keeps its training runs, and how a run is named on the command line."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+
+TRAINING_RUNS_DIR = "runs"  # <workspace>/runs/<run-id>/
+
+
+def training_runs_dir(ws) -> Path:
+    return Path(ws.root) / TRAINING_RUNS_DIR
+
+
+def find_run_folder(parent: Path, run_id: str, marker: str = "recipe.yaml") -> Path:
+    """The run folder named ``run_id``, or the one run whose name contains it."""
+    exact = parent / run_id
+    if (exact / marker).is_file():
+        return exact
+    matches = [p for p in parent.iterdir() if run_id in p.name and (p / marker).is_file()] if parent.is_dir() else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ValueError(f"no run {run_id!r} (see `studio runs ls`)")
+    raise ValueError(f"{run_id!r} matches {len(matches)} runs: {', '.join(p.name for p in matches[:5])}")
 
 
 def pid_alive(pid: Any) -> bool:

@@ -59,3 +59,8 @@ def ensure_sample_workspace(formats: dict[str, DatasetFormat], root: Path | None
             continue
     stamp.write_text(fingerprint)
     return ws
+
+
+def default_workspace(formats: dict[str, DatasetFormat]) -> Workspace:
+    """The workspace plain `studio` opens, and every command run outside a workspace uses."""
+    return ensure_sample_workspace(formats)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,10 +128,12 @@ def test_column_map_reads_odd_files(capsys, tmp_path):
     assert data["column_map"] == {"instruction": "ask", "output": "say"}
 
 
-def test_data_commands_outside_a_workspace_say_what_to_do(capsys, tmp_path, monkeypatch):
+def test_data_commands_outside_a_workspace_use_the_default_workspace_and_say_so(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "data", "ls")
-    assert code == 1 and "studio init" in err
+    code, out, err = run(capsys, "data", "ls", "--json")
+    default = Path(os.environ["STUDIO_HOME"]) / "sample-workspace"
+    assert code == 0 and "studio init" in err and f"default workspace {default}" in " ".join(err.split())
+    assert "dolly" in {row["name"] for row in json.loads(out)}  # the workspace plain `studio` opens
 
 
 def test_formats_listing_names_the_providing_plugin(capsys):

@@ -683,7 +683,8 @@ def test_semantic_model_option_and_errors(ws, ops, encoder):
 
 
 def test_dedup_steps_in_a_recipe_record_duplicates_by_source_row(ws, ops):
-    from studio.curation.pipeline import load_recipe, load_side_table, run_pipeline
+    from studio.curation.pipeline import load_side_table, run_pipeline
+    from studio.recipes import load_recipe
 
     answer = "Use reversed() or slicing with [::-1] to get a reversed copy of the list."
     ws.write_version("d", [chat("How do I reverse a list in Python?", answer),

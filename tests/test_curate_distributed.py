@@ -11,7 +11,8 @@ import pytest
 
 from conftest import DATASETS
 from studio.curation.distributed import batch_function, exact_keys
-from studio.curation.pipeline import load_recipe, run_pipeline
+from studio.curation.pipeline import run_pipeline
+from studio.recipes import load_recipe
 from studio.data.workflows import import_file
 from studio.plugins import get_host
 from studio.store import Workspace

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from studio.curation.pipeline import load_recipe, load_side_table, run_pipeline
+from studio.curation.pipeline import load_side_table, run_pipeline
+from studio.recipes import load_recipe
 from studio.data.convert import read_file
 from studio.plugins import get_host
 from studio.records import Record, Turn

@@ -15,9 +15,8 @@ from pydantic import BaseModel
 
 from studio.curation import op_base
 from studio.curation.op_base import Change, CurationOp, OpContext, OpInput, OpResult, Removal
-from studio.curation.pipeline import (
-    RecipeError, apply_overrides, load_origin, load_recipe, load_side_table, run_pipeline,
-)
+from studio.curation.pipeline import amend_curated, load_origin, load_side_table, run_pipeline
+from studio.recipes import RecipeError, load_recipe
 from studio.curation.text import row_text
 from studio.records import Record, Turn
 from studio.store import Workspace
@@ -185,7 +184,8 @@ def test_kill_9_during_a_run_leaves_the_previous_head(ws):
         import time
         from pydantic import BaseModel
         from studio.curation.op_base import CurationOp, OpResult
-        from studio.curation.pipeline import load_recipe, run_pipeline
+        from studio.curation.pipeline import run_pipeline
+        from studio.recipes import load_recipe
         from studio.store import Workspace
         class C(BaseModel):
             pass
@@ -209,17 +209,17 @@ def test_restore_and_drop_overrides_make_new_versions(ws):
     side = load_side_table(ws, "d").to_list()
     dup_entry = next(i for i, r in enumerate(side) if r["source_index"] == 2)
     change_entry = next(i for i, r in enumerate(side) if r["action"] == "changed")
-    restored = apply_overrides(ws, f"d@{curated.id}", restore=[dup_entry, change_entry], note="keep these")
+    restored = amend_curated(ws, f"d@{curated.id}", restore=[dup_entry, change_entry], note="keep these")
     assert restored.parent == curated.id and restored.operation["name"] == "override"
     # Back in input order; the changed row has its original content again.
     assert contents(ws, "d") == [["hello", "hi"], ["hello", "hi"], ["be loud", "okay then"], ["unique", "yes"]]
     assert load_origin(ws, "d").tolist() == [0, 2, 3, 5]
     assert len(load_side_table(ws, "d")) == 3
-    dropped = apply_overrides(ws, "d", drop=[3], note="off-topic")
+    dropped = amend_curated(ws, "d", drop=[3], note="off-topic")
     assert contents(ws, "d") == [["hello", "hi"], ["hello", "hi"], ["be loud", "okay then"]]
     last = load_side_table(ws, f"d@{dropped.id}").to_list()[-1]
     assert (last["op"], last["reason"], last["source_index"]) == ("review", "off-topic", 5)
-    again = apply_overrides(ws, "d", restore=[len(load_side_table(ws, "d")) - 1])
+    again = amend_curated(ws, "d", restore=[len(load_side_table(ws, "d")) - 1])
     assert contents(ws, f"d@{again.id}")[-1] == ["unique", "yes"]
 
 

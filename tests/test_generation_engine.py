@@ -14,7 +14,8 @@ from studio.generation.engine import Engine, RunContext
 from studio.generation.journal import Journal
 from studio.generation.limiter import RateLimiter, TokenBucket, parse_duration, retry_after
 from studio.generation.provider import ProviderConfig
-from studio.generation.runner import GenerationRecipe, list_runs, run_generation
+from studio.generation.runner import list_runs, run_generation
+from studio.recipes.generate import GenerationRecipe
 from studio.hookspecs import hookimpl
 from studio.plugins import PluginHost
 from studio.records import Record, Turn

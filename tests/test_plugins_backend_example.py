@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from studio.records import Record, Turn
-from studio.training.recipe import TrainRecipe
+from studio.recipes.train import TrainRecipe
 from test_plugins_chatml import IsolatedStudio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,9 @@ def test_backend_plugin_install_train_uninstall(tmp_path):
     [check] = outcome["checks"]
     assert check["metric"] == "loss" and check["passed"] and check["last"] < check["first"]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()]
-    [packed] = [e for e in events if e["kind"] == "info" and "blocks" in e]
+    [packed] = [e for e in events if e["event"] == "info" and "blocks" in e]
     assert packed["block_size"] == 64 and packed["blocks"] > 10 and packed["eval_blocks"] >= 1
-    assert [e["step"] for e in events if e["kind"] == "checkpoint"] == [15, 30]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [15, 30]
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert "eval_loss" in metrics["final"]
     assert (run_dir / "final" / "config.json").is_file() and (run_dir / "final" / "tokenizer.json").is_file()

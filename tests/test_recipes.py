@@ -7,7 +7,8 @@ import re
 import pytest
 
 from conftest import DATASETS, ROOT
-from studio.curation.pipeline import load_recipe, load_side_table, resolve_steps, run_pipeline
+from studio.curation.pipeline import load_side_table, resolve_steps, run_pipeline
+from studio.recipes import load_recipe
 from studio.data.workflows import import_file
 from studio.plugins import get_host
 from studio.store import Workspace
@@ -89,7 +90,7 @@ def embedded_server():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", GENERATION_RECIPES, ids=[p.name for p in GENERATION_RECIPES])
 def test_generation_recipe_runs_on_the_embedded_model(path, tmp_path, embedded_server):
-    from studio.generation.runner import load_recipe, resolve, run_generation
+    from studio.generation.runner import resolve, run_generation
 
     text = path.read_text()
     assert text.startswith(f"# studio generate recipes/{path.name}\n")

@@ -3,7 +3,6 @@ kill, undo, commit into a new version with a restorable side table, flags, and a
 commit that streams."""
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.curation.pipeline import apply_overrides, load_origin, load_side_table
+from studio.curation.pipeline import amend_curated, load_origin, load_side_table
 from studio.curation.review import (
     FLAGS_FILE, ReviewError, ReviewSession, journal_path, pending_reviews, read_flags, record_from_json,
     record_to_json,
@@ -111,7 +110,7 @@ def test_every_action_then_commit_gives_the_expected_records(ws):
     assert pending_reviews(ws, "pairs") == []
 
 
-def test_review_removals_are_restored_with_apply_overrides(ws):
+def test_review_removals_are_restored_with_amend_curated(ws):
     session = ReviewSession(ws, "pairs")
     session.delete(1)
     session.reject(3)
@@ -122,12 +121,12 @@ def test_review_removals_are_restored_with_apply_overrides(ws):
     assert [r.meta["id"] for r in ws.open("pairs").page(0, 10)] == [0, 2, 4, 5]
     side = load_side_table(ws, "pairs").to_list()
     restore = [i for i, s in enumerate(side) if s["source_index"] in (1, 4)]
-    apply_overrides(ws, "pairs", restore=restore, note="keep 1, undo the edit")
+    amend_curated(ws, "pairs", restore=restore, note="keep 1, undo the edit")
     assert chosen_texts(ws, "pairs") == ["good 0", "good 1", "good 2", "good 4", "good 5"]
 
 
 def test_an_earlier_curation_side_table_carries_over_and_stays_restorable(ws):
-    apply_overrides(ws, "chat", drop=[0], note="dropped by a curator")  # a version with a side table
+    amend_curated(ws, "chat", drop=[0], note="dropped by a curator")  # a version with a side table
     session = ReviewSession(ws, "chat")
     assert session.effective(0).messages[0].content == "question 1"
     session.delete(1)  # "question 2", source index 2
@@ -135,7 +134,7 @@ def test_an_earlier_curation_side_table_carries_over_and_stays_restorable(ws):
     assert [r.messages[0].content for r in ws.open("chat").page(0, 10)] == ["question 1", "question 3", "question 4"]
     side = load_side_table(ws, "chat").to_list()
     assert [s["source_index"] for s in side] == [0, 2]
-    apply_overrides(ws, "chat", restore=[0, 1])
+    amend_curated(ws, "chat", restore=[0, 1])
     assert [r.messages[0].content for r in ws.open("chat").page(0, 10)] == [f"question {i}" for i in range(5)]
 
 
@@ -236,18 +235,9 @@ def test_errors_are_clear(ws):
 
 
 def run_cli(capsys, ws: Workspace, *argv: str) -> tuple[int, str, str]:
-    from studio import cli, cli_review
+    from studio import cli
 
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "review" not in sub.choices:  # until studio.cli wires it in
-        cli_review.configure(sub)
-    real = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        code = cli.main(["--workspace", str(ws.root), *argv])
-    finally:
-        cli.build_parser = real
+    code = cli.main(["--workspace", str(ws.root), *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -276,7 +276,7 @@ def test_serving_and_model_modules_import_no_heavy_library():
     import subprocess
     import sys
 
-    code = ("import sys, studio.cli, studio.cli_model, studio.models.embedded, studio.models.loading, "
+    code = ("import sys, studio.cli, studio.cli.model, studio.models.embedded, studio.models.loading, "
             "studio.serving.model_server, studio.serving.launch; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

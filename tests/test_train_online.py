@@ -10,7 +10,7 @@ from conftest import ROOT
 from training_helpers import run_to_end
 from studio.store import Workspace
 from studio.training import runs
-from studio.training.recipe import load_recipe
+from studio.recipes import load_recipe
 from studio_train_online import rewards
 
 GRPO = ROOT / "recipes" / "train-grpo.yaml"

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from studio.store import Workspace
 from studio.training import runs
-from studio.training.recipe import load_recipe
+from studio.recipes import load_recipe
 
 RECIPES = ["train-dpo.yaml", "train-kto.yaml", "train-orpo.yaml", "train-simpo.yaml"]
 # Metric names trl 1.16 logs that the recipes, the alerts and the Runs screen rely on.
@@ -36,7 +36,7 @@ def run_to_end(ws, recipe):
 
 
 def logged_names(events, kind="metrics") -> set[str]:
-    return {name for e in events if e["kind"] == kind for name in e["values"]}
+    return {name for e in events if e["event"] == kind for name in e["values"]}
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -77,7 +77,7 @@ def _train_in_process(ws, recipe, run_dir: Path):
     checked = preflight(ws, recipe)
     events = []
     ctx = TrainContext(recipe=recipe, config=checked.config, run_dir=run_dir, train_records=checked.train,
-                       eval_records=checked.eval, emit=lambda kind, **f: events.append({"kind": kind, **f}))
+                       eval_records=checked.eval, emit=lambda name, **f: events.append({"event": name, **f}))
     return checked.backend.train(ctx), events
 
 
@@ -86,7 +86,7 @@ def _train_in_process(ws, recipe, run_dir: Path):
 def test_dpo_reference_modes_train(ws, tmp_path, in_process, mode, method):
     recipe = _dpo_recipe(**{"config.ref_model": mode, "adapter.method": method})
     final, events = in_process(ws, recipe, tmp_path / "run")
-    first = next(e for e in events if e["kind"] == "metrics")["values"]
+    first = next(e for e in events if e["event"] == "metrics")["values"]
     # Before the first update the policy is its reference: whatever the mode, the implied rewards are 0.
     assert first["rewards/chosen"] == pytest.approx(0, abs=1e-4)
     assert first["rewards/margins"] == pytest.approx(0, abs=1e-4)
@@ -152,7 +152,7 @@ def test_kto_run_with_one_label_fails_with_a_clear_reason(ws, tmp_path):
     assert run.status()["status"] == "failed"
     reason = run.status()["reason"]
     assert "labelled desirable (true)" in reason and "field 'label'" in reason
-    assert any(e["kind"] == "error" for e in events)
+    assert any(e["event"] == "error" for e in events)
 
 
 def test_planted_data_carries_its_signal_and_both_labels():

@@ -17,7 +17,7 @@ from studio.records import Record, Turn
 from studio.store import Workspace
 from studio.training import reward_workbench as wb
 from studio.training import runs
-from studio.training.recipe import load_recipe
+from studio.recipes import load_recipe
 
 RECIPE = ROOT / "recipes" / "train-reward.yaml"
 DATA = ROOT / "datasets" / "train" / "rm_style.jsonl"

@@ -13,7 +13,8 @@ from studio.records import Record, Turn
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.backend_base import TrainContext
-from studio.training.recipe import AdapterSettings, load_recipe
+from studio.recipes import load_recipe
+from studio.recipes.train import AdapterSettings
 from studio_train_sft import SFTBackend, SFTOptions
 
 RECIPES = {"lora": "train-sft-lora.yaml", "full": "train-sft-full.yaml", "prompt_tuning": "train-prompt-tuning.yaml",
@@ -54,7 +55,7 @@ def test_recipe_runs_and_its_learning_checks_pass(finished, name):
     checks = metrics["checks"]
     assert {c["metric"] for c in checks} == {"loss", "eval_loss"}
     assert all(c["passed"] for c in checks), checks
-    losses = [e["values"]["loss"] for e in events if e["kind"] == "metrics" and "loss" in e["values"]]
+    losses = [e["values"]["loss"] for e in events if e["event"] == "metrics" and "loss" in e["values"]]
     assert len(losses) >= 5 and losses[-1] < losses[0]
     final = run.final_dir
     if name in ("lora", "prompt_tuning"):
@@ -62,7 +63,7 @@ def test_recipe_runs_and_its_learning_checks_pass(finished, name):
     else:
         assert (final / "config.json").is_file() and (final / "model.safetensors").is_file()
     assert (final / "tokenizer.json").is_file()
-    info = [e["message"] for e in events if e["kind"] == "info"]
+    info = [e["message"] for e in events if e["event"] == "info"]
     if name == "prompt_tuning":
         assert any("packing is off" in m for m in info)
     else:

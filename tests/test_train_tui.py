@@ -34,7 +34,7 @@ from studio.records import Record, Turn  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.training import runs as train_runs  # noqa: E402
 from studio.training.backend_base import Backend  # noqa: E402
-from studio.training.recipe import validate_recipe  # noqa: E402
+from studio.recipes import validate_recipe  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.runs import CompareScreen, RunsScreen  # noqa: E402
 from studio.tui.screens.train import TrainScreen, build_recipe, settings_of, TrainSettings  # noqa: E402

@@ -10,7 +10,7 @@ import yaml
 from studio.training.compare import (
     checks_side_by_side, compare_runs, config_diff, final_metrics, flatten, last_logged, metrics_side_by_side,
 )
-from studio.training.recipe import validate_recipe
+from studio.recipes import validate_recipe
 from studio.training.runs import TrainRun
 
 

@@ -9,7 +9,8 @@ from studio.records import Record, Turn
 from studio.training.alerts import AlertWatch, replay
 from studio.training.data import check_records, load_records, preference_row, prompt_row, split_eval, unpaired_row
 from studio.training.expectations import check_all, series
-from studio.training.recipe import Expectation, load_recipe, validate_recipe
+from studio.recipes import load_recipe, validate_recipe
+from studio.recipes.train import Expectation
 
 
 def _conv(*turns):

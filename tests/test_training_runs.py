@@ -17,7 +17,7 @@ from conftest import DATASETS, ROOT
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.expectations import series
-from studio.training.recipe import load_recipe
+from studio.recipes import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(ws, tmp_pa
     while killed_after is None and time.time() < deadline:
         events, offset = run.read_from("events.jsonl", offset)
         for event in events:
-            if event["kind"] == "checkpoint" and event["step"] == 5:
+            if event["event"] == "checkpoint" and event["step"] == 5:
                 os.kill(process.pid, signal.SIGKILL)  # the whole run process, no clean-up
                 killed_after = event["step"]
                 break
@@ -96,7 +96,7 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(ws, tmp_pa
     for _ in runs.follow(run, resumed):
         pass
     assert run.status()["status"] == "completed", run.log_tail()
-    assert any(e["kind"] == "start" and e["resume"] for e in run.events())
+    assert any(e["event"] == "start" and e["resume"] for e in run.events())
     # Every step's loss, the held-out loss and the trained weights equal the uninterrupted run's.
     assert _losses(run) == pytest.approx(_losses(reference), abs=1e-5)
     assert len(_losses(run)) == 20
@@ -113,7 +113,7 @@ def test_cli_run_cancel_and_resume(ws, tmp_path):
     started = json.loads(_studio("run", str(path), "--detach", "--json", "-w", str(ws.root), cwd=tmp_path).stdout)
     run = runs.TrainRun(Path(started["run_dir"]))
     deadline = time.time() + 120
-    while not any(e["kind"] == "progress" and e["step"] >= 3 for e in run.events()) and time.time() < deadline:
+    while not any(e["event"] == "progress" and e["step"] >= 3 for e in run.events()) and time.time() < deadline:
         time.sleep(0.02)
     # In-process so the request lands within a step; the CLI then reports the settled state.
     assert runs.cancel(run, grace_s=120) == "cancelled"
@@ -158,10 +158,10 @@ def test_launcher_runs_two_cpu_processes(ws, tmp_path, launcher):
     result = json.loads(out.stdout)
     assert result["status"] == "completed"
     run = runs.TrainRun(Path(result["run_dir"]))
-    start = next(e for e in run.events() if e["kind"] == "start")
+    start = next(e for e in run.events() if e["event"] == "start")
     assert start["world_size"] == 2
     # Only rank 0 writes events: one metrics line per logged step.
-    steps = [e["step"] for e in run.events() if e["kind"] == "metrics" and "loss" in e["values"]]
+    steps = [e["step"] for e in run.events() if e["event"] == "metrics" and "loss" in e["values"]]
     assert steps == sorted(set(steps)) and steps[-1] == 6
     assert (run.final_dir / "adapter_model.safetensors").is_file()
 

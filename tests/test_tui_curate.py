@@ -436,7 +436,8 @@ async def test_a_run_can_be_cancelled_and_writes_nothing(workspace):
 
 
 async def test_palette_and_help_reach_the_curate_screens(workspace):
-    from studio.curation.pipeline import load_recipe, run_pipeline
+    from studio.curation.pipeline import run_pipeline
+    from studio.recipes import load_recipe
     from studio.tui.screens.help import HelpScreen
 
     run_pipeline(workspace, load_recipe({"dataset": "notes", "steps": [{"op": "exact_dup"}]}),

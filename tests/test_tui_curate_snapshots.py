@@ -11,7 +11,8 @@ pytest.importorskip("pytest_textual_snapshot")
 
 from test_tui_curate import curate_host, notes_records  # noqa: E402
 
-from studio.curation.pipeline import load_recipe, run_pipeline  # noqa: E402
+from studio.curation.pipeline import run_pipeline  # noqa: E402
+from studio.recipes import load_recipe  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
 

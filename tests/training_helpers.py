@@ -11,5 +11,5 @@ def run_to_end(ws: Workspace, recipe) -> runs.TrainRun:
     events = list(runs.follow(run, process, poll_s=0.5))
     status = run.status()
     assert status["status"] == "completed", (status, run.log_tail(30))
-    assert events[-1]["kind"] == "end"
+    assert events[-1]["event"] == "end"
     return run

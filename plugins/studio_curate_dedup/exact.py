@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import xxhash
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
 from studio.curation.text import normalise
@@ -21,6 +21,7 @@ from studio_curate_dedup.common import (
 
 
 class ExactDedupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     part: PartSpec = Field("all", description=PART_HELP)
     lowercase: bool = Field(True, description="compare case-insensitively (Unicode case folding)")
     collapse_whitespace: bool = Field(True, description="treat runs of whitespace as one space and "

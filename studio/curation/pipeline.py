@@ -5,7 +5,7 @@ removed or changed row with the op, the reason and (for duplicates) the row it d
 Recipe (YAML)::
 
     # studio curate recipes/curate-dolly.yaml
-    dataset: dolly            # name or name@version
+    dataset: dolly            # name, name@version or a data file (imported first)
     output: dolly-clean       # optional; default: a new version of the input dataset
     seed: 0
     steps:
@@ -27,11 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from studio.config_schema import parse_pairs, validate
+from studio.config_schema import validate
 from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult
+from studio.data.refs import stored_ref
+from studio.recipes.curate import CurationRecipe
+from studio.recipes.loading import RecipeError, step_label
 from studio.records import arrow_schema
 from studio.store import VersionInfo, Workspace
 
@@ -40,92 +42,20 @@ ORIGIN_FILE = "origin.arrow"
 EXAMPLES_PER_STEP = 20
 
 
-class RecipeError(ValueError):
-    pass
-
-
-class StepSpec(BaseModel):
-    """One step: ``op`` names a registered op; every other key is that op's config."""
-
-    model_config = ConfigDict(extra="allow")
-    op: str
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class CurationRecipe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset: str = Field(description="input dataset: name or name@version")
-    output: str | None = Field(None, description="output dataset name (default: a new version of the input)")
-    seed: int = Field(0, description="seed for every op that samples or permutes")
-    num_proc: int | None = Field(None, description="worker processes (default: all cores)")
-    steps: list[StepSpec] = Field(min_length=1)
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node: Any = data
-    parts = dotted.split(".")
-    for i, part in enumerate(parts[:-1]):
-        key: Any = int(part) if isinstance(node, list) else part
-        if isinstance(node, list):
-            if not 0 <= key < len(node):
-                raise RecipeError(f"override {dotted!r}: there is no step {key}")
-            node = node[key]
-        else:
-            node = node.setdefault(key, {})
-    last = parts[-1]
-    if isinstance(node, list):
-        raise RecipeError(f"override {dotted!r} must name a field of a step, e.g. steps.0.threshold")
-    node[last] = value
-
-
-def load_recipe(source: Path | str | dict[str, Any], overrides: list[str] | None = None) -> CurationRecipe:
-    """Read a recipe from YAML (path or text) or a dict; apply ``key=value`` overrides
-    (``steps.1.threshold=0.9``, ``dataset=dolly@abc``)."""
-    if isinstance(source, dict):
-        data = json.loads(json.dumps(source))
-        origin = "recipe"
-    else:
-        path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from None
-        origin = str(path)
-    if not isinstance(data, dict):
-        raise RecipeError(f"{origin}: a curation recipe is a mapping with dataset and steps")
-    for key, value in _flatten(parse_pairs(overrides or [])):
-        _set_path(data, key, value)
-    try:
-        return validate(CurationRecipe, data)
-    except ValueError as exc:
-        raise RecipeError(f"{origin}: {exc}") from None
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
-
-
 def resolve_steps(recipe: CurationRecipe, ops: dict[str, CurationOp]) -> list[tuple[CurationOp, BaseModel]]:
     """Validate every step's config against its op's schema, naming the step on error."""
     resolved = []
     for i, step in enumerate(recipe.steps):
+        where = step_label(i, step)
         op = ops.get(step.op)
         if op is None:
             raise RecipeError(f"step {i}: unknown op {step.op!r}; known ops: {', '.join(sorted(ops))}")
         try:
             config = validate(op.config_model, step.options())
         except ValueError as exc:
-            raise RecipeError(f"step {i} ({step.op}): {exc}") from None
+            raise RecipeError(f"{where}: {exc}") from None
         if op.makes_splits and i != len(recipe.steps) - 1:
-            raise RecipeError(f"step {i} ({step.op}): a split must be the last step")
+            raise RecipeError(f"{where}: a split must be the last step")
         resolved.append((op, config))
     return resolved
 
@@ -308,6 +238,17 @@ def _side_writer(side_rows, origin) -> Callable[[Path], None]:
     return write
 
 
+def _input_ref(ws: Workspace, ref: str, emit: Callable[[dict[str, Any]], None]) -> str:
+    """The stored version to curate; a data file is imported first, with lineage to the file."""
+    from studio.plugins import get_host
+
+    stored, imported = stored_ref(ws, ref, get_host().formats())
+    if imported is not None:
+        emit({"event": "imported", "file": ref, "dataset": stored, "records": imported.version.num_records,
+              "rejects": len(imported.rejects)})
+    return stored
+
+
 def run_pipeline(
     ws: Workspace,
     recipe: CurationRecipe,
@@ -322,7 +263,7 @@ def run_pipeline(
     """Run the recipe's steps in order. ``limit`` runs on the first N rows only (a preview);
     ``dry_run`` reports what would happen without writing a version."""
     steps = resolve_steps(recipe, ops)
-    view = ws.open(recipe.dataset)
+    view = ws.open(_input_ref(ws, recipe.dataset, emit))
     input_info = view.info
     input_path = view.path / "data.arrow"
     n = view.num_rows
@@ -347,13 +288,13 @@ def run_pipeline(
                 raise InterruptedError("curation cancelled")
             ctx.step = index
             data = OpInput(run.path)
-            emit({"type": "step_start", "step": index, "op": op.name, "rows": len(data)})
+            emit({"event": "step_start", "step": index, "op": op.name, "rows": len(data)})
             started = time.perf_counter()
             result = op.run(data, config, ctx)
             report = _apply(run, data, result, index, op, examples)
             report.seconds = round(time.perf_counter() - started, 3)
             reports.append(report)
-            emit({"type": "step_done", **report.to_dict()})
+            emit({"event": "step_done", **report.to_dict()})
             if result.outputs is not None:
                 if index != len(steps) - 1:
                     raise RecipeError(f"step {index} ({op.name}) split the rows; a split must be the last step")
@@ -384,7 +325,7 @@ def run_pipeline(
                 out.outputs[split_name] = ws.write_version(
                     f"{target}-{split_name}", part, {**operation, "split": split_name},
                     parent=parent, side_files=_side_writer(run.side, run.origin[idx]))
-        emit({"type": "done"})
+        emit({"event": "done"})
         return out
     finally:
         ctx.close()
@@ -420,7 +361,7 @@ def load_origin(ws: Workspace, ref: str):
         return pa.ipc.open_stream(source).read_all().column("source_index").to_numpy()
 
 
-def apply_overrides(ws: Workspace, ref: str, restore: list[int] | None = None, drop: list[int] | None = None,
+def amend_curated(ws: Workspace, ref: str, restore: list[int] | None = None, drop: list[int] | None = None,
                     note: str = "") -> VersionInfo:
     """A new version of a curated dataset with side-table entries ``restore``d (removed rows come
     back, changed rows get their original content back) and current rows ``drop``ped by hand.

@@ -9,7 +9,7 @@ the indices that were touched are held in memory, so the size of the dataset doe
 ``commit`` streams the reviewed version from Arrow in batches with the edits applied and writes
 a new version (parent = the reviewed one, operation ``review``). Deleted and rejected rows go
 into the version's side table (the curation pipeline's schema, op ``review``), and edited or
-swapped rows are kept there as they were before, so :func:`apply_overrides` can restore either.
+swapped rows are kept there as they were before, so :func:`studio.curation.pipeline.amend_curated` can restore either.
 The side table of the reviewed version carries over, and both use the same source indices, so
 earlier curation removals stay restorable too. Flags live in the ``review.json`` side file.
 """
@@ -519,7 +519,7 @@ class ReviewSession:
                             yield self.effective(i, Record.from_row(row)).to_row()
                         else:
                             yield row
-                emit({"type": "progress", "done": hi, "total": n})
+                emit({"event": "progress", "done": hi, "total": n})
 
         flags = self.flags()
         counts = self.counts()

@@ -25,32 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
+from studio.config_schema import validate
+from studio.data.refs import stored_ref
 from studio.generation.engine import Engine, RunContext, estimate_tokens
 from studio.generation.generator_base import Estimate, Generator, RunStopped
 from studio.generation.journal import Journal
 from studio.generation.provider import ProviderConfig, resolve_provider
+from studio.recipes.generate import GenerationRecipe
+from studio.recipes.loading import validate_recipe
 from studio.records import Record
 from studio.run_files import RunFiles
 
 GENERATION_DIR = "generation"
-
-
-class GenerationRecipe(BaseModel):
-    """A generation recipe: the same schema for YAML files, the CLI and the TUI form."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    generator: str = Field(description="registered generator name (`studio generate ls`)")
-    output: str = Field(description="dataset the results are stored as (a new version)")
-    seed_dataset: str | None = Field(None, description="stored dataset NAME[@VERSION] the generator starts from")
-    seed_limit: int | None = Field(None, ge=1, description="use only the first N seed records")
-    provider: str | dict[str, Any] | None = Field(None, description="saved provider name or inline settings; empty = embedded model")
-    params: dict[str, Any] = Field(default_factory=dict, description="default request parameters (temperature, max_tokens, ...)")
-    config: dict[str, Any] = Field(default_factory=dict, description="the generator's own options")
-    seed: int = Field(0, description="random seed (same seed + journal = same run)")
-    budget: float | None = Field(None, gt=0, description="hard cost cap for this run; it stops cleanly when reached")
 
 
 @dataclass
@@ -80,44 +68,6 @@ def runs_dir(ws) -> Path:
     return generation_dir(ws) / "runs"
 
 
-def load_recipe(path: Path, overrides: list[str] | None = None) -> GenerationRecipe:
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a generation recipe is a mapping with generator, output, ...")
-    data = apply_overrides(data, overrides or [])
-    return validate_recipe(data, str(path))
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (dotted keys reach into config/params) merged over the recipe."""
-    from studio.config_schema import parse_pairs
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for key, value in extra.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    return merge(data, parse_pairs(overrides))
-
-
-def validate_recipe(data: dict[str, Any], where: str = "recipe") -> GenerationRecipe:
-    try:
-        return GenerationRecipe(**data)
-    except ValidationError as exc:
-        raise ValueError(f"{where}: " + _validation_text(exc)) from None
-
-
-def _validation_text(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}" for e in exc.errors())
-
-
 def resolve(ws, recipe: GenerationRecipe, host=None) -> tuple[Generator, BaseModel, ProviderConfig]:
     """The generator, its validated config and the provider a recipe names, or a clear error."""
     if host is None:
@@ -128,10 +78,7 @@ def resolve(ws, recipe: GenerationRecipe, host=None) -> tuple[Generator, BaseMod
     if recipe.generator not in generators:
         raise ValueError(f"unknown generator {recipe.generator!r}; registered: {', '.join(sorted(generators)) or 'none'}")
     generator = generators[recipe.generator]
-    try:
-        config = generator.config_model(**recipe.config)
-    except ValidationError as exc:
-        raise ValueError(f"config of {recipe.generator}: " + _validation_text(exc)) from None
+    config = validate(generator.config_model, recipe.config, f"config of {recipe.generator}")
     provider = resolve_provider(recipe.provider, Path(ws.root) if ws is not None else None)
     if generator.seeds == "required" and not recipe.seed_dataset:
         raise ValueError(f"generator {recipe.generator} needs a seed dataset (seed_dataset: NAME)")
@@ -141,7 +88,9 @@ def resolve(ws, recipe: GenerationRecipe, host=None) -> tuple[Generator, BaseMod
 def load_seeds(ws, recipe: GenerationRecipe) -> tuple[list[Record], str | None]:
     if not recipe.seed_dataset:
         return [], None
-    view = ws.open(recipe.seed_dataset)
+    from studio.plugins import get_host
+
+    view = ws.open(stored_ref(ws, recipe.seed_dataset, get_host().formats())[0])
     limit = recipe.seed_limit or view.num_rows
     seeds = view.page(0, limit) if limit < view.num_rows else list(view.records())
     return seeds, f"{view.info.dataset}@{view.info.id}"
@@ -176,8 +125,8 @@ class RunFolder(RunFiles):
     def recipe(self) -> GenerationRecipe:
         import yaml
 
-        return validate_recipe(yaml.safe_load((self.path / "recipe.yaml").read_text(encoding="utf-8")),
-                               str(self.path / "recipe.yaml"))
+        path = self.path / "recipe.yaml"
+        return validate_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), "generate", str(path))
 
     def reset_outputs(self) -> None:
         # A replay regenerates rows from the journal in the same order, so start them afresh.

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio.models.loading import quiet_progress
+from studio.models.progress import quiet_progress
 
 # Bump when the tokenizer, template, architecture or pretraining changes: cached builds are redone.
 BUILDER_VERSION = 2

@@ -10,18 +10,23 @@ from pathlib import Path
 from typing import Any
 
 
-def export_model(ref: str, out: Path, merge: bool = True, trust_remote_code: bool = False) -> dict[str, Any]:
+def export_model(ref: str, out: Path, merge: bool = True, trust_remote_code: bool = False,
+                 workspace=None) -> dict[str, Any]:
+    """``ref`` is any model reference (:mod:`studio.models.loading`); ``workspace`` (or a callable
+    opening it) is where run ids are looked up."""
     from studio.models.loading import load_model, quiet_progress, resolve_model_ref
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty")
-    source = Path(resolve_model_ref(ref))
+    source = Path(resolve_model_ref(ref, workspace=workspace))
     adapter = json.loads((source / "adapter_config.json").read_text()) if (source / "adapter_config.json").is_file() else None
     if adapter and adapter.get("peft_type") not in ("LORA",) and merge:
         raise ValueError(f"a {adapter.get('peft_type')} adapter cannot be merged into its base (only LoRA/DoRA "
                          "can); export it with --no-merge, or load it with peft")
-    model, tokenizer = load_model(str(source), trust_remote_code=trust_remote_code, device="cpu")
+    # The original reference, so a failed hub download is worded with what was tried.
+    model, tokenizer = load_model(ref if not source.is_dir() else str(source), trust_remote_code=trust_remote_code,
+                                  device="cpu", workspace=workspace)
     merged = False
     if adapter and merge:
         model = model.merge_and_unload()

@@ -1,20 +1,23 @@
 """One way to name a model anywhere in the studio, and one loader for it.
 
-A model reference is one of:
+A model reference is, tried in this order:
   - ``embedded`` or ``embedded:<size>``: the embedded default model, built on first use;
   - a local folder holding a model (``config.json``) or a PEFT adapter (``adapter_config.json``);
   - a studio run folder: its ``final/`` or ``model/`` subfolder is the model;
+  - a run of the workspace, by its id or a unique part of it (what `studio runs ls` shows);
   - anything else is a Hugging Face hub id (needs the hub, or a populated cache).
+A reference that none of these finds fails with a message listing what was tried.
 
 Remote code is never executed unless the caller passes ``trust_remote_code=True``: passing an
 explicit False also keeps transformers from prompting on a terminal.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
+
+from studio.models.progress import quiet_progress
 
 EMBEDDED = "embedded"
 MODEL_MARKERS = ("config.json", "adapter_config.json")
@@ -50,14 +53,51 @@ def model_folder(folder: Path) -> Path:
                      f"or in a {' or '.join(n + '/' for n in RUN_SUBFOLDERS)} subfolder")
 
 
+class ModelNotFound(ValueError):
+    """No model behind a reference; the message lists every place that was tried."""
+
+
 def _looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or ref.endswith(("/", "\\")) or "\\" in ref
 
 
-def resolve_model_ref(ref: str | Path, build: bool = True) -> str:
+# A workspace, or a callable that opens one only when a run id has to be looked up.
+WorkspaceSource = Any
+
+
+def _workspace_of(source: WorkspaceSource):
+    return source() if callable(source) else source
+
+
+def _run_folder(ref: str, ws) -> Path | None:
+    if ws is None or _looks_like_path(ref):
+        return None
+    from studio.run_files import RunFiles, find_run_folder, training_runs_dir
+
+    try:
+        folder = find_run_folder(training_runs_dir(ws), ref)
+    except ValueError as exc:
+        if "matches" in str(exc):  # ambiguous: say so rather than fall through to the hub
+            raise ModelNotFound(str(exc)) from None
+        return None
+    if not any((folder / name).is_dir() for name in RUN_SUBFOLDERS):
+        raise ModelNotFound(f"run {folder.name} has no trained model yet (status: "
+                            f"{RunFiles(folder).status().get('status')}); it is written to {folder / 'final'} "
+                            f"when the run completes")
+    return folder
+
+
+def _tried(ref: str, ws) -> str:
+    runs = f"a run of the workspace {ws.root}" if ws is not None else "a run id (no workspace to look in)"
+    return (f"tried the embedded model (`embedded`, `embedded:<size>`), a local folder {Path(ref).expanduser()}, "
+            f"{runs}, and a Hugging Face hub id")
+
+
+def resolve_model_ref(ref: str | Path, build: bool = True, workspace: WorkspaceSource = None) -> str:
     """A location ``from_pretrained`` accepts: a local folder path or a hub id.
 
-    With ``build=False`` the embedded model is not built; its cache path is returned as it is."""
+    ``workspace`` (or a callable returning it) is where run ids are looked up. With
+    ``build=False`` the embedded model is not built; its cache path is returned as it is."""
     ref = str(ref)
     size = embedded_size(ref)
     if size is not None:
@@ -68,34 +108,35 @@ def resolve_model_ref(ref: str | Path, build: bool = True) -> str:
     if path.is_dir():
         return str(model_folder(path))
     if _looks_like_path(ref) or path.exists():
-        raise ValueError(f"no model folder at {ref}")
+        raise ModelNotFound(f"no model folder at {path}")
+    run = _run_folder(ref, _workspace_of(workspace))
+    if run is not None:
+        return str(model_folder(run))
     return ref
 
 
-@contextlib.contextmanager
-def quiet_progress() -> Iterator[None]:
-    """Silence transformers' progress bars (loading/saving shards) for the duration."""
-    from transformers.utils import logging as hf_logging
+def is_hub_id(location: str) -> bool:
+    return not Path(location).is_dir()
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+
+def hub_failure(ref: str, exc: Exception, workspace: WorkspaceSource = None) -> ModelNotFound:
+    """The error for a reference that reached the hub and failed there: what was tried, and why
+    the hub gave nothing (offline, unknown id, ...)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelNotFound(f"no model {ref!r}: {_tried(ref, _workspace_of(workspace))}; as a hub id: {reason}")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_model(path_or_id: str | Path, trust_remote_code: bool = False, device: str | None = None):
+def load_model(path_or_id: str | Path, trust_remote_code: bool = False, device: str | None = None,
+               workspace: WorkspaceSource = None):
     """Load ``(model, tokenizer)`` for a model reference (see the module docstring), in eval mode.
 
     ``device`` defaults to CUDA when available, else CPU. A PEFT adapter is loaded on top of its
     base model (itself any reference), with the adapter folder's tokenizer when it has one."""
-    location = resolve_model_ref(path_or_id)
+    location = resolve_model_ref(path_or_id, workspace=workspace)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -117,7 +158,13 @@ def load_model(path_or_id: str | Path, trust_remote_code: bool = False, device: 
             has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
             tokenizer_location = str(folder) if has_tokenizer else base_location
         else:
-            model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=trust_remote_code, dtype=dtype)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=trust_remote_code,
+                                                             dtype=dtype)
+            except OSError as exc:
+                if is_hub_id(location):
+                    raise hub_failure(str(path_or_id), exc, workspace) from None
+                raise
             tokenizer_location = location
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_location, trust_remote_code=trust_remote_code)
     model.to(device)

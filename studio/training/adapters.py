@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from studio.training.recipe import AdapterSettings
+from studio.recipes.train import AdapterSettings
 
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
 

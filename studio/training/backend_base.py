@@ -27,7 +27,7 @@ from typing import Any, Callable, ClassVar
 from pydantic import BaseModel
 
 from studio.records import Record
-from studio.training.recipe import TrainRecipe
+from studio.recipes.train import TrainRecipe
 
 Emit = Callable[..., None]
 TINY_PARAMS = 2_000_000
@@ -47,6 +47,10 @@ class Backend:
         """Extra problems with this recipe, found before the run starts (no torch needed)."""
         return []
 
+    def needs_chat_template(self, config: BaseModel) -> bool:
+        """Whether records reach the model through its chat template (checked before the run)."""
+        return True
+
     def train(self, ctx: "TrainContext") -> dict[str, Any]:
         raise NotImplementedError
 
@@ -62,7 +66,7 @@ class TrainContext:
     run_dir: Path
     train_records: list[Record]
     eval_records: list[Record]
-    emit: Emit = lambda kind, **fields: None
+    emit: Emit = lambda name, **fields: None
     cancelled: Callable[[], bool] = lambda: False
     resume: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

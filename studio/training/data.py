@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.records import Record, Turn
-from studio.training.recipe import looks_like_file
+from studio.data.refs import looks_like_file
 
 # What each back-end can ask for; ``prompt`` means any record that ends on a user turn (or whose
 # trailing assistant turns can be dropped), ``conversation`` one with at least one assistant turn.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
-from studio.training.recipe import Expectation
+from studio.recipes.train import Expectation
 
 
 def series(history: list[dict[str, Any]], metric: str) -> list[float]:

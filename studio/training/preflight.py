@@ -4,12 +4,13 @@ calls the same function, so it trains on exactly the split that was checked."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from studio.records import Record
-from studio.training.recipe import TrainRecipe
+from studio.recipes.train import TrainRecipe
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Checked:
     source: dict[str, Any]
     eval_source: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
+    model: str = ""  # the model reference with a run id pinned to its run folder
 
 
 def find_backend(name: str, host=None):
@@ -52,6 +54,8 @@ def preflight(ws, recipe: TrainRecipe, host=None) -> Checked:
     config = backend_config(backend, recipe)
     problems = adapter_problems(recipe.adapter, tuple(backend.adapter_methods), backend.name)
     problems += backend.check(recipe, config)
+    model, model_issues = check_model(ws, recipe, backend, config)
+    problems += model_issues
     formats = host.formats()
     try:
         loaded = load_records(recipe.dataset, ws, formats, recipe.limit)
@@ -74,4 +78,28 @@ def preflight(ws, recipe: TrainRecipe, host=None) -> Checked:
         problems += check_records(evaluation, kind, f"eval data of {eval_source['ref'] if eval_source else 'the split'}")
     if problems:
         raise ValueError("the run cannot start:\n  " + "\n  ".join(problems))
-    return Checked(backend, config, train, evaluation, loaded.source, eval_source, warnings)
+    return Checked(backend, config, train, evaluation, loaded.source, eval_source, warnings, model)
+
+
+def check_model(ws, recipe: TrainRecipe, backend, config: BaseModel) -> tuple[str, list[str]]:
+    """The model reference pinned (a run id becomes its folder) and what keeps it from training
+    here: nothing behind the reference, or no chat template where the back-end renders records
+    through one. Reads only JSON files; a hub id is asked for when the run loads it."""
+    from studio.models.inspect import chat_template_of
+    from studio.models.loading import ModelNotFound, embedded_size, resolve_model_ref
+
+    if embedded_size(recipe.model) is not None:
+        return recipe.model, []  # built by the studio, with its chat template
+    try:
+        location = resolve_model_ref(recipe.model, build=False, workspace=ws)
+    except ModelNotFound as exc:
+        return recipe.model, [f"model: {exc}"]
+    folder = Path(location)
+    if not folder.is_dir():
+        return recipe.model, []
+    if backend.needs_chat_template(config) and chat_template_of(folder) is None:
+        hint = (" or set config.chat_template (chatml, or a Jinja template)"
+                if "chat_template" in backend.config_model.model_fields else "")
+        return location, [f"model: {recipe.model} has no chat template, and back-end {backend.name!r} renders "
+                          f"every record through one; use a model that has one{hint}"]
+    return location if not Path(recipe.model).expanduser().is_dir() else recipe.model, []

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.training.backend_base import TrainContext
-from studio.training.recipe import TrainRecipe
+from studio.recipes.train import TrainRecipe
 
 
 def preview(ws, recipe: TrainRecipe, index: int = 0, host=None) -> dict[str, Any]:

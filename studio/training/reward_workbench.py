@@ -187,20 +187,14 @@ class RewardModel:
 
 
 def reward_model_folder(ref: str | Path, ws=None) -> Path:
-    """A model folder from a model folder, a run folder (its final/), or a run id in ``ws``."""
-    from studio.models.loading import model_folder
+    """The folder of a reward model: a model folder, a run folder (its final/) or a run id in ``ws``."""
+    from studio.models.loading import ModelNotFound, is_hub_id, resolve_model_ref
 
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return model_folder(path)
-    if ws is not None:
-        from studio.training.runs import find_run
-
-        run = find_run(ws, str(ref))
-        if not run.final_dir.is_dir():
-            raise ValueError(f"run {run.run_id} has no final/ model yet (status: {run.status().get('status')})")
-        return model_folder(run.final_dir)
-    raise ValueError(f"no reward model at {ref}: expected a model folder or a run folder")
+    location = resolve_model_ref(ref, build=False, workspace=ws)
+    if is_hub_id(location):
+        raise ModelNotFound(f"no reward model {str(ref)!r}: expected a model folder, a run folder or a run id"
+                            + ("" if ws is not None else " (no workspace to look for runs in)"))
+    return Path(location)
 
 
 def load_reward_model(ref: str | Path, ws=None, device: str | None = None, max_length: int = 1024) -> RewardModel:

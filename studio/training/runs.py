@@ -27,15 +27,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from studio.run_files import RunFiles, pid_alive
-from studio.training.recipe import TrainRecipe, validate_recipe
+from studio.events import event_name
+from studio.run_files import RunFiles, find_run_folder, pid_alive, training_runs_dir
+from studio.recipes.loading import validate_recipe
+from studio.recipes.train import TrainRecipe
 
-RUNS_DIR = "runs"
 FINISHED = {"completed", "cancelled", "failed"}
 
 
 def runs_dir(ws) -> Path:
-    return Path(ws.root) / RUNS_DIR
+    return training_runs_dir(ws)
 
 
 def new_run_id(recipe: TrainRecipe) -> str:
@@ -48,7 +49,7 @@ class TrainRun(RunFiles):
         import yaml
 
         path = self.path / "recipe.yaml"
-        return validate_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+        return validate_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), "train", str(path))
 
     def write_recipe(self, recipe: TrainRecipe, source: dict[str, Any], eval_source: dict[str, Any] | None) -> None:
         import yaml
@@ -72,7 +73,7 @@ class TrainRun(RunFiles):
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
     def metric_history(self) -> list[dict[str, Any]]:
-        return [e for e in self.events() if e.get("kind") in ("metrics", "eval")]
+        return [e for e in self.events() if event_name(e) in ("metrics", "eval")]
 
     def checkpoints(self) -> list[dict[str, Any]]:
         from studio.training.adapters import checkpoints
@@ -108,16 +109,7 @@ def list_runs(ws) -> list[dict[str, Any]]:
 
 
 def find_run(ws, run_id: str) -> TrainRun:
-    folder = runs_dir(ws)
-    exact = folder / run_id
-    if (exact / "recipe.yaml").is_file():
-        return TrainRun(exact)
-    matches = [p for p in folder.iterdir() if run_id in p.name] if folder.is_dir() else []
-    if len(matches) == 1:
-        return TrainRun(matches[0])
-    if not matches:
-        raise ValueError(f"no run {run_id!r} (see `studio runs ls`)")
-    raise ValueError(f"{run_id!r} matches {len(matches)} runs: {', '.join(p.name for p in matches[:5])}")
+    return TrainRun(find_run_folder(runs_dir(ws), run_id))
 
 
 def prepare_run(ws, recipe: TrainRecipe, host=None) -> TrainRun:
@@ -128,14 +120,14 @@ def prepare_run(ws, recipe: TrainRecipe, host=None) -> TrainRun:
     checked = preflight(ws, recipe, host)
     run = TrainRun(runs_dir(ws) / new_run_id(recipe))
     run.path.mkdir(parents=True)
-    pinned = recipe.model_copy(update={"dataset": checked.source["ref"],
+    pinned = recipe.model_copy(update={"dataset": checked.source["ref"], "model": checked.model or recipe.model,
                                        "eval_dataset": checked.eval_source["ref"] if checked.eval_source else None})
     run.write_recipe(pinned, checked.source, checked.eval_source)
     run.write_status(status="queued", backend=recipe.backend, model=recipe.model, dataset=checked.source["ref"],
                      train_records=len(checked.train), eval_records=len(checked.eval), created=time.time(),
                      max_steps=recipe.training.max_steps, workspace=str(ws.root), source=checked.source)
     for warning in checked.warnings:
-        run.append("events.jsonl", {"t": time.time(), "kind": "warning", "message": warning})
+        run.append("events.jsonl", {"t": time.time(), "event": "warning", "message": warning})
     return run
 
 

@@ -20,11 +20,11 @@ class Emitter:
         self.run = run
         self.writes = writes
 
-    def __call__(self, kind: str, **fields: Any) -> None:
+    def __call__(self, name: str, **fields: Any) -> None:
         if not self.writes:
             return
-        self.run.append("events.jsonl", {"t": round(time.time(), 3), "kind": kind, **fields})
-        if kind == "progress":
+        self.run.append("events.jsonl", {"t": round(time.time(), 3), "event": name, **fields})
+        if name == "progress":
             self.run.update_status(step=fields.get("step"), max_steps=fields.get("max_steps"))
 
 

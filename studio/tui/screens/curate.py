@@ -418,7 +418,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         return recipe
 
     def _recipe_or_say_why(self):
-        from studio.curation.pipeline import RecipeError, load_recipe
+        from studio.recipes import RecipeError, load_recipe
 
         try:
             return load_recipe(self.recipe_dict())
@@ -450,7 +450,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.app.push_screen(RecipeFileDialog("Load a curation recipe", default, must_exist=True), self.load_recipe)
 
     def load_recipe(self, path: Path | None) -> None:
-        from studio.curation.pipeline import RecipeError, load_recipe
+        from studio.recipes import RecipeError, load_recipe
 
         if path is None:
             return
@@ -731,10 +731,10 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="overrides", exit_on_error=False)
     def _apply(self, ref: str, restore: list[int], drop: list[int]):
-        from studio.curation.pipeline import apply_overrides
+        from studio.curation.pipeline import amend_curated
 
         note = f"restored {len(restore)}, dropped {len(drop)} in the curation results view"
-        return apply_overrides(self.app.workspace, ref, restore=restore, drop=drop, note=note)
+        return amend_curated(self.app.workspace, ref, restore=restore, drop=drop, note=note)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group = event.worker.group

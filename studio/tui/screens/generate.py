@@ -330,7 +330,7 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
 
     def draft(self):
         """(the recipe, problems): the recipe is None while anything is missing or invalid."""
-        from studio.generation.runner import GenerationRecipe
+        from studio.recipes.generate import GenerationRecipe
 
         problems = Problems()
         provider_name = self._value("#gen-provider")

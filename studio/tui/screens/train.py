@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from studio.training.recipe import AdapterSettings, TrainingSettings
+from studio.recipes.train import AdapterSettings, TrainingSettings
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.widgets.selects import select_value, set_select_options
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
@@ -205,7 +205,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def refresh_choices(self) -> bool:
         """Fill the recipe, dataset and back-end choices again; True when the back-end changed."""
-        from studio.training.catalog import list_recipes
+        from studio.recipes.catalog import list_recipes
 
         ws = self.app.workspace
         try:
@@ -228,7 +228,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         return self._value("#train-backend") != backend_before
 
     def _fill_datasets(self) -> None:
-        from studio.training.recipe import looks_like_file
+        from studio.data.refs import looks_like_file
 
         options = [(name, name) for name in self.app.workspace.dataset_names()]
         wanted = self.base.get("dataset")
@@ -254,7 +254,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def load_base(self, path: str | None) -> None:
         """Start from the recipe at ``path`` (None or BLANK: from scratch)."""
-        from studio.training.recipe import load_recipe
+        from studio.recipes import load_recipe
 
         self.recipe_error = ""
         self.base = {}
@@ -311,7 +311,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         info = Text()
         name = self._value("#train-dataset")
         if name is not None:
-            from studio.training.recipe import looks_like_file
+            from studio.data.refs import looks_like_file
 
             if looks_like_file(name):
                 info.append(f"file {name}" if Path(name).is_file() else f"{name}: no such file",
@@ -393,7 +393,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
 
     def draft(self):
         """(the recipe, problems): the recipe is None while anything is missing or invalid."""
-        from studio.training.recipe import validate_recipe
+        from studio.recipes import validate_recipe
 
         problems = Problems(recipe=f"recipe: {self.recipe_error}" if self.recipe_error else "")
         backend = self.backend()
@@ -413,7 +413,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
         options = config.model_dump(mode="json", exclude_defaults=True)
         data = build_recipe(self.base, backend.name, dataset, settings, options)
         try:
-            return validate_recipe(data, "recipe"), problems
+            return validate_recipe(data, "train"), problems
         except ValueError as exc:
             problems.recipe = str(exc)
             return None, problems

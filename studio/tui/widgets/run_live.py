@@ -126,7 +126,7 @@ class RunTail:
 
     def feed(self, event: dict[str, Any]) -> None:
         self.events += 1
-        kind = event.get("kind")
+        kind = event_name(event)
         step = int(as_number(event.get("step")) or 0)
         if kind in ("metrics", "eval"):
             values = event.get("values") or {}
@@ -139,7 +139,7 @@ class RunTail:
                 if number is not None:
                     self.series.setdefault(name, {})[step] = number
         elif kind in ("progress", "train_begin"):
-            self.progress = {**self.progress, **{k: v for k, v in event.items() if k != "kind"}}
+            self.progress = {**self.progress, **{k: v for k, v in event.items() if k not in ("event", "kind")}}
         elif kind == "alert":
             self.alerts.append(event)
         elif kind == "warning":

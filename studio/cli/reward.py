@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from studio.cli.shared import EXIT_OK, CliError, dispatch, host, print_json, workspace
+from studio.extensions import Command
 
 
-def configure(sub) -> None:
-    reward = sub.add_parser("reward", help="judge a reward model on preference pairs; score a dataset with it",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(reward: argparse.ArgumentParser) -> None:
     rsub = reward.add_subparsers(dest="reward_command", metavar="ACTION", required=True)
     p = rsub.add_parser("eval", help="accuracy, reward distributions and length bias on preference pairs")
     p.add_argument("model", metavar="RUN_OR_MODEL")
@@ -35,62 +37,56 @@ def configure(sub) -> None:
         q.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace folder")
 
 
-def _cli_error(message: str) -> Exception:
-    from studio.cli import CliError
-
-    return CliError(message)
-
-
 def _load(args, ws):
     from studio.training.reward_workbench import load_reward_model
 
     try:
         return load_reward_model(args.model, ws)
     except ValueError as exc:
-        raise _cli_error(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def cmd_reward_eval(args) -> int:
-    from studio.cli import _formats, _print_json, _workspace
+    from studio.data.refs import looks_like_file
     from studio.training.data import load_records
-    from studio.training.recipe import looks_like_file
     from studio.training.reward_workbench import evaluate, report_text
 
     if args.bins < 2:
-        raise _cli_error("--bins must be 2 or more")
-    ws = _workspace(args, required=False)
-    if ws is None and not looks_like_file(args.data):
-        raise _cli_error(f"{args.data!r} is not a data file and there is no workspace to find a dataset in "
-                         "(run inside one or pass --workspace)")
-    loaded = load_records(args.data, ws, _formats(), args.limit)
+        raise CliError("--bins must be 2 or more")
+    # A workspace is needed only to find a stored dataset or a run by its id.
+    ws = workspace(args, required=not (looks_like_file(args.data) and Path(args.model).expanduser().is_dir()))
+    loaded = load_records(args.data, ws, host().formats(), args.limit)
     model = _load(args, ws)
     try:
         report = evaluate(model, loaded.records, bins=args.bins)
     except ValueError as exc:
-        raise _cli_error(f"{args.data}: {exc}") from None
+        raise CliError(f"{args.data}: {exc}") from None
     header = {"model": model.location, "data": loaded.source.get("ref"), "records": len(loaded.records)}
     if args.json:
-        _print_json({**header, **report})
-        return 0
+        print_json({**header, **report})
+        return EXIT_OK
     print(f"reward model {header['model']}\non {header['data']}: {report['pairs']} pair(s) of "
           f"{header['records']} record(s)\n")
     print(report_text(report))
-    return 0
+    return EXIT_OK
 
 
 def cmd_reward_score(args) -> int:
-    from studio.cli import _print_json, _workspace
     from studio.training.reward_workbench import score_dataset
 
-    ws = _workspace(args)
+    ws = workspace(args)
     ws.open(args.dataset)  # a missing dataset fails here, before the model loads
     model = _load(args, ws)
     info = score_dataset(ws, model, args.dataset, args.output)
     if args.json:
-        _print_json(info.to_dict())
-        return 0
+        print_json(info.to_dict())
+        return EXIT_OK
     mean = info.operation.get("mean_reward")
     print(f"scored {info.operation['scored']} of {info.num_records} record(s) of {info.operation['input']} with "
           f"{model.location}\n-> {info.dataset}@{info.id}"
           + (f" (mean reward {mean:.3f})" if isinstance(mean, float) else ""), file=sys.stdout)
-    return 0
+    return EXIT_OK
+
+
+COMMANDS = [Command("reward", "judge a reward model on preference pairs; score a dataset with it", configure,
+                    dispatch, description=__doc__)]

@@ -1,14 +1,14 @@
 """The recipes a user can start from: the shipped ``recipes/`` folder and the workspace's own
-``recipes/`` folder. Each recipe's leading comment says what it does and the command to run it."""
+``recipes/`` folder. Each recipe's leading comment says what it does and the command that runs it."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
+from studio.data.refs import looks_like_file
+from studio.recipes.kinds import kind_of
+from studio.recipes.loading import RecipeError, read_recipe_data
 
 
 def shipped_dir() -> Path | None:
@@ -37,20 +37,12 @@ def header(path: Path) -> tuple[str, str]:
     return command, " ".join(lines)
 
 
-def kind_of(path: Path) -> str:
+def recipe_kind(path: Path) -> str:
+    """The kind of the recipe in a file, ``invalid`` when it cannot be read or told."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
+        return kind_of(read_recipe_data(path)) or "invalid"
+    except RecipeError:
         return "invalid"
-    if not isinstance(data, dict):
-        return "invalid"
-    if "backend" in data:
-        return "train"
-    if "steps" in data and all(isinstance(s, dict) and "recipe" in s for s in data["steps"] or []):
-        return "pipeline"
-    if "generator" in data:
-        return "generate"
-    return "curate"
 
 
 def list_recipes(ws=None) -> list[dict[str, Any]]:
@@ -58,39 +50,39 @@ def list_recipes(ws=None) -> list[dict[str, Any]]:
     for folder in recipe_dirs(ws):
         for path in sorted(folder.glob("*.yaml")):
             command, description = header(path)
-            data = {}
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError:
-                pass
-            out.append({"name": path.stem, "path": str(path), "kind": kind_of(path), "command": command,
-                        "description": description, "backend": data.get("backend") if isinstance(data, dict) else None,
+                data = read_recipe_data(path)
+            except RecipeError:
+                data = {}
+            out.append({"name": path.stem, "path": str(path), "kind": kind_of(data) or "invalid",
+                        "command": command, "description": description, "backend": data.get("backend"),
                         "shipped": folder == shipped_dir()})
     return out
 
 
 def find_recipe(name_or_path: str, ws=None) -> Path:
+    """A recipe file: the path itself when it exists, else a recipe of that name in the
+    workspace's or the shipped recipes."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     stem = re.sub(r"\.ya?ml$", "", path.name)
-    for folder in recipe_dirs(ws):
+    for folder in reversed(recipe_dirs(ws)):  # the workspace's own recipe wins over a shipped one
         if (folder / f"{stem}.yaml").is_file():
             return folder / f"{stem}.yaml"
-    raise ValueError(f"no recipe {name_or_path!r} (see `studio recipes ls`)")
+    raise RecipeError(f"no recipe {name_or_path!r}: not a file, and no shipped or workspace recipe has that "
+                      f"name (see `studio recipes ls`)")
 
 
 def copy_recipe(name_or_path: str, dest: Path, ws=None) -> Path:
     """Copy a recipe to edit; data paths relative to the repository become absolute so the copy
     runs from anywhere."""
-    from studio.training.recipe import looks_like_file
-
     source = find_recipe(name_or_path, ws)
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / source.name
     if dest.exists():
-        raise ValueError(f"{dest} exists; choose another name")
+        raise RecipeError(f"{dest} exists; choose another name")
     text = source.read_text(encoding="utf-8")
     base = source.parent.parent
 
@@ -100,7 +92,7 @@ def copy_recipe(name_or_path: str, dest: Path, ws=None) -> Path:
             return f"{key}{(base / value).resolve()}"
         return match.group(0)
 
-    text = re.sub(r"^(\s*(?:dataset|eval_dataset|recipe):\s*)(\S+)\s*$", absolute, text, flags=re.M)
+    text = re.sub(r"^(\s*(?:dataset|eval_dataset|seed_dataset|recipe):\s*)(\S+)\s*$", absolute, text, flags=re.M)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text, encoding="utf-8")
     return dest

@@ -1,33 +1,30 @@
-"""`studio curate`: run curation recipes and inspect, restore or drop what they removed.
+"""``studio curate``: run curation recipes and inspect, restore or drop what they removed.
 
-    studio curate RECIPE.yaml [KEY=VALUE ...] [--dry-run] [--limit N] [--json]
+    studio curate RECIPE [KEY=VALUE ...] [--dry-run] [--limit N] [--json]
     studio curate ops [--json]
     studio curate removed NAME[@V] [--op OP] [--reason TEXT] [--offset N] [--limit N] [--json]
     studio curate restore NAME[@V] [ENTRY ...] [--op OP] [--reason TEXT] [--json]
     studio curate drop NAME[@V] INDEX ... [--note TEXT] [--json]
+
+RECIPE is a YAML path or the name of a shipped or workspace recipe (`studio recipes ls`). Steps
+are numbered from 0, as `steps.N.option=VALUE` overrides count them; rows are named by their
+row number in the recipe's input dataset (`source #N`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-
-
-def configure(sub) -> None:
-    p = sub.add_parser("curate", help="run a curation recipe; inspect, restore or drop removals",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=run)
+from studio.cli.shared import (
+    EXIT_OK, action_parser, console, host, print_items, print_json, recipe_path, run_action, workspace,
+)
+from studio.extensions import Command
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
-    from studio.cli import action_parser
-
-    p = action_parser("curate", action, "curation recipe YAML", "steps.1.threshold=0.9 dataset=dolly@ab12")
+    p = action_parser("curate", action, "curation recipe", "steps.1.threshold=0.9 dataset=dolly@ab12")
     if action == "run":
         p.add_argument("--dry-run", action="store_true", help="report what each step would do; write nothing")
         p.add_argument("--limit", type=int, help="run on the first N records only (implies --dry-run)")
@@ -52,75 +49,48 @@ def _parser(action: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from studio.cli import run_action
-
-    return run_action(args, __doc__, _parser, {"run": _run_recipe, "ops": _ops, "removed": _removed, "restore": _restore, "drop": _drop})
-
-
-def _ws(args):
-    from studio.cli import _workspace
-
-    return _workspace(args)
-
-
-def _ops_registry():
-    from studio.plugins import get_host
-
-    return get_host().items("curation_op")
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    return run_action(args, __doc__, _parser,
+                      {"run": _run_recipe, "ops": _ops, "removed": _removed, "restore": _restore, "drop": _drop})
 
 
 def _ops(args) -> int:
-    from studio.config_schema import describe
-
-    ops = _ops_registry()
-    rows = [{"name": name, "title": op.title, "category": op.category, "summary": op.summary,
-             "fields": [{"name": f.name, "type": f.type_name, "default": f.default, "required": f.required,
-                         "help": f.help, "choices": f.choices} for f in describe(op.config_model)]}
-            for name, op in sorted(ops.items(), key=lambda kv: (kv[1].category, kv[0]))]
+    rows = sorted(host().describe("curation_op"), key=lambda r: (r["category"] or "", r["name"]))
     if args.json:
-        _print_json(rows)
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Curation ops", title_justify="left")
-    for col in ("op", "category", "summary", "options"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["name"], r["category"], r["summary"],
-                      ", ".join(f"{f['name']}={f['default']!r}" if not f["required"] else f"{f['name']} (required)"
-                                for f in r["fields"]))
-    Console().print(table)
-    return 0
+        print_json(rows)
+        return EXIT_OK
+    print_items(rows, "Curation ops", ("name", "category", "summary"))
+    return EXIT_OK
 
 
 def _run_recipe(args) -> int:
-    from studio.curation.pipeline import load_recipe, run_pipeline
+    from studio.curation.pipeline import run_pipeline
+    from studio.recipes import load_recipe
 
-    ws = _ws(args)
-    recipe = load_recipe(Path(args.recipe), args.overrides)
-    ops = _ops_registry()
+    ws = workspace(args)
+    path = recipe_path(args.recipe, ws)
+    recipe = load_recipe(path, args.overrides, kind="curate")
     emit, finish = _progress_emitter(args.json)
     try:
-        result = run_pipeline(ws, recipe, ops, emit=emit, dry_run=args.dry_run, limit=args.limit,
-                              base_dir=Path(args.recipe).resolve().parent, examples=args.examples)
+        result = run_pipeline(ws, recipe, host().items("curation_op"), emit=emit, dry_run=args.dry_run,
+                              limit=args.limit, base_dir=path.resolve().parent, examples=args.examples)
     finally:
         finish()
-    if args.json:
+    report_curation(result, args.json, args.examples)
+    return EXIT_OK
+
+
+def report_curation(result, as_json: bool, examples: int = 3) -> None:
+    """What a curation run did, step by step; a dry run also shows example removals."""
+    if as_json:
         data = result.to_dict()
         if result.dry_run:
             for step, report in zip(data["steps"], result.steps):
-                step["examples"] = [_example(e) for e in report.examples[: args.examples]]
-        _print_json(data)
-        return 0
-    from rich.console import Console
+                step["examples"] = [_example(e) for e in report.examples[:examples]]
+        print_json(data)
+        return
     from rich.table import Table
 
-    out = Console()
+    out = console()
     table = Table(title=f"curate {result.input.dataset}@{result.input.id[:8]}"
                         + (" (dry run)" if result.dry_run else ""), title_justify="left")
     for col in ("step", "op", "in", "removed", "changed", "out", "seconds", "reasons"):
@@ -137,14 +107,14 @@ def _run_recipe(args) -> int:
         out.print(f"split [bold]{name}[/]: {info.dataset} version {info.id} ({info.num_records:,} records)")
     if result.dry_run:
         for s in result.steps:
-            for e in s.examples[: args.examples]:
-                out.print(f"  step {s.index} {e['action']} #{e['input_index']}: {e['reason']} {e['detail']}",
-                          markup=False)
-    return 0
+            for e in s.examples[:examples]:
+                dup = f" (duplicates source #{e['duplicate_of']})" if e.get("duplicate_of") is not None else ""
+                out.print(f"  step {s.index} {e['action']} source #{e['source_index']}: {e['reason']}{dup} "
+                          f"{e['detail']}", markup=False)
 
 
 def _example(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: entry[k] for k in ("input_index", "action", "reason", "detail", "duplicate_of", "similarity")}
+    return {k: entry[k] for k in ("source_index", "action", "reason", "detail", "duplicate_of", "similarity")}
 
 
 def _progress_emitter(quiet: bool):
@@ -152,18 +122,23 @@ def _progress_emitter(quiet: bool):
         return (lambda event: None), (lambda: None)
     from rich.progress import Progress
 
+    from studio.events import event_name
+
     progress = Progress(transient=True)
     progress.start()
     tasks: dict[int, Any] = {}
 
     def emit(event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "step_start":
+        name = event_name(event)
+        if name == "step_start":
             tasks[event["step"]] = progress.add_task(f"step {event['step']} {event['op']}", total=event["rows"])
-        elif kind == "progress" and event.get("step") in tasks:
+        elif name == "progress" and event.get("step") in tasks:
             progress.update(tasks[event["step"]], completed=event["done"], total=event["total"])
-        elif kind == "step_done" and event.get("index") in tasks:
+        elif name == "step_done" and event.get("index") in tasks:
             progress.update(tasks[event["index"]], completed=event["rows_in"])
+        elif name == "imported":
+            progress.console.print(f"imported {event['file']} as {event['dataset']} ({event['records']:,} records, "
+                                   f"{event['rejects']} rejected)")
 
     return emit, progress.stop
 
@@ -171,7 +146,7 @@ def _progress_emitter(quiet: bool):
 def _side_rows(args) -> list[tuple[int, dict[str, Any]]]:
     from studio.curation.pipeline import load_side_table
 
-    side = load_side_table(_ws(args), args.ref)
+    side = load_side_table(workspace(args), args.ref)
     rows = []
     for i, row in enumerate(side.data.table.select(["step", "op", "action", "reason", "detail", "source_index",
                                                     "duplicate_of", "similarity"]).to_pylist()):
@@ -187,40 +162,44 @@ def _removed(args) -> int:
     rows = _side_rows(args)
     page = rows[args.offset: args.offset + args.limit]
     if args.json:
-        _print_json({"total": len(rows), "entries": [{"entry": i, **r, "detail": json.loads(r["detail"])}
-                                                    for i, r in page]})
-        return 0
+        print_json({"total": len(rows), "entries": [{"entry": i, **r, "detail": json.loads(r["detail"])}
+                                                   for i, r in page]})
+        return EXIT_OK
     print(f"{len(rows)} removed/changed row(s) in {args.ref}" + (f"; showing {len(page)}" if len(page) < len(rows) else ""))
     for i, r in page:
         dup = f" duplicates #{r['duplicate_of']}" if r["duplicate_of"] is not None else ""
         sim = f" (similarity {r['similarity']:.2f})" if r["similarity"] is not None else ""
         print(f"  entry {i}: step {r['step']} {r['op']} {r['action']} source #{r['source_index']}: "
               f"{r['reason']}{dup}{sim} {r['detail']}")
-    return 0
+    return EXIT_OK
 
 
 def _restore(args) -> int:
-    from studio.curation.pipeline import apply_overrides
+    from studio.curation.pipeline import amend_curated
 
     entries = set(args.entries)
     if args.op or args.reason:
         entries |= {i for i, _ in _side_rows(args)}
     if not entries:
         raise ValueError("name side-table entries to restore, or --op / --reason")
-    info = apply_overrides(_ws(args), args.ref, restore=sorted(entries), note=args.note)
+    info = amend_curated(workspace(args), args.ref, restore=sorted(entries), note=args.note)
     return _report_version(args, info, f"restored {len(entries)} row(s)")
 
 
 def _drop(args) -> int:
-    from studio.curation.pipeline import apply_overrides
+    from studio.curation.pipeline import amend_curated
 
-    info = apply_overrides(_ws(args), args.ref, drop=args.indices, note=args.note)
+    info = amend_curated(workspace(args), args.ref, drop=args.indices, note=args.note)
     return _report_version(args, info, f"dropped {len(set(args.indices))} row(s)")
 
 
 def _report_version(args, info, what: str) -> int:
     if args.json:
-        _print_json({"dataset": info.dataset, "version": info.id, "records": info.num_records, "parent": info.parent})
+        print_json({"dataset": info.dataset, "version": info.id, "records": info.num_records, "parent": info.parent})
     else:
         print(f"{what}: {info.dataset} version {info.id} ({info.num_records:,} records, parent {info.parent})")
-    return 0
+    return EXIT_OK
+
+
+COMMANDS = [Command("curate", "run a curation recipe; inspect, restore or drop removals", lambda p: None, run,
+                    raw_args=True, description=__doc__)]

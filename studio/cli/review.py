@@ -6,8 +6,6 @@ review mode writes (edits survive, and either face can pick up where the other l
     studio review edit dolly 3 --file rec.json    replace a record (canonical record JSON)
     studio review commit dolly --note "pass 1"    write the reviewed version as a new version
     studio review discard dolly                   throw the pending review away
-
-Wired into the parser by ``configure(subparsers)`` from :func:`studio.cli.build_parser`.
 """
 from __future__ import annotations
 
@@ -15,6 +13,9 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from studio.cli.shared import EXIT_OK, console, dispatch, print_json, workspace
+from studio.extensions import Command
 
 MARK_ACTIONS = {
     "flag": "flag records for a second look (--note says why)",
@@ -27,17 +28,10 @@ MARK_ACTIONS = {
 }
 
 
-def _cli():
-    # Imported late: studio.cli imports this module while it builds its parser.
-    from studio import cli
-
-    return cli
-
-
 def _session(args):
     from studio.curation.review import ReviewSession
 
-    return ReviewSession(_cli()._workspace(args), args.ref)
+    return ReviewSession(workspace(args), args.ref)
 
 
 def _state_text(session, index: int) -> str:
@@ -67,7 +61,7 @@ def cmd_show(args) -> int:
     flags = session.flags()
     indices = sorted(set(flags) | {i for i, _ in entries})
     if args.json:
-        _cli()._print_json({
+        print_json({
             "dataset": session.dataset, "version": session.version, "records": session.num_rows,
             "journal": str(session.path) if session.path.is_file() else None,
             "pending": session.pending, "counts": session.counts(),
@@ -75,8 +69,8 @@ def cmd_show(args) -> int:
                                   "flag_note": session.flag_note(i)} for i in indices],
             "flags": [{"index": i, "note": note} for i, note in flags.items()],
         })
-        return _cli().EXIT_OK
-    out = _cli()._console()
+        return EXIT_OK
+    out = console()
     counts = {k: v for k, v in session.counts().items() if v}
     out.print(f"[bold]{session.ref}[/]: {session.num_rows:,} record(s); "
               f"{session.pending} with pending review edits"
@@ -87,7 +81,7 @@ def cmd_show(args) -> int:
         out.print(f"  #{i}: {_state_text(session, i)}", markup=False)
     if not indices:
         out.print("  nothing pending and no flags", style="dim")
-    return _cli().EXIT_OK
+    return EXIT_OK
 
 
 def cmd_mark(args) -> int:
@@ -98,10 +92,10 @@ def cmd_mark(args) -> int:
         method(args.indices, note=args.note or "")
     else:
         method(args.indices)
-    _cli()._console().print(f"{action}: {len(set(args.indices))} record(s) of {session.ref}; "
+    console().print(f"{action}: {len(set(args.indices))} record(s) of {session.ref}; "
                             f"{session.pending} pending (`studio review commit {session.dataset}@{session.version[:8]}`)",
                             markup=False)
-    return _cli().EXIT_OK
+    return EXIT_OK
 
 
 def cmd_edit(args) -> int:
@@ -113,8 +107,8 @@ def cmd_edit(args) -> int:
     except json.JSONDecodeError as exc:
         raise ReviewError(f"{args.file}: not valid JSON: {exc}") from None
     session.edit(args.index, data, note=args.note or "")
-    _cli()._console().print(f"edited record {args.index} of {session.ref}; {session.pending} pending", markup=False)
-    return _cli().EXIT_OK
+    console().print(f"edited record {args.index} of {session.ref}; {session.pending} pending", markup=False)
+    return EXIT_OK
 
 
 def cmd_commit(args) -> int:
@@ -122,30 +116,28 @@ def cmd_commit(args) -> int:
     result = session.commit(note=args.note or "")
     info = result.version
     if args.json:
-        _cli()._print_json({"dataset": info.dataset, "version": info.id, "parent": session.version,
+        print_json({"dataset": info.dataset, "version": info.id, "parent": session.version,
                             "records": info.num_records, "new_version": result.new_version,
                             "counts": result.counts, "flags": result.flags})
-        return _cli().EXIT_OK
-    out = _cli()._console()
+        return EXIT_OK
+    out = console()
     if result.new_version:
         out.print(f"committed the review of {session.ref} as [bold]{info.dataset}@{info.id}[/]: "
                   f"{info.num_records:,} record(s), {result.flags} flag(s)")
     else:
         out.print(f"no rows changed; {result.flags} flag(s) saved with {info.dataset}@{info.id}")
-    return _cli().EXIT_OK
+    return EXIT_OK
 
 
 def cmd_discard(args) -> int:
     session = _session(args)
     pending = session.pending
     session.discard()
-    _cli()._console().print(f"discarded {pending} pending review edit(s) of {session.ref}", markup=False)
-    return _cli().EXIT_OK
+    console().print(f"discarded {pending} pending review edit(s) of {session.ref}", markup=False)
+    return EXIT_OK
 
 
-def configure(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``review`` and its actions to the studio parser's sub-commands."""
-    review = subparsers.add_parser("review", help="review records by hand: flag, edit, delete, accept/reject/swap pairs")
+def configure(review: argparse.ArgumentParser) -> None:
     rsub = review.add_subparsers(dest="review_command", metavar="ACTION", required=True)
 
     def add(name: str, help_text: str):
@@ -174,3 +166,7 @@ def configure(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_commit)
     p = add("discard", "throw the pending review of a version away")
     p.set_defaults(func=cmd_discard)
+
+
+COMMANDS = [Command("review", "review records by hand: flag, edit, delete, accept/reject/swap pairs", configure,
+                    dispatch, description=__doc__)]

@@ -7,23 +7,29 @@
                  [--api-key-env VAR]
 
 MODEL is ``embedded`` (the default), ``embedded:small``, a model or adapter folder, a run folder
-(its final/ or model/ is served) or a hub id.
+(its final/ or model/ is served), a run id of the workspace (or a unique part of it) or a hub id.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import struct
 import sys
 from pathlib import Path
 from typing import Any
 
+from studio.cli.shared import EXIT_OK, CliError, dispatch, print_json, workspace
+from studio.extensions import Command
+
 LOOPBACK_HOSTS = ("localhost", "::1")
 
 
-def configure(sub) -> None:
-    model = sub.add_parser("model", help="build the embedded model; inspect a model folder")
+def _runs_workspace(args):
+    """Opened only when a run id has to be looked up (see studio.models.loading)."""
+    return lambda: workspace(args)
+
+
+def configure_model(model: argparse.ArgumentParser) -> None:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     p = msub.add_parser("init", help="build the embedded model (tokenizer, chat template, Llama) into a folder")
     p.add_argument("out", help="folder to write the model into")
@@ -33,21 +39,24 @@ def configure(sub) -> None:
                                                         "default: the size's own)")
     p.add_argument("--force", action="store_true", help="write into OUT even when it is not empty")
     p.set_defaults(func=cmd_model_init)
-    p = msub.add_parser("info", help="what a model folder, run folder or embedded model holds")
+    p = msub.add_parser("info", help="what a model folder, run or embedded model holds")
     p.add_argument("path", metavar="MODEL")
+    p.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace whose runs MODEL may name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_model_info)
     p = msub.add_parser("export", help="save a run's model in Hugging Face format, LoRA merged into the base")
-    p.add_argument("source", metavar="MODEL", help="a run folder, an adapter or model folder")
+    p.add_argument("source", metavar="MODEL", help="a run id or folder, an adapter or model folder")
     p.add_argument("out", help="new folder to write")
     p.add_argument("--no-merge", dest="merge", action="store_false", help="keep an adapter as an adapter")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace whose runs MODEL may name")
     p.set_defaults(func=cmd_model_export)
 
-    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API on loopback")
+
+def configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default="embedded",
-                   help="embedded (default), embedded:small, a model/adapter/run folder or a hub id")
+                   help="embedded (default), embedded:small, a model/adapter/run folder, a run id or a hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     p.add_argument("--name", help="model name clients send (default: the folder name or MODEL)")
@@ -55,13 +64,7 @@ def configure(sub) -> None:
     p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this environment variable")
     # Used by studio.serving.launch: the server exits when its parent closes our stdin (or dies).
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_serve)
-
-
-def _cli_error(message: str) -> Exception:
-    from studio.cli import CliError
-
-    return CliError(message)
+    p.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace whose runs MODEL may name")
 
 
 # --- model init -----------------------------------------------------------------------------
@@ -72,9 +75,9 @@ def cmd_model_init(args) -> int:
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise _cli_error(f"{out} exists and is not empty (pass --force to write into it)")
+        raise CliError(f"{out} exists and is not empty (pass --force to write into it)")
     if args.pretrain_steps is not None and args.pretrain_steps < 0:
-        raise _cli_error("--pretrain-steps must be 0 or more")
+        raise CliError("--pretrain-steps must be 0 or more")
 
     def progress(event: dict[str, Any]) -> None:
         if event["event"] == "pretrain":
@@ -97,73 +100,13 @@ def cmd_model_init(args) -> int:
 # --- model info -----------------------------------------------------------------------------
 
 
-def _safetensors_parameters(folder: Path) -> int | None:
-    """Parameter count from the safetensors headers alone (no torch): 8-byte length, then JSON."""
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for path in files:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        for key, tensor in header.items():
-            if key != "__metadata__":
-                count = 1
-                for dim in tensor["shape"]:
-                    count *= dim
-                total += count
-    return total
-
-
-def _json_file(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def model_summary(ref: str) -> dict[str, Any]:
-    """What ``studio model info`` shows, read from the folder's JSON files only."""
-    from studio.models.loading import embedded_size, resolve_model_ref
-
-    location = resolve_model_ref(ref, build=False)
-    folder = Path(location)
-    if not folder.is_dir():
-        if embedded_size(ref) is not None:
-            raise _cli_error(f"{ref} is not built yet: it is built on first use "
-                             f"(`studio serve {ref}`), or build a copy with `studio model init`")
-        raise _cli_error(f"{ref} is not a local folder (hub models are inspected after download)")
-    config = _json_file(folder / "config.json") or {}
-    adapter = _json_file(folder / "adapter_config.json")
-    tokenizer = _json_file(folder / "tokenizer_config.json") or {}
-    summary: dict[str, Any] = {
-        "path": str(folder),
-        "kind": "adapter" if adapter else "model",
-        "parameters": _safetensors_parameters(folder),
-    }
-    if config:
-        summary.update({key: config.get(key) for key in (
-            "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "vocab_size", "max_position_embeddings", "dtype") if config.get(key) is not None})
-    if adapter:
-        summary["adapter"] = {key: adapter.get(key) for key in (
-            "base_model_name_or_path", "peft_type", "task_type", "r", "lora_alpha", "target_modules")}
-    summary["tokenizer"] = {
-        "bos": tokenizer.get("bos_token"), "eos": tokenizer.get("eos_token"), "pad": tokenizer.get("pad_token"),
-        "chat_template": (folder / "chat_template.jinja").is_file() or bool(tokenizer.get("chat_template")),
-    }
-    studio = _json_file(folder / "studio_model.json")
-    if studio:
-        summary["studio"] = studio
-    return summary
-
-
 def cmd_model_info(args) -> int:
-    summary = model_summary(args.path)
+    from studio.models.inspect import model_summary
+
+    summary = model_summary(args.path, _runs_workspace(args))
     if args.json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return 0
+        print_json(summary)
+        return EXIT_OK
     lines = [f"{summary['path']} ({summary['kind']})"]
     if summary.get("model_type"):
         lines.append(f"  architecture: {summary['model_type']}, hidden {summary.get('hidden_size')}, "
@@ -191,9 +134,10 @@ def cmd_model_info(args) -> int:
 def cmd_model_export(args) -> int:
     from studio.models.export import export_model
 
-    info = export_model(args.source, Path(args.out), merge=args.merge, trust_remote_code=args.trust_remote_code)
+    info = export_model(args.source, Path(args.out), merge=args.merge, trust_remote_code=args.trust_remote_code,
+                        workspace=_runs_workspace(args))
     if args.json:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        print_json(info)
     else:
         what = "merged LoRA into its base" if info["merged_adapter"] else "copied"
         print(f"exported {info['exported_from']} -> {info['path']} ({what}; {info['parameters']:,} parameters)\n"
@@ -205,13 +149,14 @@ def cmd_model_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from studio.models.loading import resolve_model_ref
     from studio.serving.model_server import serve
 
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            raise _cli_error(f"environment variable {args.api_key_env} is not set or empty")
+            raise CliError(f"environment variable {args.api_key_env} is not set or empty")
     if not (args.host.startswith("127.") or args.host in LOOPBACK_HOSTS):
         print(f"warning: binding {args.host} exposes the model beyond this machine"
               + ("" if api_key else " without an API key (see --api-key-env)"), file=sys.stderr, flush=True)
@@ -219,6 +164,18 @@ def cmd_serve(args) -> int:
     def ready(base_url: str, name: str) -> None:
         print(f"Serving {name} at {base_url}", flush=True)
 
-    serve(args.model, host=args.host, port=args.port, name=args.name, trust_remote_code=args.trust_remote_code,
+    # A run id is served from its folder, under the id the user gave.
+    location = resolve_model_ref(args.model, build=False, workspace=_runs_workspace(args))
+    model = location if Path(location).is_dir() and not Path(args.model).expanduser().is_dir() else args.model
+    name = args.name or (args.model if model != args.model else None)
+    serve(model, host=args.host, port=args.port, name=name, trust_remote_code=args.trust_remote_code,
           api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin)
     return 0
+
+
+COMMANDS = [
+    Command("model", "build the embedded model; inspect and export models", configure_model, dispatch,
+            description=__doc__),
+    Command("serve", "serve a model behind an OpenAI-compatible API on loopback", configure_serve, cmd_serve,
+            description=__doc__),
+]

@@ -6,12 +6,14 @@ that back-end's pydantic ``config_model``.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+import typing
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-ADAPTER_METHODS = ("none", "lora", "dora", "qlora", "prompt_tuning", "freeze")
+# Every way of choosing which weights train; back-ends list the subset they support.
+AdapterMethod = Literal["none", "lora", "dora", "qlora", "prompt_tuning", "freeze"]
+ADAPTER_METHODS: tuple[str, ...] = typing.get_args(AdapterMethod)
 
 
 class _Section(BaseModel):
@@ -44,7 +46,7 @@ class TrainingSettings(_Section):
 class AdapterSettings(_Section):
     """Which weights train: all of them, a LoRA/DoRA adapter, soft prompts or the last layers."""
 
-    method: Literal["none", "lora", "dora", "qlora", "prompt_tuning", "freeze"] = Field(
+    method: AdapterMethod = Field(
         "none", description="none = full fine-tuning")
     r: int = Field(8, ge=1, description="LoRA rank")
     alpha: int = Field(16, ge=1, description="LoRA alpha")
@@ -76,6 +78,8 @@ class Expectation(_Section):
 class TrainRecipe(_Section):
     """A training recipe (``studio run RECIPE [key=value ...]``)."""
 
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = ("dataset", "eval_dataset")
+
     backend: str = Field(description="registered tuning back-end (`studio plugins list`)")
     model: str = Field("embedded", description="base model: embedded[:small], a local folder, a run, or a hub id")
     dataset: str = Field(description="stored dataset NAME[@VERSION] or a data file path")
@@ -90,56 +94,3 @@ class TrainRecipe(_Section):
     launcher: LauncherSettings = Field(default_factory=LauncherSettings)
     expect: list[Expectation] = Field(default_factory=list, description="learning checks run at the end")
     config: dict[str, Any] = Field(default_factory=dict, description="the back-end's own options")
-
-
-def read_recipe_file(path: Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a training recipe is a mapping with backend, dataset, ...")
-    return data
-
-
-def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
-    """Read, override (``key=value``, dotted keys reach into sections) and validate a recipe.
-
-    Relative data paths are tried against the current folder, the recipe's folder and its parent
-    (shipped recipes sit in ``recipes/`` beside ``datasets/``)."""
-    from studio.generation.runner import apply_overrides
-
-    path = Path(path)
-    data = apply_overrides(read_recipe_file(path), overrides or [])
-    recipe = validate_recipe(data, str(path))
-    return recipe.model_copy(update={
-        "dataset": _resolve_data_path(recipe.dataset, path.parent),
-        "eval_dataset": _resolve_data_path(recipe.eval_dataset, path.parent) if recipe.eval_dataset else None,
-    })
-
-
-def _resolve_data_path(ref: str, base: Path) -> str:
-    if not looks_like_file(ref):
-        return ref
-    for candidate in (Path(ref), base / ref, base.parent / ref):
-        if candidate.is_file():
-            return str(candidate.resolve())
-    return ref
-
-
-def looks_like_file(ref: str) -> bool:
-    name = ref.lower()
-    return "/" in ref or "\\" in ref or name.endswith((".json", ".jsonl", ".gz", ".csv", ".parquet"))
-
-
-def validate_recipe(data: dict[str, Any], where: str = "recipe") -> TrainRecipe:
-    try:
-        return TrainRecipe(**data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{where}: {problems}") from None

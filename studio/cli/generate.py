@@ -1,6 +1,6 @@
 """`studio generate` and `studio providers`: synthetic data through any OpenAI-compatible API.
 
-    studio generate RECIPE.yaml [KEY=VALUE ...] [--estimate] [--budget X] [--json]
+    studio generate RECIPE [KEY=VALUE ...] [--estimate] [--budget X] [--json]
     studio generate ls [--json]                      registered generators and their options
     studio generate runs [--json]                    runs in this workspace
     studio generate show RUN [--json]                one run: status, counts, cost, failed rows
@@ -12,26 +12,25 @@
     studio providers test NAME                       one tiny request, to check URL, key and model
     studio providers rm NAME
 
+RECIPE is a YAML path or the name of a shipped or workspace recipe (`studio recipes ls`).
 Re-running or resuming never pays twice: answers are journaled per request in the workspace.
 API keys are read from the environment variable a provider names, never stored.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from studio.cli.shared import (
+    EXIT_ERROR, EXIT_OK, EXIT_STOPPED, CliError, action_parser, console, dispatch, host, print_items, print_json,
+    recipe_path, run_action, workspace,
+)
+from studio.events import event_name
+from studio.extensions import Command
 
 
-def configure(sub) -> None:
-    p = sub.add_parser("generate", help="run a generation recipe; list generators and runs; resume or retry",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=run)
-
-    providers = sub.add_parser("providers", help="saved OpenAI-compatible endpoints (keys stay in the environment)")
+def configure_providers(providers: argparse.ArgumentParser) -> None:
     psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
     q = psub.add_parser("ls", help="saved providers")
     q.add_argument("--json", action="store_true")
@@ -60,9 +59,7 @@ def configure(sub) -> None:
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
-    from studio.cli import action_parser
-
-    p = action_parser("generate", action, "generation recipe YAML", "config.target_instructions=50 budget=0.5")
+    p = action_parser("generate", action, "generation recipe", "config.target_instructions=50 budget=0.5")
     if action == "run":
         p.add_argument("--estimate", action="store_true", help="print the cost estimate and stop")
         p.add_argument("--budget", type=float, help="hard cost cap (overrides the recipe's)")
@@ -73,51 +70,17 @@ def _parser(action: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from studio.cli import run_action
-
     return run_action(args, __doc__, _parser, {"run": _run_recipe, "ls": _ls, "runs": _runs, "show": _show, "resume": _resume,
             "retry": _retry})
 
 
-def _ws(args):
-    from studio.cli import _workspace
-
-    return _workspace(args)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    # Soft wrap keeps commands and run ids on one line, greppable and copyable.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
 def _ls(args) -> int:
-    from studio.config_schema import describe
-    from studio.plugins import get_host
-
-    rows = [{"name": name, "title": getattr(g, "title", name), "summary": g.summary, "seeds": g.seeds,
-             "produces": g.produces, "uses_completions": g.uses_completions,
-             "fields": [{"name": f.name, "type": f.type_name, "default": f.default, "required": f.required,
-                         "help": f.help, "choices": f.choices} for f in describe(g.config_model)]}
-            for name, g in sorted(get_host().items("generator").items())]
+    rows = host().describe("generator")
     if args.json:
-        _print_json(rows)
-        return 0
-    from rich.table import Table
-
-    table = Table(title="Generators", title_justify="left")
-    for col in ("generator", "seeds", "produces", "summary", "options"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["name"], r["seeds"], r["produces"], r["summary"],
-                      ", ".join(f"{f['name']}={f['default']!r}" for f in r["fields"]))
-    _console().print(table)
-    return 0
+        print_json(rows)
+        return EXIT_OK
+    print_items(rows, "Generators", ("name", "seeds", "produces", "summary"))
+    return EXIT_OK
 
 
 def _estimate_line(est: dict[str, Any]) -> str:
@@ -134,10 +97,10 @@ class _ProgressView:
         self.quiet = quiet
         self.progress = None
         self.task = None
-        self.console = _console(stderr=True)
+        self.console = console(stderr=True)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+        kind = event_name(event)
         if kind == "estimate":
             self.console.print(_estimate_line(event))
             return
@@ -181,11 +144,17 @@ def _execute(args, ws, recipe, run_id=None, retry_failed=False) -> int:
                                  estimate_only=getattr(args, "estimate", False))
     finally:
         view.close()
-    if args.json:
-        _print_json(summary.to_dict())
+    report_generation(summary, args.json)
+    return {"completed": EXIT_OK, "estimated": EXIT_OK, "stopped": EXIT_STOPPED}.get(summary.status, EXIT_ERROR)
+
+
+def report_generation(summary, as_json: bool) -> None:
+    """How a generation run ended: rows, failures, requests, cost, and what to do next."""
+    if as_json:
+        print_json(summary.to_dict())
     elif summary.status != "estimated":
         m = summary.meter
-        out = _console()
+        out = console()
         colour = {"completed": "green", "stopped": "yellow"}.get(summary.status, "red")
         out.print(f"[{colour}]{summary.status}[/]{': ' + summary.reason if summary.reason else ''}")
         out.print(f"rows made {summary.rows}, failed rows {summary.failed_rows}; requests sent "
@@ -198,14 +167,13 @@ def _execute(args, ws, recipe, run_id=None, retry_failed=False) -> int:
                       f"send them again with `studio generate retry {summary.run_id}`")
         elif summary.status != "completed":
             out.print(f"continue with `studio generate resume {summary.run_id}`")
-    return {"completed": 0, "estimated": 0, "stopped": 4}.get(summary.status, 1)
 
 
 def _run_recipe(args) -> int:
-    from studio.generation.runner import load_recipe
+    from studio.recipes import load_recipe
 
-    ws = _ws(args)
-    recipe = load_recipe(Path(args.recipe), args.overrides)
+    ws = workspace(args)
+    recipe = load_recipe(recipe_path(args.recipe, ws), args.overrides, kind="generate")
     if args.budget is not None:
         recipe = recipe.model_copy(update={"budget": args.budget})
     return _execute(args, ws, recipe, run_id=args.run_id)
@@ -216,20 +184,18 @@ def _folder(ws, run_id: str):
 
     folder = RunFolder(runs_dir(ws) / run_id)
     if not (folder.path / "recipe.yaml").is_file():
-        from studio.cli import CliError
-
         raise CliError(f"no generation run {run_id!r}; `studio generate runs` lists them")
     return folder
 
 
 def _resume(args) -> int:
-    ws = _ws(args)
+    ws = workspace(args)
     folder = _folder(ws, args.run_id)
     return _execute(args, ws, folder.recipe(), run_id=args.run_id)
 
 
 def _retry(args) -> int:
-    ws = _ws(args)
+    ws = workspace(args)
     folder = _folder(ws, args.run_id)
     return _execute(args, ws, folder.recipe(), run_id=args.run_id, retry_failed=True)
 
@@ -237,9 +203,9 @@ def _retry(args) -> int:
 def _runs(args) -> int:
     from studio.generation.runner import list_runs
 
-    runs = list_runs(_ws(args))
+    runs = list_runs(workspace(args))
     if args.json:
-        _print_json(runs)
+        print_json(runs)
         return 0
     from rich.table import Table
 
@@ -249,17 +215,17 @@ def _runs(args) -> int:
     for r in runs:
         table.add_row(r["run_id"], r.get("status", "?"), str(r.get("output") or "-"), str(r.get("rows", "-")),
                       str(r.get("failed_rows", "-")), f"${r.get('cost') or 0:.4f}")
-    _console().print(table)
+    console().print(table)
     return 0
 
 
 def _show(args) -> int:
-    folder = _folder(_ws(args), args.run_id)
+    folder = _folder(workspace(args), args.run_id)
     data = {"run_id": args.run_id, **folder.status(), "failed": folder.read("failed.jsonl")}
     if args.json:
-        _print_json(data)
+        print_json(data)
         return 0
-    out = _console()
+    out = console()
     for key in ("status", "reason", "generator", "output", "version", "rows", "failed_rows", "cost"):
         if data.get(key) not in (None, ""):
             out.print(f"[bold]{key}[/]: {data[key]}")
@@ -275,11 +241,11 @@ def _show(args) -> int:
 def _providers_ls(args) -> int:
     from studio.generation.provider import load_providers
 
-    ws = _ws(args)
+    ws = workspace(args)
     providers = load_providers(Path(ws.root))
     rows = [p.model_dump() for p in providers.values()]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     from rich.table import Table
 
@@ -290,14 +256,14 @@ def _providers_ls(args) -> int:
         limits = f"{p.concurrency} at once" + (f", {p.rpm} rpm" if p.rpm else "") + (f", {p.tpm} tpm" if p.tpm else "")
         prices = ", ".join(f"{m}: in {pr.input:g} out {pr.output:g}" for m, pr in p.prices.items()) or "-"
         table.add_row(p.name, p.base_url or "(embedded model on 127.0.0.1)", p.model, p.api_key_env or "-", limits, prices)
-    _console().print(table)
+    console().print(table)
     return 0
 
 
 def _providers_add(args) -> int:
     from studio.generation.provider import Price, ProviderConfig, save_provider
 
-    ws = _ws(args)
+    ws = workspace(args)
     body: dict[str, Any] = {"name": args.name, "base_url": args.base_url, "model": args.model,
                             "api_key_env": args.api_key_env}
     headers = {}
@@ -315,7 +281,7 @@ def _providers_add(args) -> int:
             body[key] = getattr(args, key)
     provider = ProviderConfig(**{k: v for k, v in body.items() if v is not None})
     save_provider(Path(ws.root), provider)
-    _console().print(f"saved provider {provider.name} ({provider.base_url}, model {provider.model})")
+    console().print(f"saved provider {provider.name} ({provider.base_url}, model {provider.model})")
     return 0
 
 
@@ -324,14 +290,14 @@ def _providers_rm(args) -> int:
 
     from studio.generation.provider import PROVIDERS_FILE
 
-    ws = _ws(args)
+    ws = workspace(args)
     path = Path(ws.root) / PROVIDERS_FILE
     data = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
     if args.name not in (data.get("providers") or {}):
         raise ValueError(f"no saved provider {args.name!r}")
     del data["providers"][args.name]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    _console().print(f"removed provider {args.name}")
+    console().print(f"removed provider {args.name}")
     return 0
 
 
@@ -342,13 +308,13 @@ def _providers_test(args) -> int:
 
     from studio.generation.provider import load_providers
 
-    ws = _ws(args)
+    ws = workspace(args)
     providers = load_providers(Path(ws.root))
     if args.name not in providers:
         raise ValueError(f"no saved provider {args.name!r}")
     p = providers[args.name]
     if p.embedded:
-        _console().print("the embedded provider serves the studio's own model; nothing to test")
+        console().print("the embedded provider serves the studio's own model; nothing to test")
         return 0
     client = OpenAI(base_url=p.base_url, api_key=p.api_key(), default_headers=p.headers or None, max_retries=0,
                     timeout=p.timeout)
@@ -357,5 +323,13 @@ def _providers_test(args) -> int:
                                            messages=[{"role": "user", "content": "Say OK."}])
     seconds = time.monotonic() - started
     text = (reply.choices[0].message.content or "").strip()
-    _console().print(f"[green]ok[/] {p.name}: {p.model} answered {text[:60]!r} in {seconds:.2f} s")
+    console().print(f"[green]ok[/] {p.name}: {p.model} answered {text[:60]!r} in {seconds:.2f} s")
     return 0
+
+
+COMMANDS = [
+    Command("generate", "run a generation recipe; list generators and runs; resume or retry", lambda p: None, run,
+            raw_args=True, description=__doc__),
+    Command("providers", "saved OpenAI-compatible endpoints (keys stay in the environment)", configure_providers,
+            dispatch),
+]

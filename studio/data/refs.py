@@ -1,0 +1,46 @@
+"""Dataset references: a recipe or command names data either as a stored dataset
+``NAME[@VERSION]`` or as a data file. A file is imported into the workspace on use, with lineage
+to the file, so every run starts from a stored, content-addressed version."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".csv", ".parquet", ".pq")
+
+
+def looks_like_file(ref: str) -> bool:
+    name = ref.lower()
+    return "/" in ref or "\\" in ref or name.endswith(DATA_SUFFIXES)
+
+
+def resolve_data_path(ref: str, base: Path) -> str:
+    """A relative data path as the current folder, the recipe's folder or its parent sees it
+    (shipped recipes sit in ``recipes/`` beside ``datasets/``); other references unchanged."""
+    if not looks_like_file(ref):
+        return ref
+    for candidate in (Path(ref), base / ref, base.parent / ref):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    return ref
+
+
+def stored_ref(ws, ref: str, formats) -> tuple[str, object | None]:
+    """``(NAME@VERSION, import result or None)`` for a reference; a file is imported unless the
+    dataset of its name already holds exactly that file as its head."""
+    if not looks_like_file(ref):
+        return ref, None
+    from studio.data.workflows import default_name, import_file
+    from studio.store import StoreError, file_sha256
+
+    path = Path(ref)
+    if not path.is_file():
+        raise ValueError(f"{ref}: no such data file (and no stored dataset by that name)")
+    name = default_name(path)
+    try:
+        head = ws.head(name)
+    except StoreError:
+        head = None
+    if head is not None and (head.source or {}).get("sha256") == file_sha256(path):
+        return f"{name}@{head.id}", None
+    result = import_file(ws, path, formats, name=name)
+    return f"{name}@{result.version.id}", result
