@@ -1,6 +1,6 @@
 """The embedded workspace `studio` opens when the current folder is not a workspace: every
-sample in the repository's ``datasets/`` folder, imported once into a cache folder and rebuilt
-when the samples change."""
+shipped sample dataset (``datasets/`` of a checkout or of the wheel), imported once into a cache
+folder and rebuilt when the samples change."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from studio import resources
 from studio.data.format_base import DatasetFormat
 from studio.data.workflows import default_name, import_file
 from studio.store import Workspace
@@ -15,19 +16,15 @@ from studio.store import Workspace
 DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".csv", ".parquet")
 
 
-def samples_dir() -> Path | None:
-    here = Path(__file__).resolve().parent.parent / "datasets"
-    return here if here.is_dir() else None
-
-
 def sample_files() -> list[Path]:
-    folder = samples_dir()
+    folder = resources.datasets_dir()
     if folder is None:
         return []
     # train/ holds the planted-signal sets the training recipes must learn: the embedded model
     # pretrains on these samples, so it must never see them.
+    training = resources.training_sets_dir()
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
-                  and "train" not in p.relative_to(folder).parts[:-1])
+                  and (training is None or not p.is_relative_to(training)))
 
 
 def studio_home() -> Path:
@@ -59,3 +56,4 @@ def ensure_sample_workspace(formats: dict[str, DatasetFormat], root: Path | None
             continue
     stamp.write_text(fingerprint)
     return ws
+

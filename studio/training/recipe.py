@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from studio import resources
+
 ADAPTER_METHODS = ("none", "lora", "dora", "qlora", "prompt_tuning", "freeze")
 
 
@@ -110,24 +112,28 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Read, override (``key=value``, dotted keys reach into sections) and validate a recipe.
 
-    Relative data paths are tried against the current folder, the recipe's folder and its parent
-    (shipped recipes sit in ``recipes/`` beside ``datasets/``)."""
+    Relative data paths are resolved by ``resolve_data_path``."""
     from studio.generation.runner import apply_overrides
 
     path = Path(path)
     data = apply_overrides(read_recipe_file(path), overrides or [])
     recipe = validate_recipe(data, str(path))
     return recipe.model_copy(update={
-        "dataset": _resolve_data_path(recipe.dataset, path.parent),
-        "eval_dataset": _resolve_data_path(recipe.eval_dataset, path.parent) if recipe.eval_dataset else None,
+        "dataset": resolve_data_path(recipe.dataset, path.parent),
+        "eval_dataset": resolve_data_path(recipe.eval_dataset, path.parent) if recipe.eval_dataset else None,
     })
 
 
-def _resolve_data_path(ref: str, base: Path) -> str:
+def resolve_data_path(ref: str, recipe_folder: Path) -> str:
+    """The absolute path of a data file a recipe names, or ``ref`` unchanged (a stored dataset's
+    name, or a file that is not there). A relative path is tried against the current folder, the
+    recipe's folder, its parent (a workspace recipe in ``recipes/`` naming a file of the
+    workspace) and last the studio's shipped files, so ``datasets/train/sft_chat.jsonl`` means
+    the shipped training set from a checkout and from a wheel alike."""
     if not looks_like_file(ref):
         return ref
-    for candidate in (Path(ref), base / ref, base.parent / ref):
-        if candidate.is_file():
+    for candidate in (Path(ref), recipe_folder / ref, recipe_folder.parent / ref, resources.shipped_file(ref)):
+        if candidate is not None and candidate.is_file():
             return str(candidate.resolve())
     return ref
 
