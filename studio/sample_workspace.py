@@ -11,6 +11,7 @@ from pathlib import Path
 from studio import resources
 from studio.data.format_base import DatasetFormat
 from studio.data.workflows import default_name, import_file
+from studio.plugins import get_host
 from studio.store import Workspace
 
 DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".csv", ".parquet")
@@ -57,3 +58,9 @@ def ensure_sample_workspace(formats: dict[str, DatasetFormat], root: Path | None
     stamp.write_text(fingerprint)
     return ws
 
+
+def default_workspace(formats: dict[str, DatasetFormat] | None = None) -> Workspace:
+    """The workspace of a command run outside any workspace: the sample workspace in the studio
+    home, built (or rebuilt after the samples changed) on first use. ``formats`` defaults to every
+    registered format plugin."""
+    return ensure_sample_workspace(get_host().formats() if formats is None else formats)
