@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -101,19 +100,31 @@ def make_venv(work: Path) -> Path:
     return venv
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """(wheel, venv, environment for the venv's commands) with the wheel installed in the venv."""
-    work = tmp_path_factory.mktemp("wheel")
-    wheel = build_wheel(work)
-    venv = make_venv(work)
+def venv_environment(venv: Path) -> dict[str, str]:
+    """This process's environment (the test's studio home included) without what would put the
+    checkout on sys.path, and the venv's bin/ first on PATH."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "STUDIO_WORKSPACE", "STUDIO_PLUGINS")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(wheel, venv) with the wheel installed in the venv."""
+    work = tmp_path_factory.mktemp("wheel")
+    wheel = build_wheel(work)
+    venv = make_venv(work)
     # pip itself comes through the links; it installs into the venv, the running interpreter's prefix.
     run([venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
-         "-q", wheel], cwd=work, env=env)
-    return wheel, venv, env
+         "-q", wheel], cwd=work, env=venv_environment(venv))
+    return wheel, venv
+
+
+@pytest.fixture
+def env(installed, _isolated_home) -> dict[str, str]:
+    # Read per test: conftest points STUDIO_HOME and HF_HOME at temp folders for each test.
+    return venv_environment(installed[1])
 
 
 @pytest.fixture
@@ -126,7 +137,7 @@ def outside(tmp_path) -> Path:
 
 
 def test_the_wheel_carries_recipes_samples_and_training_sets(installed):
-    wheel, _, _ = installed
+    wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n[len(SHIPPED):] for n in names if n.startswith(SHIPPED)}
     expected = shipped_files()
@@ -144,8 +155,8 @@ def test_the_wheel_carries_recipes_samples_and_training_sets(installed):
     assert "studio/tui/studio.tcss" in names and "studio_train_sft/__init__.py" in names
 
 
-def test_the_venv_runs_the_installed_wheel_not_the_checkout(installed, outside):
-    _, venv, env = installed
+def test_the_venv_runs_the_installed_wheel_not_the_checkout(installed, env, outside):
+    _, venv = installed
     code = textwrap.dedent("""
         import json, datasets, studio, studio_train_sft
         from studio import resources
@@ -158,8 +169,8 @@ def test_the_venv_runs_the_installed_wheel_not_the_checkout(installed, outside):
     assert found["hf"].startswith("datasets.")
 
 
-def test_studio_recipes_ls_lists_every_shipped_recipe(installed, outside):
-    _, venv, env = installed
+def test_studio_recipes_ls_lists_every_shipped_recipe(installed, env, outside):
+    _, venv = installed
     proc = run([venv / "bin" / "studio", "recipes", "ls", "--json"], cwd=outside,
                env={**env, "STUDIO_HOME": str(outside / "home")})
     listed = json.loads(proc.stdout)
@@ -167,11 +178,11 @@ def test_studio_recipes_ls_lists_every_shipped_recipe(installed, outside):
     assert all(r["shipped"] and Path(r["path"]).is_relative_to(venv) for r in listed)
 
 
-def test_the_sample_workspace_opens_with_every_sample_dataset(installed, outside):
+def test_the_sample_workspace_opens_with_every_sample_dataset(installed, env, outside):
     from studio.data.workflows import default_name
     from studio.sample_workspace import sample_files
 
-    _, venv, env = installed
+    _, venv = installed
     # What plain `studio` does outside a workspace, driven headless: the Datasets screen's rows.
     script = textwrap.dedent("""
         import asyncio, json
@@ -204,8 +215,8 @@ def test_the_sample_workspace_opens_with_every_sample_dataset(installed, outside
     assert found["corpus"]["files"] == len(samples) and found["corpus"]["records"] > 100
 
 
-def test_studio_run_trains_with_a_shipped_recipe(installed, outside):
-    _, venv, env = installed
+def test_studio_run_trains_with_a_shipped_recipe(installed, env, outside):
+    _, venv = installed
     studio = venv / "bin" / "studio"
     # The session's studio home: the embedded model other tests built is reused, not rebuilt.
     run([studio, "init", "ws"], cwd=outside, env=env)
@@ -221,6 +232,5 @@ def test_studio_run_trains_with_a_shipped_recipe(installed, outside):
     assert max(s for s in steps if isinstance(s, int)) == 4
     assert any((run_dir / "final").glob("adapter_model.*"))
     # The recipe's `datasets/train/sft_chat.jsonl` is the training set inside the installed wheel.
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    dataset = recipe["dataset"] if isinstance(recipe["dataset"], str) else json.dumps(recipe["dataset"])
-    assert re.search(re.escape(str(venv)) + r".*studio/shipped/datasets/train/sft_chat\.jsonl", dataset), dataset
+    dataset = Path(yaml.safe_load((run_dir / "recipe.yaml").read_text())["dataset"])
+    assert dataset.is_relative_to(venv) and dataset.as_posix().endswith("studio/shipped/datasets/train/sft_chat.jsonl")
