@@ -1,7 +1,7 @@
 """The wheel is the whole product. Built from this checkout through its sdist (as `python -m build`
 does) and installed into a fresh virtual environment, then used from a folder outside any checkout,
-it lists every shipped recipe, opens the sample workspace with every sample dataset, builds the
-embedded model from the shipped samples and trains with a shipped recipe and training set.
+it lists every shipped recipe, opens the sample workspace with every sample dataset, gives the
+embedded model the shipped samples to pretrain on and trains with a shipped recipe and training set.
 
 The virtual environment reuses the installed dependencies (a .pth line naming a folder of links
 to this environment's site-packages) so nothing is downloaded, while the editable install of the
@@ -34,10 +34,10 @@ BUILD_OUTPUTS = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "bu
 SHIPPED = "studio/shipped/"
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300, check: bool = True):
+def run(command: list, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
     proc = subprocess.run([str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, command))} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
     return proc
