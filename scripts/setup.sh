@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Creates .venv (once) with the studio and its stack. Safe to run repeatedly: it only
-# installs when pyproject.toml changed since the last successful run.
+# installs when pyproject.toml or setup.py changed since the last successful run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="$root/.venv"
 stamp="$venv/.studio-installed"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -1,33 +1,31 @@
-"""The embedded workspace `studio` opens when the current folder is not a workspace: every
-sample in the repository's ``datasets/`` folder, imported once into a cache folder and rebuilt
-when the samples change."""
+"""The default workspace: what plain `studio` opens, and what every command uses, when the
+current folder is not a workspace. It starts with every shipped sample dataset (``datasets/`` of
+a checkout or of the wheel) imported, and later gets the samples that are new or changed; it is
+never wiped, because a user's own datasets and runs live in it too."""
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
+from studio import resources
 from studio.data.format_base import DatasetFormat
 from studio.data.workflows import default_name, import_file
-from studio.store import Workspace
+from studio.plugins import get_host
+from studio.store import StoreError, Workspace, file_sha256
 
 DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".csv", ".parquet")
 
 
-def samples_dir() -> Path | None:
-    here = Path(__file__).resolve().parent.parent / "datasets"
-    return here if here.is_dir() else None
-
-
 def sample_files() -> list[Path]:
-    folder = samples_dir()
+    folder = resources.datasets_dir()
     if folder is None:
         return []
     # train/ holds the planted-signal sets the training recipes must learn: the embedded model
     # pretrains on these samples, so it must never see them.
+    training = resources.training_sets_dir()
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
-                  and "train" not in p.relative_to(folder).parts[:-1])
+                  and (training is None or not p.is_relative_to(training)))
 
 
 def studio_home() -> Path:
@@ -42,25 +40,36 @@ def _fingerprint(files: list[Path]) -> str:
     return h.hexdigest()
 
 
+def _holds(ws: Workspace, name: str, sha256: str) -> bool:
+    try:
+        return any((v.source or {}).get("sha256") == sha256 for v in ws.versions(name))
+    except StoreError:
+        return False
+
+
 def ensure_sample_workspace(formats: dict[str, DatasetFormat], root: Path | None = None) -> Workspace:
     root = Path(root or studio_home() / "sample-workspace")
     files = sample_files()
     stamp = root / ".samples-fingerprint"
     fingerprint = _fingerprint(files)
-    if (root / "studio.yaml").is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+    exists = (root / "studio.yaml").is_file()
+    if exists and stamp.is_file() and stamp.read_text() == fingerprint:
         return Workspace(root)
-    if root.exists():
-        shutil.rmtree(root)
-    ws = Workspace.init(root, name="sample workspace")
+    ws = Workspace(root) if exists else Workspace.init(root, name="sample workspace")
     for path in files:
+        name = default_name(path)
+        if _holds(ws, name, file_sha256(path)):
+            continue
         try:
-            import_file(ws, path, formats, name=default_name(path))
+            import_file(ws, path, formats, name=name)
         except Exception:  # noqa: BLE001 - one odd sample must not keep the studio from opening
             continue
     stamp.write_text(fingerprint)
     return ws
 
 
-def default_workspace(formats: dict[str, DatasetFormat]) -> Workspace:
-    """The workspace plain `studio` opens, and every command run outside a workspace uses."""
-    return ensure_sample_workspace(formats)
+def default_workspace(formats: dict[str, DatasetFormat] | None = None) -> Workspace:
+    """The workspace of a command run outside any workspace: the sample workspace in the studio
+    home, built on first use. ``formats`` defaults to every
+    registered format plugin."""
+    return ensure_sample_workspace(get_host().formats() if formats is None else formats)

@@ -52,3 +52,43 @@ def test_sample_workspace_imports_every_sample_without_rejects(tmp_path):
     # A second call reuses the built workspace instead of importing again.
     again = ensure_sample_workspace(get_host().formats(), root=tmp_path / "sample")
     assert [again.head(n).id for n in again.dataset_names()] == [ws.head(n).id for n in names]
+
+
+def test_resources_name_the_checkout_folders():
+    from studio import resources
+
+    assert resources.shipped_root() == ROOT
+    assert (resources.recipes_dir(), resources.datasets_dir()) == (ROOT / "recipes", DATASETS)
+    assert resources.training_sets_dir() == DATASETS / "train"
+    assert resources.shipped_file("datasets/train/sft_chat.jsonl") == DATASETS / "train" / "sft_chat.jsonl"
+    assert resources.shipped_file("datasets/train/absent.jsonl") is None
+
+
+def test_resources_of_an_installed_studio_are_inside_the_package(tmp_path, monkeypatch):
+    from studio import resources
+
+    site = tmp_path / "site-packages"
+    (site / "studio").mkdir(parents=True)
+    (site / "datasets").mkdir()  # the Hugging Face library beside an installed studio
+    monkeypatch.setattr(resources, "PACKAGE", site / "studio")
+    assert resources.shipped_root() is None and resources.datasets_dir() is None
+    (site / "studio" / "shipped" / "datasets" / "train").mkdir(parents=True)
+    (site / "studio" / "shipped" / "recipes").mkdir()
+    assert resources.shipped_root() == site / "studio" / "shipped"
+    assert resources.datasets_dir() == site / "studio" / "shipped" / "datasets"
+    assert resources.training_sets_dir() == site / "studio" / "shipped" / "datasets" / "train"
+
+
+def test_a_recipe_copied_anywhere_still_finds_the_shipped_training_set(tmp_path, monkeypatch):
+    from studio.training.recipe import load_recipe
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "r.yaml").write_text((ROOT / "recipes" / "train-sft-lora.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(folder / "r.yaml").dataset == str(DATASETS / "train" / "sft_chat.jsonl")
+    # A file of the user's own, next to the recipe, wins over the shipped one.
+    own = folder / "datasets" / "train" / "sft_chat.jsonl"
+    own.parent.mkdir(parents=True)
+    own.write_text((DATASETS / "train" / "sft_chat.jsonl").read_text())
+    assert load_recipe(folder / "r.yaml").dataset == str(own)

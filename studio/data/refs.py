@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio import resources
+
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".csv", ".parquet", ".pq")
 
 
@@ -13,13 +15,16 @@ def looks_like_file(ref: str) -> bool:
     return "/" in ref or "\\" in ref or name.endswith(DATA_SUFFIXES)
 
 
-def resolve_data_path(ref: str, base: Path) -> str:
-    """A relative data path as the current folder, the recipe's folder or its parent sees it
-    (shipped recipes sit in ``recipes/`` beside ``datasets/``); other references unchanged."""
+def resolve_data_path(ref: str, recipe_folder: Path) -> str:
+    """The absolute path of a data file a recipe names, or ``ref`` unchanged (a stored dataset's
+    name, or a file that is not there). A relative path is tried against the current folder, the
+    recipe's folder, its parent (a workspace recipe in ``recipes/`` naming a file of the
+    workspace) and last the studio's shipped files, so ``datasets/train/sft_chat.jsonl`` means
+    the shipped training set from a checkout and from a wheel alike."""
     if not looks_like_file(ref):
         return ref
-    for candidate in (Path(ref), base / ref, base.parent / ref):
-        if candidate.is_file():
+    for candidate in (Path(ref), recipe_folder / ref, recipe_folder.parent / ref, resources.shipped_file(ref)):
+        if candidate is not None and candidate.is_file():
             return str(candidate.resolve())
     return ref
 

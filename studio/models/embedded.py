@@ -1,5 +1,5 @@
 """The embedded default model: a tiny Llama with its own byte-level BPE tokenizer and ChatML chat
-template, built offline from the repository's sample datasets in seconds.
+template, built offline from the studio's shipped sample datasets in seconds.
 
 Nothing can be downloaded at run time, yet generation, training and evaluation need *some* model.
 This one is small enough to build on first use and, after a short pretraining on the samples, it
@@ -66,7 +66,7 @@ SIZES: dict[str, dict[str, Any]] = {
 PRETRAIN_THREADS = 1
 MAX_POSITIONS = 1024
 
-# Built-in text so a build works without the repository's datasets/ folder (a wheel install).
+# Built-in text so a build works even with no sample datasets (a studio installed without them).
 FALLBACK_CONVERSATIONS = [
     ("What is this model?", "I am the studio's embedded model: a tiny language model built on your machine "
      "from bundled text. I can write text-shaped answers, but I know very little."),
@@ -144,7 +144,8 @@ def _read_sample(path: Path, formats: dict) -> tuple[list[list[dict[str, str]]],
 
 
 def collect_corpus() -> tuple[list[list[dict[str, str]]], list[str], dict[str, int]]:
-    """Conversations and plain texts from the repository's sample datasets, plus the built-in fallback."""
+    """Conversations and plain texts from the shipped sample datasets (``studio.resources``, through
+    ``sample_files``), plus the built-in fallback."""
     from studio.sample_workspace import sample_files
 
     conversations = [[{"role": "system", "content": FALLBACK_SYSTEM}, {"role": "user", "content": q},

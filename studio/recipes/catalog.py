@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from studio.data.refs import looks_like_file
+from studio import resources
+from studio.data.refs import resolve_data_path
 from studio.recipes.kinds import kind_of
 from studio.recipes.loading import RecipeError, read_recipe_data
 
 
 def shipped_dir() -> Path | None:
-    here = Path(__file__).resolve().parents[2] / "recipes"
-    return here if here.is_dir() else None
+    return resources.recipes_dir()
 
 
 def recipe_dirs(ws=None) -> list[Path]:
@@ -75,8 +75,8 @@ def find_recipe(name_or_path: str, ws=None) -> Path:
 
 
 def copy_recipe(name_or_path: str, dest: Path, ws=None) -> Path:
-    """Copy a recipe to edit; data paths relative to the repository become absolute so the copy
-    runs from anywhere."""
+    """Copy a recipe to edit; relative data paths become the absolute paths loading the original
+    would use, so the copy runs from anywhere."""
     source = find_recipe(name_or_path, ws)
     dest = Path(dest)
     if dest.is_dir():
@@ -84,13 +84,11 @@ def copy_recipe(name_or_path: str, dest: Path, ws=None) -> Path:
     if dest.exists():
         raise RecipeError(f"{dest} exists; choose another name")
     text = source.read_text(encoding="utf-8")
-    base = source.parent.parent
 
     def absolute(match: re.Match) -> str:
         key, value = match.group(1), match.group(2)
-        if looks_like_file(value) and not Path(value).is_absolute() and (base / value).is_file():
-            return f"{key}{(base / value).resolve()}"
-        return match.group(0)
+        found = value if Path(value).is_absolute() else resolve_data_path(value, source.parent)
+        return f"{key}{found}" if found != value else match.group(0)
 
     text = re.sub(r"^(\s*(?:dataset|eval_dataset|seed_dataset|recipe):\s*)(\S+)\s*$", absolute, text, flags=re.M)
     dest.parent.mkdir(parents=True, exist_ok=True)
