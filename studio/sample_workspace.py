@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from studio.data.format_base import DatasetFormat
+from studio.data.format_kit import DatasetFormat
 from studio.data.workflows import default_name, import_file
 from studio.store import Workspace
 

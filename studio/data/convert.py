@@ -1,14 +1,13 @@
 """Reading any supported file into records and writing records out in any format."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from studio.data import containers
-from studio.data.format_base import DatasetFormat
+from studio.data.format_kit import DatasetFormat
 from studio.data.reading import Detection, DetectionError, Reject, detect, read_records
 from studio.records import Record
 

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from studio.data import containers
 from studio.data.containers import BrokenRow, RawRow
-from studio.data.format_base import DatasetFormat, Match, RecordError
+from studio.data.format_kit import DatasetFormat, Match, RecordError
 from studio.records import Record
 
 SAMPLE_SIZE = 200

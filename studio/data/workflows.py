@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from studio.data import convert as conv
-from studio.data.format_base import DatasetFormat
+from studio.data.format_kit import DatasetFormat
 from studio.data.reading import Detection, Reject, detect, read_records
 from studio.records import Record
 from studio.store import VersionInfo, Workspace, file_sha256
