@@ -20,6 +20,14 @@ class DetectionError(ValueError):
     """The file cannot be matched to a format (or not to the one the user asked for)."""
 
 
+class RejectedRows(ValueError):
+    """A strict read rejected rows, so nothing was stored or written. Carries every reject."""
+
+    def __init__(self, path: Path, rejects: list[Reject], detection: Detection):
+        self.path, self.rejects, self.detection = Path(path), rejects, detection
+        super().__init__(f"{len(rejects)} row(s) of {path} rejected")
+
+
 @dataclass
 class Reject:
     file: str
