@@ -57,8 +57,8 @@ def load_module(path: Path, name: str):
     return module
 
 
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -92,7 +92,7 @@ def test_the_documented_example_detects_reads_and_writes_through_the_host(qa_hos
     assert result.detection.format == "qa"
     assert "75% of sampled rows have q and a strings" in result.detection.reason
     assert [(r.line, r.field, r.message) for r in result.rejects] == [(3, "a", "expected a string, got int")]
-    assert [r.messages for r in result.records][1] == [Turn("user", "Capital of France?"), Turn("assistant", "Paris")]
+    assert result.records[1].messages == [Turn("user", "Capital of France?"), Turn("assistant", "Paris")]
     assert result.records[1].meta == {"id": 8, "topic": "geography"}
 
     out = tmp_path / "quiz-again.json"
