@@ -44,10 +44,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_formats(register):
     """Register dataset formats.
 
-    Call ``register(fmt)`` with an instance of :class:`studio.data.format_base.DatasetFormat`
+    Call ``register(fmt)`` with an instance of :class:`studio.data.format_kit.DatasetFormat`
     for each format the plugin reads and writes. A format maps one raw row to a canonical
     :class:`studio.records.Record` and back, and scores how well it explains a sample of rows
-    so that automatic detection can pick it.
+    so that automatic detection can pick it. :mod:`studio.data.format_kit` is the one module a
+    format author imports: the contract, the helpers every built-in format uses (field checks
+    whose errors name the field, detection scoring, layout hints, message lists, tool calls) and
+    a complete worked example in its docstring.
     """
 
 

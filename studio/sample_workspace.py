@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from studio import resources
-from studio.data.format_base import DatasetFormat
+from studio.data.format_kit import DatasetFormat
 from studio.data.workflows import default_name, import_file
 from studio.plugins import get_host
 from studio.store import StoreError, Workspace, file_sha256

@@ -9,11 +9,10 @@ import pytest
 
 from conftest import DATASETS
 from studio.data.convert import read_file, write_file
-from studio.data.format_base import RecordError
+from studio.data.format_kit import LAYOUT_KEY, RecordError, canonical
 from studio.data.reading import DetectionError, detect
 from studio.plugins import get_host
 from studio.records import Record, Turn
-from studio_format_common import LAYOUT_KEY, canonical
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from conftest import DATASETS, REALDATA, realdata_file
 from studio.data import containers
 from studio.data.convert import read_file, write_file
+from studio.data.format_kit import LAYOUT_KEY, canonical
 from studio.plugins import get_host
-from studio_format_common import LAYOUT_KEY, canonical
 
 # file -> (format, records, words the detection reason must contain)
 SAMPLES = {

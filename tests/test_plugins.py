@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from studio import plugins
-from studio.data.format_base import DatasetFormat, Match, Written
+from studio.data.format_kit import DatasetFormat, Match, Written
 from studio.hookspecs import ENTRY_POINT_GROUP, hookimpl
 from studio.plugins import PluginError, PluginHost
 from studio.records import Record
@@ -97,7 +97,7 @@ def entry_points_in(site: Path) -> list[md.EntryPoint]:
 
 FORMAT_MODULE = """
 from studio.hookspecs import hookimpl
-from studio.data.format_base import DatasetFormat, Match, Written
+from studio.data.format_kit import DatasetFormat, Match, Written
 from studio.records import Record
 
 class F(DatasetFormat):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.data.format_base import RecordError
+from studio.data.format_kit import RecordError
 from studio.data.reading import Reject, detect, read_records
 from studio.plugins import PluginHost
 from studio.records import Record, Turn

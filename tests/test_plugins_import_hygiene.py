@@ -40,7 +40,7 @@ def heavy_modules_after(code: str) -> dict[str, list[str]]:
 
 def test_core_modules_exist():
     modules = core_modules()
-    assert "studio.data.format_base" in modules and "studio.data.reading" in modules
+    assert "studio.data.format_kit" in modules and "studio.data.reading" in modules
 
 
 def test_importing_the_core_imports_no_heavy_library():

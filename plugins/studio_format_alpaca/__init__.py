@@ -3,12 +3,11 @@
 ``chosen`` / ``rejected`` strings instead of ``output``."""
 from __future__ import annotations
 
-from studio.data.format_base import (
-    DatasetFormat, Match, RecordError, Written, extra_fields, optional_str, require, share_with_keys,
+from studio.data.format_kit import (
+    DatasetFormat, Match, Record, RecordError, Turn, Written, add_meta, dict_rows, extra_fields, layout_of,
+    make_meta, optional_str, require, share,
 )
 from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import add_meta, layout_of, make_meta
 
 KNOWN = {"instruction", "input", "output", "system", "history", "chosen", "rejected"}
 
@@ -21,12 +20,12 @@ class AlpacaFormat(DatasetFormat):
     specificity = 10
 
     def match(self, rows):
-        sft = share_with_keys(rows, {"instruction", "output"})
-        pref = share_with_keys(rows, {"instruction", "chosen", "rejected"})
+        sft = share(rows, lambda r: {"instruction", "output"} <= r.keys())
+        pref = share(rows, lambda r: {"instruction", "chosen", "rejected"} <= r.keys())
         score = max(sft, pref)
         if score == 0:
             return None
-        extras = [k for k in ("input", "history", "system") if share_with_keys(rows, {k}) > 0]
+        extras = [k for k in ("input", "history", "system") if any(k in r for r in dict_rows(rows))]
         kind = "preference pairs (chosen/rejected)" if pref > sft else "instruction/output rows"
         return Match(score, f"{score:.0%} of sampled rows have instruction + "
                             f"{'chosen/rejected' if pref > sft else 'output'}: {kind}"

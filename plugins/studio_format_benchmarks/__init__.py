@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, match_or_none, pct, seen, share, source_meta, type_name, unheld, want_list, want_str, without_system,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, match_or_none,
+    pct, seen, share, source_meta, type_name, unheld, want_list, want_str, without_system,
 )
+from studio.hookspecs import hookimpl
 
 
 def _qa_turns(record: Record, what: str) -> tuple[list[Turn] | None, list[str]]:
@@ -65,15 +64,13 @@ class GSM8KFormat(DatasetFormat):
         score = score if marked >= 0.5 else score * 0.6
         reason = (f"{pct(share(rows, lambda r: 'question' in r and 'answer' in r))} of sampled rows have "
                   f"question + answer; {pct(marked)} of answers end with '#### N' (GSM8K)")
-        extras = extra_keys(rows, {"question", "answer"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"question", "answer"})
         return match_or_none(score, reason)
 
     def read(self, row):
         question = want_str(row.get("question"), "question")
         answer = want_str(row.get("answer"), "answer")
-        meta = {k: v for k, v in row.items() if k not in {"question", "answer"}}
+        meta = extra_fields(row, {"question", "answer"})
         return Record([Turn("user", question), Turn("assistant", answer)], meta=meta)
 
     def write(self, record):
@@ -102,7 +99,7 @@ class HumanEvalFormat(DatasetFormat):
     def read(self, row):
         prompt = want_str(row.get("prompt"), "prompt")
         solution = want_str(row.get("canonical_solution"), "canonical_solution")
-        meta = {k: v for k, v in row.items() if k not in {"prompt", "canonical_solution"}}
+        meta = extra_fields(row, {"prompt", "canonical_solution"})
         return Record([Turn("user", prompt), Turn("assistant", solution)], meta=meta)
 
     def write(self, record):
@@ -135,7 +132,7 @@ class TruthfulQAFormat(DatasetFormat):
         best = want_str(row.get("Best Answer"), "Best Answer")
         if not question.strip():
             raise RecordError("Question", "empty question")
-        meta = {k: v for k, v in row.items() if k not in {"Question", "Best Answer"}}
+        meta = extra_fields(row, {"Question", "Best Answer"})
         return Record([Turn("user", question), Turn("assistant", best)], meta=meta)
 
     def write(self, record):
@@ -167,7 +164,7 @@ class MTBenchFormat(DatasetFormat):
         for i, q in enumerate(questions):
             if not isinstance(q, str):
                 raise RecordError(f"turns[{i}]", f"expected a string, got {type_name(q)}")
-        meta = {k: v for k, v in row.items() if k not in {"turns", "reference"}}
+        meta = extra_fields(row, {"turns", "reference"})
         reference = row.get("reference")
         if reference is None:
             if "reference" in row:

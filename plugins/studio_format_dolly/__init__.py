@@ -6,12 +6,11 @@ back into instruction and context exactly; category and any extra keys live in `
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, seen, share, unheld, want_str, without_system,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, layout_of,
+    make_meta, match_or_none, pct, seen, share, unheld, want_str, without_system,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "dolly"
 KNOWN = {"instruction", "context", "response"}
@@ -39,9 +38,7 @@ class DollyFormat(DatasetFormat):
                   f"{pct(with_context)} have a non-empty context")
         if cats:
             reason += f"; categories: {seen(cats)}"
-        extras = extra_keys(rows, KNOWN | {"category"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, KNOWN | {"category"})
         return match_or_none(score, reason)
 
     def read(self, row):
@@ -53,7 +50,7 @@ class DollyFormat(DatasetFormat):
         prompt = f"{instruction}{SEP}{context}" if context else instruction
         hint = {"context": context or None, "no_context": "context" not in row,
                 "null_context": "context" in row and row["context"] is None}
-        meta = make_meta({k: v for k, v in row.items() if k not in KNOWN}, NAME, hint)
+        meta = make_meta(extra_fields(row, KNOWN), NAME, hint)
         return Record([Turn("user", prompt), Turn("assistant", response)], meta=meta)
 
     def write(self, record):

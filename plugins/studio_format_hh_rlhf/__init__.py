@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import re
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, share, shared_prefix, type_name, unheld,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, dict_rows, extra_fields, extra_keys_note,
+    layout_of, looks_like_hh_transcript, make_meta, match_or_none, pct, share, shared_prefix, type_name, unheld,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "hh_rlhf"
 MARKER = re.compile(r"\n\n(Human|Assistant):")
 ROLE = {"Human": "user", "Assistant": "assistant"}
 LABEL = {"user": "Human", "assistant": "Assistant"}
-
-
-def _is_transcript(value) -> bool:
-    return isinstance(value, str) and value.lstrip("\n").startswith("Human:") and "\n\nAssistant:" in value
 
 
 def parse_transcript(text, field: str) -> tuple[list[Turn], dict]:
@@ -70,22 +65,20 @@ class HHRLHFFormat(DatasetFormat):
     specificity = 20
 
     def match(self, rows):
-        score = share(rows, lambda r: _is_transcript(r.get("chosen")) and _is_transcript(r.get("rejected")))
+        score = share(rows, lambda r: all(looks_like_hh_transcript(r.get(k)) for k in ("chosen", "rejected")))
         if score == 0:
             return None
-        turns = [len(MARKER.findall(r["chosen"])) for r in rows if isinstance(r, dict) and _is_transcript(r.get("chosen"))]
+        turns = [len(MARKER.findall(r["chosen"])) for r in dict_rows(rows) if looks_like_hh_transcript(r.get("chosen"))]
         reason = (f"{pct(score)} of sampled rows have chosen and rejected strings that are '\\n\\nHuman: ... "
                   f"\\n\\nAssistant: ...' transcripts (hh-rlhf); {min(turns)}-{max(turns)} turns each")
-        extras = extra_keys(rows, {"chosen", "rejected"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"chosen", "rejected"})
         return match_or_none(score, reason)
 
     def read(self, row):
         chosen, chosen_hint = parse_transcript(row.get("chosen"), "chosen")
         rejected, rejected_hint = parse_transcript(row.get("rejected"), "rejected")
         n = shared_prefix(chosen, rejected)
-        meta = {k: v for k, v in row.items() if k not in {"chosen", "rejected"}}
+        meta = extra_fields(row, {"chosen", "rejected"})
         hint = {"chosen": chosen_hint, "rejected": rejected_hint}
         return Record(chosen[:n], chosen[n:], rejected[n:], meta=make_meta(meta, NAME, hint))
 

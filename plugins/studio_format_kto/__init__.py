@@ -6,13 +6,12 @@ The writer uses ``messages`` + ``label`` unless the source had the prompt/comple
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, is_message_list, layout_of, make_meta, match_or_none, pct, read_label,
-    read_messages, roles_in, seen, share, tools_text, tools_value, type_name, write_label, write_messages,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Written, add_meta, extra_fields, extra_keys_note, is_message_list,
+    layout_of, make_meta, match_or_none, pct, read_label, read_messages, read_text_or_messages, roles_in, seen,
+    share, text_or_messages_style, tools_text, tools_value, write_label, write_messages, write_text_or_messages,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "kto"
 
@@ -27,8 +26,7 @@ def _is_messages(row) -> bool:
 
 
 def _is_prompt_completion(row) -> bool:
-    return _has_label(row) and all(isinstance(row.get(k), str) or is_message_list(row.get(k))
-                                   for k in ("prompt", "completion"))
+    return _has_label(row) and all(text_or_messages_style(row.get(k)) for k in ("prompt", "completion"))
 
 
 class KTOFormat(DatasetFormat):
@@ -52,9 +50,7 @@ class KTOFormat(DatasetFormat):
         else:
             reason = f"{pct(pc)} of sampled rows have prompt + completion + a boolean label (unpaired preference)"
         reason += f"; labels in the sample: {good} desirable, {len(labels) - good} undesirable"
-        extras = extra_keys(rows, {"messages", "label", "prompt", "completion", "tools"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"messages", "label", "prompt", "completion", "tools"})
         return match_or_none(score, reason)
 
     def read(self, row):
@@ -65,32 +61,14 @@ class KTOFormat(DatasetFormat):
         hint: dict = {"label": label_raw, "tools": tools_raw}
         if "messages" in row or "prompt" not in row:
             turns, hint["messages"] = read_messages(row.get("messages"), "messages")
-            meta = {k: v for k, v in row.items() if k not in {"messages", "label", "tools"}}
+            meta = extra_fields(row, {"messages", "label", "tools"})
             return Record(turns, label=label, tools=tools, meta=make_meta(meta, NAME, hint))
-        prompt, hint["prompt"], p_style = self._part(row, "prompt", "user")
-        completion, hint["completion"], c_style = self._part(row, "completion", "assistant")
+        prompt, p_style, hint["prompt"] = read_text_or_messages(row, "prompt", "user")
+        completion, c_style, hint["completion"] = read_text_or_messages(row, "completion", "assistant")
         hint.update(shape="prompt_completion", prompt_style=p_style, style=c_style,
                     completion_turns=len(completion))
-        meta = {k: v for k, v in row.items() if k not in {"prompt", "completion", "label", "tools"}}
+        meta = extra_fields(row, {"prompt", "completion", "label", "tools"})
         return Record(prompt + completion, label=label, tools=tools, meta=make_meta(meta, NAME, hint))
-
-    @staticmethod
-    def _part(row, key, role):
-        value = row.get(key)
-        if value is None:
-            raise RecordError(key, "missing")
-        if isinstance(value, str):
-            return [Turn(role, value)], {}, "standard"
-        if isinstance(value, list):
-            turns, hint = read_messages(value, key)
-            return turns, hint, "conversational"
-        raise RecordError(key, f"expected a string or a list of messages, got {type_name(value)}")
-
-    @staticmethod
-    def _out(turns, style, role, hint):
-        if style == "standard" and len(turns) == 1 and turns[0].role == role and turns[0].weight is None:
-            return turns[0].content
-        return write_messages(turns, hint if style == "conversational" else None)
 
     def write(self, record):
         if record.kind != "unpaired":
@@ -100,8 +78,10 @@ class KTOFormat(DatasetFormat):
         n = hint.get("completion_turns")
         try:
             if hint.get("shape") == "prompt_completion" and isinstance(n, int) and 0 < n < len(turns):
-                row = {"prompt": self._out(turns[:-n], hint.get("prompt_style"), "user", hint.get("prompt")),
-                       "completion": self._out(turns[-n:], hint.get("style"), "assistant", hint.get("completion"))}
+                row = {"prompt": write_text_or_messages(turns[:-n], hint.get("prompt_style"), "user",
+                                                        hint.get("prompt")),
+                       "completion": write_text_or_messages(turns[-n:], hint.get("style"), "assistant",
+                                                            hint.get("completion"))}
             else:
                 row = {"messages": write_messages(turns, hint.get("messages"))}
         except ValueError as exc:

@@ -5,10 +5,11 @@ turn). ``source`` and any other keys go to ``meta``.
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, match_or_none,
+    pct, seen, share, type_name, unheld, want_list, without_system,
+)
 from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import add_meta, extra_keys, match_or_none, pct, seen, share, type_name, unheld, want_list, without_system
 
 NAME = "lima"
 
@@ -33,9 +34,7 @@ class LimaFormat(DatasetFormat):
         reason = f"{pct(score)} of sampled rows have conversations as plain strings (LIMA, alternating user/assistant)"
         if sources:
             reason += f"; sources: {seen(sources)}"
-        extras = extra_keys(rows, {"conversations", "source"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"conversations", "source"})
         return match_or_none(score, reason)
 
     def read(self, row):
@@ -48,7 +47,7 @@ class LimaFormat(DatasetFormat):
                 hint = " (a {from, value} turn: this looks like ShareGPT)" if isinstance(text, dict) else ""
                 raise RecordError(f"conversations[{i}]", f"expected a string, got {type_name(text)}{hint}")
             turns.append(Turn("user" if i % 2 == 0 else "assistant", text))
-        return Record(turns, meta={k: v for k, v in row.items() if k != "conversations"})
+        return Record(turns, meta=extra_fields(row, {"conversations"}))
 
     def write(self, record):
         if record.kind != "conversation":

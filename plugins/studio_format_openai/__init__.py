@@ -10,14 +10,12 @@ and the call id when there is one), so OpenAI -> OpenAI keeps every id.
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record
-from studio_format_common import (
-    add_meta, extra_keys, is_message_list, layout_of, make_meta, match_or_none, pct,
-    read_label, read_messages, roles_in, seen, share, tools_text, tools_value, write_label,
-    write_messages,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Written, add_meta, extra_fields, extra_keys, is_message_list, layout_of,
+    make_meta, match_or_none, pct, read_label, read_messages, roles_in, seen, share, tools_text, tools_value,
+    write_label, write_messages,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "openai"
 CHAT_KEYS = {"messages", "tools", "label"}
@@ -75,7 +73,7 @@ class OpenAIChatFormat(DatasetFormat):
         label = label_raw = None
         if "label" in row:
             label, label_raw = read_label(row["label"], "label")
-        meta = {k: v for k, v in row.items() if k not in CHAT_KEYS}
+        meta = extra_fields(row, CHAT_KEYS)
         hint = {"messages": msg_hint, "tools": tools_raw, "label": label_raw}
         return Record(turns, label=label, tools=tools, meta=make_meta(meta, NAME, hint))
 
@@ -87,8 +85,8 @@ class OpenAIChatFormat(DatasetFormat):
         tools, tools_raw = tools_text(inp.get("tools"), "input.tools")
         chosen, chosen_hint = read_messages(row.get("preferred_output"), "preferred_output")
         rejected, rejected_hint = read_messages(row.get("non_preferred_output"), "non_preferred_output")
-        input_extras = {k: v for k, v in inp.items() if k not in {"messages", "tools"}}
-        meta = {k: v for k, v in row.items() if k not in PREF_KEYS}
+        input_extras = extra_fields(inp, {"messages", "tools"})
+        meta = extra_fields(row, PREF_KEYS)
         hint = {"input": prompt_hint, "chosen": chosen_hint, "rejected": rejected_hint,
                 "tools": tools_raw, "input_extras": input_extras}
         return Record(prompt, chosen, rejected, tools=tools, meta=make_meta(meta, NAME, hint))

@@ -6,13 +6,11 @@ evaluation runs. Keys other than the prompt go to ``meta``.
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, is_message_list, layout_of, make_meta, match_or_none, pct, read_messages,
-    type_name, unheld, write_messages,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys, is_message_list,
+    layout_of, make_meta, match_or_none, pct, read_messages, type_name, unheld, write_messages,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "prompts"
 PROMPT_KEYS = ("prompt", "question", "instruction")
@@ -63,7 +61,7 @@ class PromptsFormat(DatasetFormat):
             raise RecordError("prompt", "missing (a prompt-only row needs prompt, question or instruction)")
         key = present[0]
         value = row[key]
-        meta = {k: v for k, v in row.items() if k != key}
+        meta = extra_fields(row, {key})
         if key == "prompt" and isinstance(value, list):
             turns, msg_hint = read_messages(value, "prompt")
             return Record(turns, meta=make_meta(meta, NAME, {"key": key, "messages": msg_hint, "style": "conversational"}))

@@ -9,12 +9,11 @@ remembers the input so the writer splits the user turn back exactly.
 """
 from __future__ import annotations
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    LAYOUT_KEY, extra_keys, layout_of, make_meta, match_or_none, pct, share, type_name, unheld, want_list, want_str, without_system,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, extra_fields, extra_keys_note, layout_of, make_meta,
+    match_or_none, pct, share, source_meta, type_name, unheld, want_list, want_str, without_system,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "self_instruct"
 SEP = "\n\n"
@@ -46,9 +45,8 @@ class SelfInstructFormat(DatasetFormat):
         reason = f"{pct(score)} of sampled rows have instruction + instances [{{input, output}}] (Self-Instruct)"
         if kinds:
             reason += "; " + ", ".join(kinds)
-        extras = extra_keys(rows, {"id", "name", "instruction", "instances", "is_classification", "motivation_app"})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"id", "name", "instruction", "instances", "is_classification",
+                                         "motivation_app"})
         return match_or_none(score, reason)
 
     def read(self, row):
@@ -67,11 +65,11 @@ class SelfInstructFormat(DatasetFormat):
         if not instruction.strip() and not inp.strip():
             raise RecordError("instruction", "empty instruction")
         prompt = f"{instruction}{SEP}{inp}" if inp else instruction
-        meta = {k: v for k, v in row.items() if k not in {"instruction", "instances"}}
+        meta = extra_fields(row, {"instruction", "instances"})
         if len(instances) > 1:
             meta["extra_instances"] = instances[1:]
         hint = {"input": inp or None, "no_input": "input" not in first,
-                "instance_extras": {k: v for k, v in first.items() if k not in {"input", "output"}}}
+                "instance_extras": extra_fields(first, {"input", "output"})}
         return Record([Turn("user", prompt), Turn("assistant", out)], meta=make_meta(meta, NAME, hint))
 
     def write(self, record):
@@ -90,7 +88,7 @@ class SelfInstructFormat(DatasetFormat):
         first = {} if hint.get("no_input") and not inp else {"input": inp}
         first["output"] = turns[1].content
         first.update({k: v for k, v in (hint.get("instance_extras") or {}).items() if k not in first})
-        meta = dict(record.meta)
+        meta = source_meta(record)
         more = meta.pop("extra_instances", None)
         instances = [first] + (more if isinstance(more, list) else [])
         row = {}
@@ -102,8 +100,7 @@ class SelfInstructFormat(DatasetFormat):
         if "is_classification" in meta:
             row["is_classification"] = meta["is_classification"]
         for key, value in meta.items():
-            if key != LAYOUT_KEY:
-                row.setdefault(key, value)
+            row.setdefault(key, value)
         return Written(row, dropped + unheld(record))
 
 

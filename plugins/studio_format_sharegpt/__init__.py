@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, layout_of, make_meta, match_or_none, pct, read_label, seen, share,
-    tool_call_text, tools_text, tools_value, type_name, want_list, write_label,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys, layout_of, make_meta,
+    match_or_none, pct, read_label, seen, share, tool_call_text, tools_text, tools_value, type_name, want_list,
+    write_label,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "sharegpt"
 KNOWN = {"conversations", "system", "tools", "chosen", "rejected", "kto_tag"}
@@ -161,7 +160,7 @@ class ShareGPTFormat(DatasetFormat):
                 hint["system"] = "empty column"
         tools, tools_raw = tools_text(row.get("tools"))
         hint["tools"] = tools_raw
-        meta = {k: v for k, v in row.items() if k not in KNOWN}
+        meta = extra_fields(row, KNOWN)
         chosen = rejected = label = None
         if "chosen" in row or "rejected" in row:
             chosen, hint["chosen"] = self._side(row, "chosen")

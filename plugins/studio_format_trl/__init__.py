@@ -10,30 +10,15 @@ A standard prompt is read as one user turn and a standard answer as one assistan
 """
 from __future__ import annotations
 
-from typing import Any
-
-from studio.data.format_base import DatasetFormat, RecordError, Written
-from studio.hookspecs import hookimpl
-from studio.records import Record, Turn
-from studio_format_common import (
-    add_meta, extra_keys, is_message_list, layout_of, make_meta, match_or_none, pct, read_messages,
-    shared_prefix, tools_text, tools_value, type_name, write_messages,
+from studio.data.format_kit import (
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, layout_of,
+    looks_like_hh_transcript, make_meta, match_or_none, pct, read_text_or_messages, shared_prefix,
+    text_or_messages_style, tools_text, tools_value, want_str, write_messages, write_text_or_messages,
 )
+from studio.hookspecs import hookimpl
 
 NAME = "trl_preference"
 STACK = ("question", "response_j", "response_k")
-
-
-def _looks_hh(value: Any) -> bool:
-    return isinstance(value, str) and value.lstrip("\n").startswith("Human:") and "\n\nAssistant:" in value
-
-
-def _side(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "standard"
-    if is_message_list(value):
-        return "conversational"
-    return None
 
 
 def _shape(row: dict) -> str | None:
@@ -41,14 +26,16 @@ def _shape(row: dict) -> str | None:
         return None  # prompt/completion/label is the unpaired (KTO) shape
     if all(isinstance(row.get(k), str) for k in STACK):
         return "stack_exchange"
-    chosen, rejected = _side(row.get("chosen")), _side(row.get("rejected"))
+    chosen, rejected = (text_or_messages_style(row.get(k)) for k in ("chosen", "rejected"))
     if chosen and chosen == rejected:
         if "prompt" in row:
-            return "explicit" if _side(row["prompt"]) else None
-        if chosen == "standard" and (_looks_hh(row["chosen"]) or "conversations" in row or "instruction" in row):
+            return "explicit" if text_or_messages_style(row["prompt"]) else None
+        if chosen == "standard" and (looks_like_hh_transcript(row["chosen"])
+                                     or "conversations" in row or "instruction" in row):
             return None  # hh-rlhf transcripts, ShareGPT/Alpaca preference rows
         return "implicit"
-    if "chosen" not in row and "rejected" not in row and _side(row.get("completion")) and _side(row.get("prompt")):
+    if ("chosen" not in row and "rejected" not in row
+            and text_or_messages_style(row.get("completion")) and text_or_messages_style(row.get("prompt"))):
         return "prompt_completion"
     return None
 
@@ -67,7 +54,8 @@ class TRLPreferenceFormat(DatasetFormat):
             return None
         counts = {s: shapes.count(s) for s in dict.fromkeys(shapes) if s}
         main = max(counts, key=counts.get)
-        styles = {_side(r.get("chosen", r.get("completion"))) for r, s in zip(rows, shapes) if s and s != "stack_exchange"}
+        styles = {text_or_messages_style(r.get("chosen", r.get("completion")))
+                  for r, s in zip(rows, shapes) if s and s != "stack_exchange"}
         style = " and ".join(sorted(s for s in styles if s)) or "standard"
         what = {
             "explicit": f"prompt + chosen + rejected ({style})",
@@ -76,9 +64,7 @@ class TRLPreferenceFormat(DatasetFormat):
             "prompt_completion": f"prompt + completion without a label ({style} prompt-completion)",
         }[main]
         reason = f"{pct(score)} of sampled rows are TRL rows; most have {what}"
-        extras = extra_keys(rows, {"prompt", "chosen", "rejected", "completion", "tools", *STACK})
-        if extras:
-            reason += f"; extra keys kept as metadata: {', '.join(extras)}"
+        reason += extra_keys_note(rows, {"prompt", "chosen", "rejected", "completion", "tools", *STACK})
         return match_or_none(score, reason)
 
     # --- reading ---------------------------------------------------------------------------
@@ -93,39 +79,19 @@ class TRLPreferenceFormat(DatasetFormat):
         raise RecordError("chosen", "missing (a TRL row has prompt/chosen/rejected or prompt/completion)")
 
     def _read_stack(self, row):
-        question, preferred, other = (self._text(row, k) for k in STACK)
-        meta = make_meta({k: v for k, v in row.items() if k not in STACK}, NAME, {"shape": "stack_exchange"})
+        question, preferred, other = (want_str(row.get(k), k) for k in STACK)
+        meta = make_meta(extra_fields(row, STACK), NAME, {"shape": "stack_exchange"})
         return Record([Turn("user", question)], [Turn("assistant", preferred)], [Turn("assistant", other)], meta=meta)
 
-    @staticmethod
-    def _text(row, key) -> str:
-        value = row.get(key)
-        if value is None:
-            raise RecordError(key, "missing")
-        if not isinstance(value, str):
-            raise RecordError(key, f"expected a string, got {type_name(value)}")
-        return value
-
-    def _part(self, row, key, role: str) -> tuple[list[Turn], str, dict]:
-        value = row.get(key)
-        if value is None:
-            raise RecordError(key, "missing")
-        if isinstance(value, str):
-            return [Turn(role, value)], "standard", {}
-        if isinstance(value, list):
-            turns, hint = read_messages(value, key)
-            return turns, "conversational", hint
-        raise RecordError(key, f"expected a string or a list of messages, got {type_name(value)}")
-
     def _read_preference(self, row):
-        chosen, style, chosen_hint = self._part(row, "chosen", "assistant")
-        rejected, style_r, rejected_hint = self._part(row, "rejected", "assistant")
+        chosen, style, chosen_hint = read_text_or_messages(row, "chosen", "assistant")
+        rejected, style_r, rejected_hint = read_text_or_messages(row, "rejected", "assistant")
         if style_r != style:
             raise RecordError("rejected", f"is {style_r} but chosen is {style}; both must be strings or both lists")
-        meta = {k: v for k, v in row.items() if k not in {"prompt", "chosen", "rejected", "tools"}}
+        meta = extra_fields(row, {"prompt", "chosen", "rejected", "tools"})
         tools, tools_raw = tools_text(row.get("tools"))
         if "prompt" in row:
-            prompt, style_p, prompt_hint = self._part(row, "prompt", "user")
+            prompt, style_p, prompt_hint = read_text_or_messages(row, "prompt", "user")
             hint = {"shape": "explicit", "style": style, "prompt_style": style_p if style_p != style else None,
                     "prompt": prompt_hint, "chosen": chosen_hint, "rejected": rejected_hint, "tools": tools_raw}
             return Record(prompt, chosen, rejected, tools=tools, meta=make_meta(meta, NAME, hint))
@@ -138,9 +104,9 @@ class TRLPreferenceFormat(DatasetFormat):
         return Record(chosen[:n], chosen[n:], rejected[n:], tools=tools, meta=make_meta(meta, NAME, hint))
 
     def _read_prompt_completion(self, row):
-        prompt, style_p, prompt_hint = self._part(row, "prompt", "user")
-        completion, style, completion_hint = self._part(row, "completion", "assistant")
-        meta = {k: v for k, v in row.items() if k not in {"prompt", "completion", "tools"}}
+        prompt, style_p, prompt_hint = read_text_or_messages(row, "prompt", "user")
+        completion, style, completion_hint = read_text_or_messages(row, "completion", "assistant")
+        meta = extra_fields(row, {"prompt", "completion", "tools"})
         tools, tools_raw = tools_text(row.get("tools"))
         hint = {"shape": "prompt_completion", "style": style, "prompt_style": style_p if style_p != style else None,
                 "prompt": prompt_hint, "completion": completion_hint, "completion_turns": len(completion),
@@ -148,12 +114,6 @@ class TRLPreferenceFormat(DatasetFormat):
         return Record(prompt + completion, tools=tools, meta=make_meta(meta, NAME, hint))
 
     # --- writing ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _out(turns: list[Turn], style: str, role: str, hint: dict | None) -> Any:
-        if style == "standard" and len(turns) == 1 and turns[0].role == role and turns[0].weight is None:
-            return turns[0].content
-        return write_messages(turns, hint if style == "conversational" else None)
 
     def write(self, record):
         hint = layout_of(record, NAME)
@@ -197,7 +157,7 @@ class TRLPreferenceFormat(DatasetFormat):
             return self._finish(row, record, hint)
         if shape == "explicit" and style == "conversational":
             prompt_style = hint.get("prompt_style") or style
-            row = {"prompt": self._out(prompt, prompt_style, "user", hint.get("prompt")),
+            row = {"prompt": write_text_or_messages(prompt, prompt_style, "user", hint.get("prompt")),
                    "chosen": write_messages(chosen, hint.get("chosen")),
                    "rejected": write_messages(rejected, hint.get("rejected"))}
             return self._finish(row, record, hint)
@@ -216,8 +176,8 @@ class TRLPreferenceFormat(DatasetFormat):
             return Written(None, ["conversations that do not end with an assistant turn"])
         prompt, completion = turns[:-n], turns[-n:]
         prompt_style = hint.get("prompt_style") or style
-        row = {"prompt": self._out(prompt, prompt_style, "user", hint.get("prompt")),
-               "completion": self._out(completion, style, "assistant", hint.get("completion"))}
+        row = {"prompt": write_text_or_messages(prompt, prompt_style, "user", hint.get("prompt")),
+               "completion": write_text_or_messages(completion, style, "assistant", hint.get("completion"))}
         return self._finish(row, record, hint)
 
 

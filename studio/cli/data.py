@@ -68,11 +68,23 @@ def cmd_detect(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from studio.data.convert import reject_json
+    from studio.data.reading import RejectedRows
     from studio.data.workflows import convert_file
 
-    result, report = convert_file(Path(args.file), _formats(), args.to, Path(args.output),
-                                  override=args.format, column_map=_column_map(args),
-                                  rejects_out=Path(args.rejects) if args.rejects else None)
+    try:
+        result, report = convert_file(Path(args.file), _formats(), args.to, Path(args.output),
+                                      override=args.format, column_map=_column_map(args),
+                                      rejects_out=Path(args.rejects) if args.rejects else None, strict=args.strict)
+    except RejectedRows as exc:
+        # --strict: no output file was written; list every reject, then exit 3.
+        if args.json:
+            print_json({"from": exc.detection.format, "to": args.to, "output": None, "written": 0,
+                        "rejects": len(exc.rejects), "reject_details": reject_json(exc.rejects[:1000])})
+        else:
+            _report_rejects(exc.rejects, False)
+            console(stderr=True).print(f"error: nothing written: {exc} and --strict is on", markup=False)
+        return EXIT_REJECTS
     if args.json:
         print_json({"from": result.detection.format, "to": args.to, "output": args.output,
                     "read": len(result.records), "rejects": len(result.rejects), **report.to_dict()})
@@ -83,27 +95,39 @@ def cmd_convert(args) -> int:
         for note in report.notes():
             out.print(f"  [yellow]note:[/] {note}")
         _report_rejects(result.rejects, False)
-    return EXIT_REJECTS if args.strict and result.rejects else EXIT_OK
+    return EXIT_OK
 
 
 def cmd_import(args) -> int:
+    from studio.data.convert import reject_json
+    from studio.data.reading import RejectedRows
     from studio.data.workflows import import_file
 
     ws = workspace(args)
-    result = import_file(ws, Path(args.file), _formats(), name=args.name, override=args.format,
-                         column_map=_column_map(args), rejects_out=Path(args.rejects) if args.rejects else None)
+    try:
+        result = import_file(ws, Path(args.file), _formats(), name=args.name, override=args.format,
+                             column_map=_column_map(args), rejects_out=Path(args.rejects) if args.rejects else None,
+                             strict=args.strict)
+    except RejectedRows as exc:
+        # --strict: nothing was stored; list every reject, then exit 3.
+        if args.json:
+            print_json({"dataset": None, "version": None, "stored": False, "records": 0,
+                        "format": exc.detection.format, "rejects": len(exc.rejects),
+                        "reject_details": reject_json(exc.rejects[:1000])})
+        else:
+            _report_rejects(exc.rejects, False)
+            console(stderr=True).print(f"error: nothing stored: {exc} and --strict is on", markup=False)
+        return EXIT_REJECTS
     v = result.version
     if args.json:
-        from studio.data.convert import reject_json
-
-        print_json({"dataset": v.dataset, "version": v.id, "records": v.num_records, "format": result.detection.format,
-                    "reason": result.detection.reason, "rejects": len(result.rejects),
-                    "reject_details": reject_json(result.rejects[:1000])})
+        print_json({"dataset": v.dataset, "version": v.id, "stored": True, "records": v.num_records,
+                    "format": result.detection.format, "reason": result.detection.reason,
+                    "rejects": len(result.rejects), "reject_details": reject_json(result.rejects[:1000])})
     else:
         console().print(f"imported {v.num_records} record(s) into [bold]{v.dataset}[/] version {v.id} "
                         f"as {result.detection.format} ({len(result.rejects)} rejected)")
         _report_rejects(result.rejects, False)
-    return EXIT_REJECTS if args.strict and result.rejects else EXIT_OK
+    return EXIT_OK
 
 
 def cmd_ls(args) -> int:
@@ -188,8 +212,9 @@ def cmd_export(args) -> int:
     from studio.data.workflows import export_version
 
     ws = workspace(args)
-    fmt = get_format(_formats(), args.to)
-    report = export_version(ws, args.ref, fmt, Path(args.output))
+    formats = _formats()
+    # Nothing written (every record skipped) raises NothingWritten: main prints it as one error line.
+    report = export_version(ws, args.ref, get_format(formats, args.to), Path(args.output), formats=formats)
     if args.json:
         print_json({"ref": args.ref, "to": args.to, "output": args.output, **report.to_dict()})
     else:
@@ -251,13 +276,13 @@ def configure(parser) -> None:
     p.add_argument("--to", "-t", required=True, help="target format")
     p.add_argument("--output", "-o", required=True, help="output file; its extension picks the container")
     p.add_argument("--rejects", help="write rejected rows (with file/line/field) to this JSONL file")
-    p.add_argument("--strict", action="store_true", help="exit 3 when any row was rejected")
+    p.add_argument("--strict", action="store_true", help="when any row is rejected, write nothing and exit 3")
     _add_read_options(p)
     p = action("import", "import a file as a new version of a dataset", cmd_import)
     p.add_argument("file")
     p.add_argument("--name", "-n", help="dataset name (default: from the file name)")
     p.add_argument("--rejects", help="also write rejected rows to this JSONL file")
-    p.add_argument("--strict", action="store_true", help="exit 3 when any row was rejected")
+    p.add_argument("--strict", action="store_true", help="when any row is rejected, store nothing and exit 3")
     _add_read_options(p)
     action("ls", "datasets in the workspace", cmd_ls)
     p = action("show", "print records of NAME or NAME@VERSION", cmd_show)

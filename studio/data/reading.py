@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from studio.data import containers
 from studio.data.containers import BrokenRow, RawRow
-from studio.data.format_base import DatasetFormat, Match, RecordError
+from studio.data.format_kit import DatasetFormat, Match, RecordError
 from studio.records import Record
 
 SAMPLE_SIZE = 200
@@ -18,6 +18,14 @@ MIN_SCORE = 0.5
 
 class DetectionError(ValueError):
     """The file cannot be matched to a format (or not to the one the user asked for)."""
+
+
+class RejectedRows(ValueError):
+    """A strict read rejected rows, so nothing was stored or written. Carries every reject."""
+
+    def __init__(self, path: Path, rejects: list[Reject], detection: Detection):
+        self.path, self.rejects, self.detection = Path(path), rejects, detection
+        super().__init__(f"{len(rejects)} row(s) of {path} rejected")
 
 
 @dataclass

@@ -17,11 +17,11 @@ import json
 import re
 from typing import Any
 
-from studio.data.format_base import (
-    DatasetFormat, Match, RecordError, Written, extra_fields, non_empty, require,
+from studio.data.format_kit import (
+    DatasetFormat, Match, Record, RecordError, Turn, Written, add_meta, extra_fields, normalise_tool_call, require,
+    unheld,
 )
 from studio.hookspecs import hookimpl
-from studio.records import Record, Turn, normalise_tool_call
 
 __version__ = "0.1.0"
 
@@ -29,8 +29,6 @@ START = "<|im_start|>"
 END = "<|im_end|>"
 ROLES = ("system", "user", "assistant", "tool")
 FIELD = "text"
-# Built-in readers leave a layout hint for their own writer in meta; it is not a source field.
-LAYOUT_HINT = "_layout"
 
 _TOOL_CALLS = re.compile(r"\A\s*(?:<tool_call>.*?</tool_call>\s*)+\Z", re.DOTALL)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -125,7 +123,7 @@ class ChatMLFormat(DatasetFormat):
 
     def read(self, row: dict[str, Any]) -> Record:
         text = require(row, FIELD)
-        turns = non_empty(parse(text), FIELD)
+        turns = parse(text)
         if all(t.role == "system" for t in turns):
             raise RecordError(FIELD, "only a system turn, no conversation")
         return Record(turns, meta=extra_fields(row, {FIELD}))
@@ -135,21 +133,12 @@ class ChatMLFormat(DatasetFormat):
             return Written(None, ["preference pairs (a ChatML row holds one conversation)"])
         if not record.messages:
             return Written(None, ["records without messages"])
-        dropped = []
-        if record.label is not None:
-            dropped.append("label")
-        if record.tools:
-            dropped.append("tools")
-        if any(t.weight is not None for t in record.messages):
-            dropped.append("per-turn weights")
         try:
             row: dict[str, Any] = {FIELD: render(record.messages)}
         except json.JSONDecodeError:
             return Written(None, ["tool calls whose content is not JSON"])
-        for key, value in record.meta.items():
-            if key != LAYOUT_HINT:
-                row.setdefault(key, value)
-        return Written(row, dropped)
+        # add_meta writes back the source fields, never the layout hints other formats leave in meta.
+        return Written(add_meta(row, record), unheld(record))
 
 
 @hookimpl
