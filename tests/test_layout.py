@@ -80,7 +80,7 @@ def test_resources_of_an_installed_studio_are_inside_the_package(tmp_path, monke
 
 
 def test_a_recipe_copied_anywhere_still_finds_the_shipped_training_set(tmp_path, monkeypatch):
-    from studio.training.recipe import load_recipe
+    from studio.recipes import load_recipe
 
     folder = tmp_path / "mine"
     folder.mkdir()

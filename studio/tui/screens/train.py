@@ -1,7 +1,7 @@
 """Train (mode 5): set up a training run from a recipe or from scratch, see how a record reaches
 the model, check everything before starting, and start it.
 
-The screen only builds a :class:`~studio.training.recipe.TrainRecipe` (the chosen recipe with
+The screen only builds a :class:`~studio.recipes.train.TrainRecipe` (the chosen recipe with
 the form's values put in) and calls the headless services in thread workers: ``preflight``
 (Check), ``preview`` (the back-end's template and loss mask) and ``prepare_run`` + ``start``
 (Start). Training always runs in its own process; once it has started the screen switches to
