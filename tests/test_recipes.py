@@ -2,7 +2,7 @@
 dataset its header names."""
 from __future__ import annotations
 
-import re
+from pathlib import Path
 
 import pytest
 
@@ -36,18 +36,18 @@ def test_every_training_recipe_is_run_by_a_test():
 def test_recipe_header_names_its_command_and_the_recipe_runs(path, tmp_path):
     text = path.read_text()
     assert text.startswith(f"# studio curate recipes/{path.name}\n")
-    sample = re.search(r"studio data import (datasets/[^\s`]+)", text).group(1)
     recipe = load_recipe(path)
     host = get_host()
     ops = host.items("curation_op")
     resolve_steps(recipe, ops)
     ws = Workspace.init(tmp_path / "ws")
-    import_file(ws, ROOT / sample, host.formats(), name=recipe.dataset)
+    # The recipe names a shipped sample file: it is imported first, with lineage to the file.
     result = run_pipeline(ws, recipe, ops, base_dir=ROOT)
+    assert result.input.source["path"] == recipe.dataset and Path(recipe.dataset).is_file()
     outputs = [result.version] if result.version else list(result.outputs.values())
-    assert outputs and all(v.parent == ws.head(recipe.dataset).id for v in outputs)
+    assert outputs and all(v.parent == result.input.id for v in outputs)
     total_out = sum(v.num_records for v in outputs)
-    assert 0 < total_out <= ws.head(recipe.dataset).num_records
+    assert 0 < total_out <= result.input.num_records
     assert [s.op for s in result.steps] == [s.op for s in recipe.steps]
     # What the steps removed is all in the side table of the output.
     removed = sum(s.removed for s in result.steps)
@@ -98,9 +98,8 @@ def test_generation_recipe_runs_on_the_embedded_model(path, tmp_path, embedded_s
     ws = Workspace.init(tmp_path / "ws")
     host = get_host()
     resolve(ws, recipe, host)  # generator and config validate
-    if recipe.seed_dataset:
-        sample = re.search(r"studio data import (datasets/[^\s`]+)", text).group(1)
-        import_file(ws, ROOT / sample, host.formats(), name=recipe.seed_dataset)
+    if recipe.seed_dataset:  # a shipped sample file, imported by the run with lineage to the file
+        assert Path(recipe.seed_dataset).is_file()
     # One embedded server for all recipes (what the recipe starts itself when run alone).
     recipe = recipe.model_copy(update={"provider": {"name": "embedded-shared", "base_url": embedded_server.base_url,
                                                     "model": embedded_server.model_name}})
