@@ -104,9 +104,9 @@ def test_backend_plugin_install_train_uninstall(tmp_path):
     row = {b["name"]: b for b in iso.json("train", "backends")}["clm"]
     assert row["data"] == "conversation"
     assert "lora" in row["adapters"] and "prompt_tuning" not in row["adapters"]
-    assert {o["name"]: o["default"] for o in row["options"]} == {
+    assert {o["name"]: o["default"] for o in row["fields"]} == {
         "block_size": None, "join_with": "\n\n", "add_eos": True, "drop_remainder": False}
-    assert all(o["help"] for o in row["options"])
+    assert all(o["help"] for o in row["fields"])
 
     # The copied recipe no longer sits two folders below datasets/: name the file outright.
     ws = tmp_path / "ws"
