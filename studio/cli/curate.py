@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_OK, action_parser, console, host, print_items, print_json, recipe_path, run_action, workspace,
+    EXIT_OK, action_parser, console, host, list_items, print_json, recipe_path, run_action, workspace,
 )
 from studio.extensions import Command
 
@@ -54,12 +54,8 @@ def run(args) -> int:
 
 
 def _ops(args) -> int:
-    rows = sorted(host().describe("curation_op"), key=lambda r: (r["category"] or "", r["name"]))
-    if args.json:
-        print_json(rows)
-        return EXIT_OK
-    print_items(rows, "Curation ops", ("name", "category", "summary"))
-    return EXIT_OK
+    return list_items(args, "curation_op", "Curation ops", ("name", "category", "summary"),
+                      order=lambda r: (r["category"] or "", r["name"]))
 
 
 def _run_recipe(args) -> int:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from studio.cli.shared import (
-    EXIT_OK, EXIT_REJECTS, add_json_option, add_workspace_option, console, dispatch, host, print_items, print_json,
+    EXIT_OK, EXIT_REJECTS, add_json_option, add_workspace_option, console, dispatch, host, list_items, print_json,
     workspace,
 )
 from studio.extensions import Command
@@ -33,12 +33,7 @@ def _report_rejects(rejects, as_json: bool) -> None:
 
 
 def cmd_formats(args) -> int:
-    rows = host().describe("format")
-    if args.json:
-        print_json(rows)
-        return EXIT_OK
-    print_items(rows, "Dataset formats", ("name", "title", "plugin", "summary"))
-    return EXIT_OK
+    return list_items(args, "format", "Dataset formats", ("name", "title", "plugin", "summary"))
 
 
 def cmd_detect(args) -> int:

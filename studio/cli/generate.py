@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_ERROR, EXIT_OK, EXIT_STOPPED, CliError, action_parser, console, dispatch, host, print_items, print_json,
+    EXIT_ERROR, EXIT_OK, EXIT_STOPPED, CliError, action_parser, console, dispatch, list_items, print_json,
     recipe_path, run_action, workspace,
 )
 from studio.events import event_name
@@ -75,12 +75,7 @@ def run(args) -> int:
 
 
 def _ls(args) -> int:
-    rows = host().describe("generator")
-    if args.json:
-        print_json(rows)
-        return EXIT_OK
-    print_items(rows, "Generators", ("name", "seeds", "produces", "summary"))
-    return EXIT_OK
+    return list_items(args, "generator", "Generators", ("name", "seeds", "produces", "summary"))
 
 
 def _estimate_line(est: dict[str, Any]) -> str:

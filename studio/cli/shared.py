@@ -145,6 +145,16 @@ def recipe_path(ref: str, ws=None) -> Path:
 # --- listings of registered items --------------------------------------------------------------
 
 
+def list_items(args, kind: str, title: str, columns: tuple[str, ...], order=None) -> int:
+    """A listing command of registered items: ``--json`` rows, or a table with their options."""
+    rows = sorted(host().describe(kind), key=order) if order else host().describe(kind)
+    if args.json:
+        print_json(rows)
+    else:
+        print_items(rows, title, columns)
+    return EXIT_OK
+
+
 def print_items(rows: list[dict[str, Any]], title: str, columns: tuple[str, ...]) -> None:
     """The table every listing command prints: the given columns, then each item's options."""
     from rich.table import Table

@@ -17,7 +17,6 @@ again. Services here are synchronous and Textual-free: the CLI and the TUI call 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import time
