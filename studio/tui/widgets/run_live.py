@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.text import Text
 
+from studio.events import event_name
 from studio.training.alerts import KL_KEYS, replay
 
 # The one number the run table shows for each run, by preference.
