@@ -107,7 +107,9 @@ def register_commands(register):
     """Register top-level CLI commands.
 
     Call ``register(command)`` with a :class:`studio.extensions.Command`: a name, a help
-    line, ``configure(parser)`` to add argparse arguments and ``run(args) -> int``.
+    line, ``configure(parser)`` to add argparse arguments and ``run(args) -> int``. The studio's
+    own commands arrive through this hook too (``plugins/studio_cli``), so a plugin's command
+    sits beside them in ``studio --help``; a name the studio already uses stays the studio's.
     """
 
 
