@@ -190,9 +190,12 @@ def reward_model_folder(ref: str | Path, ws=None) -> Path:
     """The folder of a reward model: a model folder, a run folder (its final/) or a run id in ``ws``."""
     from studio.models.loading import ModelNotFound, is_hub_id, resolve_model_ref
 
-    location = resolve_model_ref(ref, build=False, workspace=ws)
+    try:
+        location = resolve_model_ref(ref, build=False, workspace=ws)
+    except ModelNotFound as exc:
+        raise ModelNotFound(f"no reward model at {ref}: {exc}") from None
     if is_hub_id(location):
-        raise ModelNotFound(f"no reward model {str(ref)!r}: expected a model folder, a run folder or a run id"
+        raise ModelNotFound(f"no reward model at {ref}: expected a model folder, a run folder or a run id"
                             + ("" if ws is not None else " (no workspace to look for runs in)"))
     return Path(location)
 
