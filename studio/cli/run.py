@@ -40,12 +40,13 @@ class Printer:
             style = "red" if name == "error" else "yellow"
             self.console.print(f"[{style}]{name}:[/] {event.get('message')}")
             return
+        if name == "pipeline_step":  # even when quiet: which step a later message belongs to
+            self.console.print(f"[bold]step {event['step']}[/] of {event['steps']}: {event['recipe']}")
+            return
         if self.quiet:
             return
         if name == "run_started":
             self.console.print(f"run {event['run_id']} started (pid {event['pid']}); folder {event['run_dir']}")
-        elif name == "pipeline_step":
-            self.console.print(f"[bold]step {event['step']}[/] of {event['steps']}: {event['recipe']}")
         elif name == "start" and "backend" in event:
             self.console.print(f"training {event.get('backend')} on {event.get('train_records')} records "
                                f"({event.get('eval_records')} held out){' — resuming' if event.get('resume') else ''}")
