@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from studio.serving.processes import stop_process
 
 SERVING_LINE = re.compile(r"^Serving (?P<name>.+) at (?P<url>http://\S+/v1)\s*$", re.MULTILINE)
 KEY_VARIABLE = "STUDIO_SERVE_API_KEY"
@@ -45,19 +48,13 @@ class BackgroundServer:
         return _read(self._log_dir / "stdout") + _read(self._log_dir / "stderr")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Close the server's stdin (it shuts down cleanly then), then SIGTERM, then SIGKILL: every
+        wait bounded, the process always reaped."""
         if self._logs is not None:
             return
-        if self.process.stdin:
-            self.process.stdin.close()  # the server shuts down cleanly when its stdin closes
-        try:
-            self.process.wait(timeout / 2)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout / 2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stdin = self.process.stdin
+        stop_process(self.process, before=stdin.close if stdin else None, signals=(signal.SIGTERM,),
+                     wait=timeout / 2)
         self._logs = self.logs()
         shutil.rmtree(self._log_dir, ignore_errors=True)
 
