@@ -116,6 +116,19 @@ def test_generate_cli_estimate_run_show_and_retry(tmp_path):
         assert {"responses", "self_instruct", "evol_instruct", "magpie"} <= {g["name"] for g in listed}
 
 
+def test_a_run_where_every_row_fails_exits_1_with_status_failed(tmp_path):
+    ws = _workspace(tmp_path, 3)
+    ws.write_version("prompts", [Record([Turn("user", f"refused {i} [[400]]")]) for i in range(3)],
+                     operation={"op": "test"})
+    with ScriptedServer() as server:
+        run = _studio("generate", str(_recipe(ws, server)), "--run-id", "r1", cwd=ws.root, check=False)
+    assert run.returncode == 1
+    assert "failed: no rows made: all 3 failed" in run.stdout and "HTTP 400" in run.stdout
+    assert "studio generate retry r1" in run.stdout
+    shown = json.loads(_studio("generate", "show", "r1", "--json", cwd=ws.root).stdout)
+    assert shown["status"] == "failed" and shown["rows"] == 0 and len(shown["failed"]) == 3
+
+
 def test_overrides_and_recipe_errors(tmp_path):
     ws = _workspace(tmp_path, 2)
     with ScriptedServer() as server:

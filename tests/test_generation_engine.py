@@ -65,6 +65,8 @@ def test_every_row_is_stored_or_failed_under_faults(tmp_path, host, monkeypatch)
     assert summary.status == "completed"
     assert summary.rows + summary.failed_rows == len(prompts)
     assert summary.failed_rows == 2  # [[fail]] after all retries, [[400]] at once
+    # Some rows failed, the rest are stored: completed, and the reason counts the failures.
+    assert summary.reason.startswith(f"2 of {len(prompts)} rows failed (by stage: answer 2; first: ")
     view = ws.open("answers")
     answered = {r.messages[0].content for r in view.records()}
     assert {"rate limited [[429x2]]", "server error [[500x2]]", "slow [[timeout]]", "broken json [[malformed]]"} <= answered
@@ -112,6 +114,52 @@ def test_budget_stops_cleanly_and_resume_pays_only_for_the_rest(tmp_path, host):
         assert len(server.log) - sent == len(prompts) - stopped.rows
         hashes = [e["hash"] for e in server.log]
         assert len(hashes) == len(set(hashes))  # no request paid twice
+
+
+def test_a_run_that_makes_no_rows_fails_names_the_failures_and_can_be_retried(tmp_path, host, monkeypatch):
+    _fast_backoff(monkeypatch)
+    ws = _workspace(tmp_path, ["bad request [[400]]", "flaky for a while [[500x5]]"])
+    with ScriptedServer() as server:
+        summary = run_generation(ws, _recipe(server), host=host)  # 5 attempts: [[500x5]] fails them all
+        assert (summary.status, summary.rows, summary.failed_rows, summary.version) == ("failed", 0, 2, None)
+        assert summary.reason.startswith("no rows made: all 2 failed (by stage: answer 2; first: HTTP 400")
+        status = list_runs(ws)[0]
+        assert status["status"] == "failed" and status["reason"] == summary.reason
+        events = [json.loads(line) for line in (summary.run_dir / "events.jsonl").read_text().splitlines()]
+        assert events[-1]["event"] == "end" and events[-1]["status"] == "failed"
+        assert "answers" not in ws.dataset_names()  # nothing stored
+        # The failed rows are kept: retry sends them again, and the sixth attempt is answered.
+        retried = run_generation(ws, _recipe(server), host=host, run_id=summary.run_id, retry_failed=True)
+    assert (retried.status, retried.rows, retried.failed_rows) == ("completed", 1, 1)
+    assert retried.reason.startswith("1 of 2 rows failed") and ws.open("answers").num_rows == 1
+
+
+class SilentGenerator(EchoGenerator):
+    """Asks, gets answers it can't use, and says so in its progress: a generator that makes nothing."""
+
+    name = "silent"
+
+    async def generate(self, config, ctx):
+        await ctx.chat([{"role": "user", "content": "say something usable"}])
+        ctx.progress(0, 1, "round 1: 0 kept of 0 parsed; 1 answers held no numbered list")
+        return
+        yield
+
+
+def test_a_generator_that_makes_nothing_fails_with_its_last_word(tmp_path, host):
+    class SilentPlugin:
+        @hookimpl
+        def register_generators(self, register):
+            register(SilentGenerator())
+
+    host.add_plugin(SilentPlugin(), "silent-test")
+    ws = _workspace(tmp_path, ["a prompt"])
+    with ScriptedServer() as server:
+        recipe = _recipe(server).model_copy(update={"generator": "silent"})
+        summary = run_generation(ws, recipe, host=host)
+    assert (summary.status, summary.rows, summary.failed_rows) == ("failed", 0, 0)
+    assert summary.reason == ("no rows made: the generator produced none (last progress: round 1: 0 kept of "
+                              "0 parsed; 1 answers held no numbered list)")
 
 
 def test_estimate_uses_prices(tmp_path, host):
