@@ -144,6 +144,12 @@ class _ProgressView:
         if kind == "serving":
             self.console.print(f"no API configured: serving the embedded model ({event['model']}) on 127.0.0.1")
             return
+        if kind == "model_build":  # the embedded model is built on first use
+            from studio.serving.launch import build_event_text
+
+            if build_event_text(event):
+                self.console.print(build_event_text(event))
+            return
         if kind == "stopping":
             self.console.print(f"[yellow]stopping:[/] {event['reason']}")
             return

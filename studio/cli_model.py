@@ -55,6 +55,8 @@ def configure(sub) -> None:
     p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this environment variable")
     # Used by studio.serving.launch: the server exits when its parent closes our stdin (or dies).
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    # Used by studio.serving.launch too: build progress as JSON event lines on stdout.
+    p.add_argument("--events", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
 
@@ -205,6 +207,7 @@ def cmd_model_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from studio.serving.launch import build_event_text
     from studio.serving.model_server import serve
 
     api_key = None
@@ -219,6 +222,12 @@ def cmd_serve(args) -> int:
     def ready(base_url: str, name: str) -> None:
         print(f"Serving {name} at {base_url}", flush=True)
 
+    def progress(event: dict[str, Any]) -> None:  # the embedded model's build on first use
+        if args.events:
+            print(json.dumps(event), flush=True)
+        elif build_event_text(event):
+            print(build_event_text(event), file=sys.stderr, flush=True)
+
     serve(args.model, host=args.host, port=args.port, name=args.name, trust_remote_code=args.trust_remote_code,
-          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin)
+          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin, emit=progress)
     return 0

@@ -232,7 +232,8 @@ def run_generation(ws, recipe: GenerationRecipe, *, emit: Callable[[dict], None]
             from studio.serving.launch import start_background_server
 
             sink({"event": "serving", "model": provider.serve_model})
-            server = start_background_server(provider.serve_model)
+            # On first use the server builds the embedded model: its model_build events come through.
+            server = start_background_server(provider.serve_model, emit=sink)
             base_url, model = server.base_url, server.model_name
         engine = Engine(provider, journal, run_id=run_id, emit=sink, cancelled=cancelled, budget=recipe.budget,
                         retry_failed=retry_failed, defaults=recipe.params, base_url=base_url, model=model)

@@ -712,11 +712,17 @@ def _stop_when_stdin_closes(server: ModelHTTPServer) -> None:
 
 def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
           trust_remote_code: bool = False, api_key: str | None = None,
-          ready: Callable[[str, str], None] | None = None, stop_on_stdin_eof: bool = False) -> None:
+          ready: Callable[[str, str], None] | None = None, stop_on_stdin_eof: bool = False,
+          emit: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Load ``model_ref`` and serve it until interrupted. ``ready(base_url, name)`` is called once
-    the socket listens (with port 0, base_url carries the port the system picked)."""
-    from studio.models.loading import load_model
+    the socket listens (with port 0, base_url carries the port the system picked). The embedded
+    model is built on first use; ``emit`` gets that build's ``model_build`` events."""
+    from studio.models.embedded import ensure_embedded_model
+    from studio.models.loading import embedded_size, load_model
 
+    size = embedded_size(model_ref)
+    if size is not None:
+        ensure_embedded_model(size, emit=emit)
     model, tokenizer = load_model(model_ref, trust_remote_code=trust_remote_code)
     server = make_server(model, tokenizer, name or served_name(model_ref), host, port, api_key)
     if stop_on_stdin_eof:
