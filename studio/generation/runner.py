@@ -5,8 +5,8 @@ that records what happened, and a stored dataset at the end.
     <workspace>/generation/runs/<run-id>/
         recipe.yaml      the resolved recipe (provider included; never a key)
         status.json      running | completed | stopped | failed, counts, cost, pid, version
-                         (a run that makes no rows is failed; one where only some rows failed
-                         is completed, with the failures counted in its reason)
+                         (a run that makes no rows is failed, its reason naming the failures;
+                         one where only some rows failed is completed, with failed_rows > 0)
         events.jsonl     estimate, progress, retries, failures, the end
         rows.jsonl       records as they were made (browsable while the run goes)
         failed.jsonl     rows that could not be made, with their error
@@ -291,16 +291,14 @@ def outcome(rows: int, sink: "_Sink", last_message: str = "") -> tuple[str, str]
 
     No rows is a failure, whatever the cause: every row failed, or the generator made none (its
     last progress message usually says why). Some rows failed and some were made is
-    ``completed``: the rows are stored, the failed ones are kept in the run folder and in the
-    output's rejects, and ``retry`` sends only them again; the reason counts them."""
+    ``completed``: the rows are stored, the failed ones are counted in ``failed_rows``, kept in
+    the run folder and in the output's rejects, and ``retry`` sends only them again."""
     failed = sink.failed_count
     if rows == 0:
         if failed:
             return "failed", f"no rows made: all {failed} failed ({_failure_summary(sink)})"
         why = f" (last progress: {last_message})" if last_message else ""
         return "failed", f"no rows made: the generator produced none{why}"
-    if failed:
-        return "completed", f"{failed} of {rows + failed} rows failed ({_failure_summary(sink)})"
     return "completed", ""
 
 
