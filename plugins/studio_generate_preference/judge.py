@@ -8,11 +8,11 @@ studio's own server honour it too), so a model that can't write JSON on its own,
 embedded one, still answers with a verdict that parses. An endpoint that refuses the parameter
 (HTTP 400 or 422) is asked again without it, and the prompt alone must do.
 
-Parsing tries, in order: the whole answer as JSON (code
-fences removed), the first JSON object anywhere in it, then ``aspect: 4`` / ``Score: 7/10`` lines.
-Scores outside ``1..scale`` are ignored; a ``x/y`` score on another scale is rescaled. The overall
-score is the mean of the aspect scores found (or the judge's own overall score when it gave no
-aspect). An answer with no usable score raises :class:`JudgeParseError`.
+Parsing tries, in order: the whole answer as JSON (code fences removed), the first JSON object
+anywhere in it, then ``aspect: 4`` / ``Score: 7/10`` lines. Scores outside ``1..scale`` are
+ignored; a ``x/y`` score on another scale is rescaled. The overall score is the mean of the aspect
+scores found (or the judge's own overall score when it gave no aspect). An answer with no usable
+score raises :class:`JudgeParseError`.
 """
 from __future__ import annotations
 

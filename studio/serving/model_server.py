@@ -10,8 +10,8 @@ Honoured: max_tokens / max_completion_tokens, temperature (0 = greedy), top_p, n
 stream, stream_options.include_usage, and on chat ``response_format`` with a JSON schema
 (structured outputs, decoded under the schema's constraint: :mod:`studio.serving.structured`).
 Errors have OpenAI's shape ``{"error": {message, type, param, code}}``. One model, so generation
-is serialized with a lock; requests queue on it. Each request logs one line (method, path without query, status, time) to stderr; headers, and
-with them API keys, are never logged.
+is serialized with a lock; requests queue on it. Each request logs one line (method, path without
+query, status, time) to stderr; headers, and with them API keys, are never logged.
 """
 from __future__ import annotations
 
@@ -319,7 +319,8 @@ class Engine:
                         text = self.tokenizer.decode(ids)
                         choice.tokens += len(ids)
                         choice.text += text
-                        yield text
+                        if text:
+                            yield text
                         return  # finish_reason stays "length"
                     feed(ids)
                     choice.tokens += len(ids)

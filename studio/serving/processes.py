@@ -17,11 +17,13 @@ def stop_process(process: subprocess.Popen, *, signals: Sequence[int] = (signal.
 
     ``before`` (e.g. closing the child's stdin) runs first and gets ``wait`` seconds; then each of
     ``signals`` in turn gets ``wait`` seconds; SIGKILL ends whatever is left. Every wait is bounded."""
-    steps: list[tuple[str, Callable[[], None] | None]] = []
+    steps: list[tuple[str, Callable[[], None]]] = []
     if before is not None:
         steps.append(("exited", before))
     steps += [(signal.Signals(sig).name, lambda sig=sig: process.send_signal(sig)) for sig in signals]
     if process.poll() is not None:
+        if before is not None:
+            before()  # still let go of what it holds (its stdin pipe)
         return "exited"
     for name, action in steps:
         try:
