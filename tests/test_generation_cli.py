@@ -59,22 +59,23 @@ def _journal_ok_hashes(ws: Workspace) -> set[str]:
 def test_sigkill_mid_run_then_resume_never_repeats_an_answered_request(tmp_path):
     n = 120
     ws = _workspace(tmp_path, n)
-    with ScriptedServer(latency=0.05) as server:
+    # The server answers 30 requests and holds the rest: the run is mid-way when it is killed,
+    # however fast or slow this machine is.
+    with ScriptedServer(latency=0.005, hold_after=30) as server:
         recipe = _recipe(ws, server)
         proc = subprocess.Popen([sys.executable, "-m", "studio", "generate", str(recipe), "--run-id", "run1"],
                                 cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        journal = Path(ws.root) / "generation" / "journal.sqlite"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if journal.is_file() and len(server.answered()) >= 30:
-                break
-            assert proc.poll() is None, proc.stderr.read()
+        while not (len(server.answered()) == 30 and server.held == 4):  # the client's 4 slots are all waiting
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        answered_before = len(server.answered())
+        proc.stderr.close()
+        server.release()  # the held requests are answered to a client that is gone
+        answered_before = 30
         stored_before = _journal_ok_hashes(ws)
-        assert 30 <= answered_before < n and stored_before
+        assert stored_before and len(stored_before) <= answered_before
         status = json.loads(_studio("generate", "runs", "--json", cwd=ws.root).stdout)
         assert status[0]["run_id"] == "run1" and status[0]["status"] == "interrupted"
 
@@ -113,6 +114,19 @@ def test_generate_cli_estimate_run_show_and_retry(tmp_path):
         assert len(server.log) == before + 1  # only the failed request went out again
         listed = json.loads(_studio("generate", "ls", "--json", cwd=ws.root).stdout)
         assert {"responses", "self_instruct", "evol_instruct", "magpie"} <= {g["name"] for g in listed}
+
+
+def test_a_run_where_every_row_fails_exits_1_with_status_failed(tmp_path):
+    ws = _workspace(tmp_path, 3)
+    ws.write_version("prompts", [Record([Turn("user", f"refused {i} [[400]]")]) for i in range(3)],
+                     operation={"op": "test"})
+    with ScriptedServer() as server:
+        run = _studio("generate", str(_recipe(ws, server)), "--run-id", "r1", cwd=ws.root, check=False)
+    assert run.returncode == 1
+    assert "failed: no rows made: all 3 failed" in run.stdout and "HTTP 400" in run.stdout
+    assert "studio generate retry r1" in run.stdout
+    shown = json.loads(_studio("generate", "show", "r1", "--json", cwd=ws.root).stdout)
+    assert shown["status"] == "failed" and shown["rows"] == 0 and len(shown["failed"]) == 3
 
 
 def test_overrides_and_recipe_errors(tmp_path):

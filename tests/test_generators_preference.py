@@ -14,7 +14,7 @@ from generation_fakes import FakeContext, Request, failed, run_generator
 from studio.curation.op_base import OpContext, OpInput
 from studio.records import Record, Turn
 from studio.store import Workspace
-from studio_generate_preference.judge import JudgeParseError, parse_verdict
+from studio_generate_preference.judge import ASPECTS, JudgeParseError, parse_verdict
 from studio_generate_preference.judge_filter import JudgeFilter
 from studio_generate_preference.pairs import PairsConfig, PreferencePairs
 from studio_generate_preference.scores import JudgeScores
@@ -178,6 +178,35 @@ def test_unscorable_answers_and_failed_requests_fail_rows():
     records = run_generator(PreferencePairs(), ctx)
     assert [r.messages[0].content for r in records] == ["Explain tides", "Explain rain"]
     assert [(f.stage, f.source_index) for f in ctx.failures] == [("response", 1)]
+
+
+def test_judge_asks_for_the_verdict_schema_and_falls_back_when_it_is_refused():
+    ctx = FakeContext(pair_script(), seeds=prompts("Explain tides"))
+    run_generator(PreferencePairs(), ctx, responses_per_prompt=2, scale=10)
+    judged = [r for r in ctx.requests if "=== Answer to grade ===" in r.text]
+    schema = judged[0].params["response_format"]["json_schema"]["schema"]
+    assert list(schema["properties"]) == [*ASPECTS, "rationale"] == schema["required"]
+    assert schema["properties"]["honesty"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert all(r.params["response_format"] == judged[0].params["response_format"] for r in judged)
+
+    # An endpoint without structured outputs refuses the parameter: the judge asks again without it.
+    def refuses_schemas(request: Request):
+        if "response_format" in request.params:
+            return failed(400, "Unrecognized request argument supplied: response_format")
+        return pair_script()(request)
+
+    ctx = FakeContext(refuses_schemas, seeds=prompts("Explain tides"))
+    [record] = run_generator(PreferencePairs(), ctx)
+    assert record.meta["judge"]["score"] == 5 and ctx.failures == []
+    judged = [r for r in ctx.requests if "=== Answer to grade ===" in r.text]
+    assert [("response_format" in r.params) for r in judged] == [True, False] * 4
+    # Any other failure of the judge request fails the row, as before; off, no schema is sent.
+    ctx = FakeContext(lambda r: failed(502) if "response_format" in r.params else pair_script()(r),
+                      seeds=prompts("Explain tides"))
+    assert run_generator(PreferencePairs(), ctx) == [] and ctx.failures[0].stage == "judge"
+    ctx = FakeContext(pair_script(), seeds=prompts("Explain tides"))
+    run_generator(PreferencePairs(), ctx, structured_output=False)
+    assert not any("response_format" in r.params for r in ctx.requests)
 
 
 def test_pairs_are_deterministic_and_estimated():

@@ -203,6 +203,68 @@ def test_ensure_builds_once_reuses_and_rebuilds_on_a_new_builder(tmp_path, monke
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["embedded-tiny"]
 
 
+def test_a_first_build_says_so_first_then_reports_progress_and_a_warm_cache_says_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path))
+    monkeypatch.setitem(embedded.SIZES, "tiny", {**embedded.SIZES["tiny"], "steps": 2})
+    events: list[dict] = []
+    path = ensure_embedded_model("tiny", emit=events.append)
+    assert {e["event"] for e in events} == {"model_build"}
+    assert [e["stage"] for e in events] == ["start", "corpus", "tokenizer", "pretrain", "done"]
+    assert events[0] == {"event": "model_build", "stage": "start", "size": "tiny", "path": str(path),
+                         "why": "first use", "steps": 2}
+    assert (events[3]["step"], events[3]["steps"]) == (2, 2) and events[-1]["parameters"] > 0
+    warm: list[dict] = []
+    assert ensure_embedded_model("tiny", emit=warm.append) == path and warm == []
+    # A model left by an older builder is rebuilt, and the start says why.
+    monkeypatch.setattr(embedded, "BUILDER_VERSION", embedded.BUILDER_VERSION + 1)
+    rebuilt: list[dict] = []
+    ensure_embedded_model("tiny", emit=rebuilt.append)
+    assert rebuilt[0]["why"] == "the model builder changed" and rebuilt[-1]["stage"] == "done"
+
+
+@pytest.mark.slow
+def test_the_first_generate_on_a_fresh_machine_says_it_builds_the_model(tmp_path):
+    # The whole path a new user takes: `studio generate` starts `studio serve embedded`, which
+    # builds the model on first use; its progress reaches the CLI through the run's events.
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from studio.records import Record, Turn
+    from studio.store import Workspace
+
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "fresh-home")}
+    ws = Workspace.init(tmp_path / "ws")
+    ws.write_version("prompts", [Record([Turn("user", "Say hello.")])], operation={"op": "test"})
+    recipe = tmp_path / "ws" / "generate.yaml"
+    recipe.write_text(yaml.safe_dump({"generator": "responses", "seed_dataset": "prompts", "output": "answers",
+                                      "config": {"max_tokens": 4}}))
+
+    def generate() -> tuple[subprocess.CompletedProcess, list[dict]]:
+        run = subprocess.run([sys.executable, "-m", "studio", "generate", str(recipe), "--json"], cwd=ws.root,
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        run_dir = Path(json.loads(run.stdout)["run_dir"])
+        return run, [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+    first, events = generate()
+    builds = [e for e in events if e["event"] == "model_build"]
+    assert [e["stage"] for e in builds][0] == "start" and builds[-1]["stage"] == "done"
+    assert "pretrain" in {e["stage"] for e in builds}
+    names = [e["event"] for e in events]
+    assert names.index("serving") < names.index("model_build") < names.index("progress")
+    lines = first.stderr.splitlines()
+    building = next(i for i, line in enumerate(lines) if line.startswith("building the embedded tiny model (first use"))
+    assert any("serving the embedded model" in line for line in lines[:building])
+    assert any(line.strip().startswith("pretraining step") for line in lines[building:])
+    assert any(line.strip().startswith("built in") for line in lines[building:])
+
+    again, events = generate()  # the cached model: no build, no word of one
+    assert "model_build" not in {e["event"] for e in events} and "building the embedded" not in again.stderr
+
+
 def test_load_model_reads_folders_and_run_folders(tiny, tmp_path):
     model, tokenizer = load_model(tiny)
     assert not model.training and model.device.type == "cpu" and tokenizer.eos_token == IM_END

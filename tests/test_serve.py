@@ -121,6 +121,77 @@ def test_multibyte_characters_are_not_split_in_a_stream(tokenizer):
     assert choice.text == "smile 🙂" and not any("\ufffd" in d for d in deltas)
 
 
+# --- structured outputs (response_format with a JSON schema) --------------------------------------
+
+VERDICT = {"type": "json_schema", "json_schema": {"name": "verdict", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["score", "label", "ok", "why", "extra"],
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
+                   "label": {"enum": ["good", "bad", None]}, "ok": {"type": "boolean"},
+                   "why": {"type": "string", "maxLength": 40, "description": "one sentence"},
+                   "extra": {"type": "object", "properties": {"n": {"type": "number", "minimum": 0, "maximum": 3}}}}}}}
+
+
+def check_verdict(text: str) -> dict:
+    data = json.loads(text)
+    assert list(data) == ["score", "label", "ok", "why", "extra"] and list(data["extra"]) == ["n"]
+    assert data["score"] in range(1, 11) and data["label"] in ("good", "bad", None)
+    assert isinstance(data["ok"], bool) and isinstance(data["why"], str) and len(data["why"]) <= 40
+    assert data["extra"]["n"] in range(0, 4)
+    return data
+
+
+def test_response_format_plans_and_refusals():
+    from studio.serving.structured import Fixed, FreeString, OneOf, SchemaError, plan_for
+
+    assert plan_for(None) is None and plan_for({"type": "text"}) is None
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1, "maximum": 3},
+                                               "b": {"type": "string"}}}
+    assert plan_for({"type": "json_schema", "json_schema": {"schema": schema}}) == [
+        Fixed('{"a": '), OneOf(['1, "b": "', '2, "b": "', '3, "b": "']), FreeString(None), Fixed('"}')]
+    refused = {
+        "json_object": {"type": "json_object"},
+        "root must be an object": {"type": "json_schema", "json_schema": {"schema": {"type": "string"}}},
+        "schema.tags: type 'array'": {"type": "json_schema", "json_schema": {"schema": {
+            "type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}}}},
+        "schema.name: pattern can't be enforced": {"type": "json_schema", "json_schema": {"schema": {
+            "type": "object", "properties": {"name": {"type": "string", "pattern": "^a"}}}}},
+        "schema.n: an integer needs a whole minimum and maximum": {"type": "json_schema", "json_schema": {
+            "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}},
+    }
+    for message, response_format in refused.items():
+        with pytest.raises(SchemaError, match=re.escape(message)):
+            plan_for(response_format)
+
+
+def run_structured(tokenizer, script: list[int], max_new: int, temperature: float = 0.0) -> tuple[Choice, list[str]]:
+    from studio.serving.structured import plan_for
+
+    stops = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(END_OF_TEXT)]
+    engine = Engine(ScriptedModel(script, len(tokenizer), stops), tokenizer, "scripted")
+    sampling = Sampling(max_tokens=max_new, temperature=temperature, top_p=1.0, n=1, stop=[], seed=None)
+    choice = Choice()
+    deltas = list(engine.generate_structured([tokenizer.bos_token_id], plan_for(VERDICT), sampling, max_new,
+                                             engine.new_generator(3), choice))
+    return choice, deltas
+
+
+def test_structured_output_follows_the_schema_whatever_the_model_wants(tokenizer):
+    # This model only ever wants to write a quote, a backslash or a newline: none of it may go into the
+    # answer unescaped, yet the answer is the schema's object.
+    wants = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.tokenize('"\
+')]
+    choice, deltas = run_structured(tokenizer, wants, max_new=200)
+    assert choice.finish_reason == "stop" and "".join(deltas) == choice.text
+    check_verdict(choice.text)
+    # A model that wants to write words fills the free string with them, up to maxLength.
+    words = tokenizer(" the tide rises and falls twice a day", add_special_tokens=False)["input_ids"]
+    choice, _ = run_structured(tokenizer, words * 20, max_new=200, temperature=1.0)
+    assert check_verdict(choice.text)["why"] and choice.tokens <= 200
+    # Too few tokens for the whole object: cut like any answer at its limit, never past it.
+    choice, _ = run_structured(tokenizer, words, max_new=6)
+    assert choice.finish_reason == "length" and choice.tokens <= 6 and choice.text.startswith('{"score": ')
+
+
 # --- the real server through the openai client ------------------------------------------------
 
 
@@ -234,6 +305,25 @@ def test_bad_requests_get_openai_errors(client, server):
     # The server keeps serving after all of that.
     assert client.models.list().data[0].id == server.model_name
     assert "POST /v1/chat/completions 400" in server.logs()
+
+
+@needs_server
+def test_chat_with_a_json_schema_always_parses(client, server):
+    messages = [{"role": "user", "content": "Grade this answer: the sea is made of soup."}]
+    for seed in (1, 2, 3):
+        reply = client.chat.completions.create(model=server.model_name, messages=messages, max_tokens=80,
+                                               seed=seed, response_format=VERDICT)
+        assert reply.choices[0].finish_reason == "stop"
+        check_verdict(reply.choices[0].message.content)
+    chunks = list(client.chat.completions.create(model=server.model_name, messages=messages, max_tokens=80,
+                                                 seed=3, response_format=VERDICT, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="json_object"):
+        client.chat.completions.create(model=server.model_name, messages=messages,
+                                       response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError, match="stop"):
+        client.chat.completions.create(model=server.model_name, messages=messages, stop=["x"],
+                                       response_format=VERDICT)
 
 
 @needs_server

@@ -2,11 +2,17 @@
 (Cui et al., 2023: helpfulness, honesty, instruction following, truthfulness), one request per
 answer, and a parser that survives what models actually write.
 
-The judge is asked for one JSON object. Parsing tries, in order: the whole answer as JSON (code
-fences removed), the first JSON object anywhere in it, then ``aspect: 4`` / ``Score: 7/10`` lines.
-Scores outside ``1..scale`` are ignored; a ``x/y`` score on another scale is rescaled. The overall
-score is the mean of the aspect scores found (or the judge's own overall score when it gave no
-aspect). An answer with no usable score raises :class:`JudgeParseError`.
+The judge is asked for one JSON object, and by default the request also carries that object's
+JSON schema as ``response_format`` (OpenAI's structured outputs; vLLM, llama.cpp, SGLang and the
+studio's own server honour it too), so a model that can't write JSON on its own, like the tiny
+embedded one, still answers with a verdict that parses. An endpoint that refuses the parameter
+(HTTP 400 or 422) is asked again without it, and the prompt alone must do.
+
+Parsing tries, in order: the whole answer as JSON (code fences removed), the first JSON object
+anywhere in it, then ``aspect: 4`` / ``Score: 7/10`` lines. Scores outside ``1..scale`` are
+ignored; a ``x/y`` score on another scale is rescaled. The overall score is the mean of the aspect
+scores found (or the judge's own overall score when it gave no aspect). An answer with no usable
+score raises :class:`JudgeParseError`.
 """
 from __future__ import annotations
 
@@ -17,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from studio.generation.generator_base import Completion, GenerationContext
-from studio_generate_common import ask
+from studio.generation.generator_base import Completion, GenerationContext, GenerationFailed
+from studio_generate_common import RowFailed, ask
 
 Aspect = Literal["helpfulness", "honesty", "instruction_following", "truthfulness"]
 
@@ -45,6 +51,7 @@ _OVERALL_KEYS = ("overall", "overall_score", "score", "rating", "final_score", "
 _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification", "comment", "comments",
                    "feedback", "critique")
 _NUMBER = r"(\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
+REFUSED_PARAMETER = (400, 422)  # how endpoints without structured outputs answer response_format
 
 
 class JudgeConfig(BaseModel):
@@ -58,6 +65,9 @@ class JudgeConfig(BaseModel):
                                   description="rubric aspects scored: helpfulness, honesty, instruction_following, "
                                               "truthfulness; the overall score is their mean")
     judge_max_tokens: int = Field(512, ge=16, le=32_768, description="token limit of each judge answer")
+    structured_output: bool = Field(True, description="send the verdict's JSON schema as response_format "
+                                                      "(structured outputs); asked again without it when the "
+                                                      "endpoint refuses it")
 
 
     @field_validator("scale")
@@ -106,6 +116,16 @@ def judge_prompt(messages: list[dict[str, Any]], answer: str, aspects: list[str]
         "Reply with one JSON object and nothing else, in this form:\n"
         f'{{{example}, "rationale": "<one or two sentences on the main strengths and flaws>"}}'
     )
+
+
+def verdict_schema(aspects: list[str], scale: int) -> dict[str, Any]:
+    """``response_format`` for a verdict: the prompt's JSON object, as a strict JSON schema."""
+    properties: dict[str, Any] = {name: {"type": "integer", "minimum": 1, "maximum": scale} for name in aspects}
+    properties["rationale"] = {"type": "string"}
+    return {"type": "json_schema", "json_schema": {
+        "name": "verdict", "strict": True,
+        "schema": {"type": "object", "properties": properties, "required": list(properties),
+                   "additionalProperties": False}}}
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -247,9 +267,17 @@ async def judge(ctx: GenerationContext, config: JudgeConfig, messages: list[dict
     params: dict[str, Any] = dict(temperature=0.0, max_tokens=config.judge_max_tokens)
     if config.judge_model:
         params["model"] = config.judge_model
-    completion = await ask("judge", ctx.chat(
-        [{"role": "user", "content": judge_prompt(messages, answer, list(config.aspects), config.scale)}],
-        sample=sample, **params))
+    prompt = [{"role": "user", "content": judge_prompt(messages, answer, list(config.aspects), config.scale)}]
+    completion = None
+    if config.structured_output:
+        try:
+            completion = await ctx.chat(prompt, sample=sample, response_format=verdict_schema(
+                list(config.aspects), config.scale), **params)
+        except GenerationFailed as exc:
+            if exc.status not in REFUSED_PARAMETER:
+                raise RowFailed("judge", exc) from exc
+    if completion is None:
+        completion = await ask("judge", ctx.chat(prompt, sample=sample, **params))
     try:
         return completion, parse_verdict(completion.text, config.aspects, config.scale)
     except JudgeParseError as exc:

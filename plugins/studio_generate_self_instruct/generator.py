@@ -170,6 +170,8 @@ class SelfInstruct(Generator):
             pool.add(text)
             seen.add(normalised_key(text))
         tasks = await self._brainstorm(config, ctx, human, pool, seen)
+        if not tasks:  # the brainstorming summary stays the last word: it says why nothing was made
+            return
         ctx.progress(len(tasks), config.target_instructions, f"{len(tasks)} new instructions; making instances")
 
         made = 0

@@ -28,6 +28,7 @@ from studio.cli.shared import (
 )
 from studio.events import event_name
 from studio.extensions import Command
+from studio.serving.launch import build_event_text
 
 
 def configure_providers(providers: argparse.ArgumentParser) -> None:
@@ -102,6 +103,10 @@ class _ProgressView:
         if kind == "serving":
             self.console.print(f"no API configured: serving the embedded model ({event['model']}) on 127.0.0.1")
             return
+        if kind == "model_build":  # the embedded model is built on first use
+            if build_event_text(event):
+                self.console.print(build_event_text(event))
+            return
         if kind == "stopping":
             self.console.print(f"[yellow]stopping:[/] {event['reason']}")
             return
@@ -160,7 +165,7 @@ def report_generation(summary, as_json: bool) -> None:
         if summary.failed_rows:
             out.print(f"failed rows kept: `studio generate show {summary.run_id}`; "
                       f"send them again with `studio generate retry {summary.run_id}`")
-        elif summary.status != "completed":
+        elif summary.status == "stopped":
             out.print(f"continue with `studio generate resume {summary.run_id}`")
 
 

@@ -64,6 +64,8 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this environment variable")
     # Used by studio.serving.launch: the server exits when its parent closes our stdin (or dies).
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
+    # Used by studio.serving.launch too: build progress as JSON event lines on stdout.
+    p.add_argument("--events", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workspace", "-w", default=argparse.SUPPRESS, help="workspace whose runs MODEL may name")
 
 
@@ -150,6 +152,7 @@ def cmd_model_export(args) -> int:
 
 def cmd_serve(args) -> int:
     from studio.models.loading import resolve_model_ref
+    from studio.serving.launch import build_event_text
     from studio.serving.model_server import serve
 
     api_key = None
@@ -164,12 +167,18 @@ def cmd_serve(args) -> int:
     def ready(base_url: str, name: str) -> None:
         print(f"Serving {name} at {base_url}", flush=True)
 
+    def progress(event: dict[str, Any]) -> None:  # the embedded model's build on first use
+        if args.events:
+            print(json.dumps(event), flush=True)
+        elif build_event_text(event):
+            print(build_event_text(event), file=sys.stderr, flush=True)
+
     # A run id is served from its folder, under the id the user gave.
     location = resolve_model_ref(args.model, build=False, workspace=_runs_workspace(args))
     model = location if Path(location).is_dir() and not Path(args.model).expanduser().is_dir() else args.model
     name = args.name or (args.model if model != args.model else None)
     serve(model, host=args.host, port=args.port, name=name, trust_remote_code=args.trust_remote_code,
-          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin)
+          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin, emit=progress)
     return 0
 
 

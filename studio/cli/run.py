@@ -22,6 +22,7 @@ from studio.cli.shared import (
 )
 from studio.events import event_name
 from studio.extensions import Command
+from studio.serving.launch import build_event_text
 
 SHOWN_METRICS = ("loss", "learning_rate", "mean_token_accuracy", "rewards/margins", "rewards/accuracies",
                  "reward", "kl", "logps/chosen", "accuracy")
@@ -68,6 +69,8 @@ class Printer:
             self.console.print(f"imported {event['file']} as {event['dataset']} ({event['records']:,} records)")
         elif name == "serving":
             self.console.print(f"no API configured: serving the embedded model ({event['model']}) on 127.0.0.1")
+        elif name == "model_build" and build_event_text(event):
+            self.console.print(build_event_text(event))
 
 
 class Interrupts:

@@ -1,7 +1,12 @@
 """Client-side rate limiting: token buckets for requests and tokens per minute, a shared pause
 that every request honours after the server says ``Retry-After`` or runs out of quota, and an
 adaptive concurrency limit that halves on 429 and creeps back up on success (AIMD), so an
-unknown server limit costs a few 429s rather than a storm."""
+unknown server limit costs a few 429s rather than a storm.
+
+A 429 also sets a ceiling one below the window it was sent in: the limit creeps back up to it
+but not past it, so once the server's cap is found the 429s stop. Only after
+``PROBE_AFTER_WINDOWS`` times the ceiling in successes at the ceiling is one more slot tried (a
+busy server may have room again), which costs at most one 429 per probe when it has not."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +15,7 @@ import re
 import time
 from typing import Mapping
 
+PROBE_AFTER_WINDOWS = 8
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -87,6 +93,8 @@ class RateLimiter:
         self.tokens = TokenBucket(tpm, clock=clock) if tpm else None
         self.max_concurrency = concurrency
         self.limit = float(concurrency)  # adaptive; fractional so it can grow slowly
+        self.ceiling = concurrency  # the limit grows up to this; lowered by 429s, raised by probes
+        self.at_ceiling = 0  # successes since the limit reached the ceiling (or since the last probe)
         self.in_flight = 0
         self.paused_until = 0.0
         self.last_decrease = float("-inf")
@@ -126,18 +134,32 @@ class RateLimiter:
             self.in_flight -= 1
             if self.tokens is not None and used_tokens is not None and used_tokens < reserved_tokens:
                 self.tokens.give_back(reserved_tokens - used_tokens)
-            if ok and self.limit < self.max_concurrency:
-                self.limit = min(self.max_concurrency, self.limit + 1.0 / max(1.0, self.limit))
-            # One slot freed: wake one waiter (FIFO), not the whole queue to re-check and sleep.
-            self._cond.notify(1)
+            slots = int(self.limit)
+            if ok and self.limit < self.ceiling:
+                self.limit = min(self.ceiling, self.limit + 1.0 / max(1.0, self.limit))
+            elif ok and self.ceiling < self.max_concurrency:
+                self.at_ceiling += 1
+                if self.at_ceiling >= PROBE_AFTER_WINDOWS * self.ceiling:
+                    self.ceiling += 1  # probe: the limit may grow by one more slot
+                    self.at_ceiling = 0
+            # One slot freed: wake one waiter (FIFO), not the whole queue to re-check and sleep;
+            # and one more for a slot the additive increase just opened, or nobody would use it.
+            self._cond.notify(1 + max(0, int(self.limit) - slots))
 
     async def throttle(self, wait: float | None, sent_at: float | None = None) -> None:
         """A 429: halve concurrency and pause everyone for the server's ``Retry-After`` (or a
         short default), so the other in-flight workers don't hammer it too. 429s for requests
-        sent before the last halving are echoes of the same overload and don't halve again."""
+        sent before the last halving are echoes of the same overload and don't halve again.
+
+        The ceiling becomes one below the window in force: the limit has only grown since this
+        request was sent, so every request in flight with it was let through under at most this
+        window, and the server refused that many. It is never below a concurrency cap: to refuse,
+        the server had more than its cap in flight, all of them ours."""
         async with self._cond:
             self.throttled += 1
             if sent_at is None or sent_at >= self.last_decrease:
+                self.ceiling = max(1, int(self.limit) - 1)
+                self.at_ceiling = 0
                 self.limit = max(1.0, self.limit / 2)
                 self.last_decrease = self.clock()
             pause = wait if wait is not None else 1.0

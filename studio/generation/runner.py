@@ -5,6 +5,8 @@ that records what happened, and a stored dataset at the end.
     <workspace>/generation/runs/<run-id>/
         recipe.yaml      the resolved recipe (provider included; never a key)
         status.json      running | completed | stopped | failed, counts, cost, pid, version
+                         (a run that makes no rows is failed, its reason naming the failures;
+                         one where only some rows failed is completed, with failed_rows > 0)
         events.jsonl     estimate, progress, retries, failures, the end
         rows.jsonl       records as they were made (browsable while the run goes)
         failed.jsonl     rows that could not be made, with their error
@@ -20,6 +22,7 @@ import asyncio
 import os
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -177,7 +180,8 @@ def run_generation(ws, recipe: GenerationRecipe, *, emit: Callable[[dict], None]
             from studio.serving.launch import start_background_server
 
             sink({"event": "serving", "model": provider.serve_model})
-            server = start_background_server(provider.serve_model)
+            # On first use the server builds the embedded model: its model_build events come through.
+            server = start_background_server(provider.serve_model, emit=sink)
             base_url, model = server.base_url, server.model_name
         engine = Engine(provider, journal, run_id=run_id, emit=sink, cancelled=cancelled, budget=recipe.budget,
                         retry_failed=retry_failed, defaults=recipe.params, base_url=base_url, model=model)
@@ -205,6 +209,8 @@ def run_generation(ws, recipe: GenerationRecipe, *, emit: Callable[[dict], None]
         journal.close()
 
     meter = engine.meter.snapshot() if engine is not None else {}
+    if status == "completed":
+        status, reason = outcome(len(records), sink, meter.get("message", ""))
     version = None
     if save and records and status in ("completed", "stopped"):
         info = ws.write_version(
@@ -228,6 +234,30 @@ def run_generation(ws, recipe: GenerationRecipe, *, emit: Callable[[dict], None]
     return summary
 
 
+def outcome(rows: int, sink: "_Sink", last_message: str = "") -> tuple[str, str]:
+    """The status and reason of a run that ran to its end.
+
+    No rows is a failure, whatever the cause: every row failed, or the generator made none (its
+    last progress message usually says why). Some rows failed and some were made is
+    ``completed``: the rows are stored, the failed ones are counted in ``failed_rows``, kept in
+    the run folder and in the output's rejects, and ``retry`` sends only them again."""
+    failed = sink.failed_count
+    if rows == 0:
+        if failed:
+            return "failed", f"no rows made: all {failed} failed ({_failure_summary(sink)})"
+        why = f" (last progress: {last_message})" if last_message else ""
+        return "failed", f"no rows made: the generator produced none{why}"
+    return "completed", ""
+
+
+def _failure_summary(sink: "_Sink") -> str:
+    stages = ", ".join(f"{stage or 'request'} {n}" for stage, n in sink.failed_stages.most_common())
+    first = " ".join(str(sink.first_failure.get("error", "")).split())
+    if len(first) > 300:
+        first = first[:300] + "…"
+    return f"by stage: {stages}; first: {first}"
+
+
 def _failed_as_reject(run_id: str, row: dict[str, Any]) -> dict[str, Any]:
     return {"file": f"generation run {run_id}", "line": None, "index": row.get("source_index"),
             "field": row.get("stage") or None, "message": row.get("error"), "raw": row.get("source")}
@@ -240,6 +270,8 @@ class _Sink:
         self.folder = folder
         self.emit = emit
         self.failed_count = 0
+        self.failed_stages: Counter[str] = Counter()
+        self.first_failure: dict[str, Any] = {}
 
     def __call__(self, event: dict[str, Any]) -> None:
         event = {"time": round(time.time(), 3), **event}
@@ -253,5 +285,7 @@ class _Sink:
 
     def failed(self, data: dict[str, Any]) -> None:
         self.failed_count += 1
+        self.failed_stages[str(data.get("stage") or "")] += 1
+        self.first_failure = self.first_failure or data
         self.folder.append("failed.jsonl", data)
         self({"event": "row_failed", **{k: v for k, v in data.items() if k != "source"}})

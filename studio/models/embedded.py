@@ -336,6 +336,10 @@ def embedded_path(size: str = "tiny") -> Path:
 def ensure_embedded_model(size: str = "tiny", emit: Emit | None = None) -> Path:
     """The cached embedded model of ``size``, built on first use (and again when the builder changes).
 
+    A build is reported to ``emit`` as ``{"event": "model_build", "stage": ...}`` events: ``start``
+    (size, path, why, steps) before anything else, then the builder's ``corpus``, ``tokenizer``,
+    ``pretrain`` (step, steps, loss) and ``done`` (parameters, seconds, ...). A cached model emits nothing.
+
     The build happens in a temporary sibling folder renamed into place, so a crash or a second
     process building at the same time never leaves a half-written model behind."""
     if size not in SIZES:
@@ -344,10 +348,20 @@ def ensure_embedded_model(size: str = "tiny", emit: Emit | None = None) -> Path:
     info = embedded_info(target)
     if info and info.get("builder_version") == BUILDER_VERSION:
         return target
+    emit = emit or (lambda event: None)
+    # A build takes a while: say so before it starts, then pass on the builder's progress as
+    # stages of the same event (corpus, tokenizer, pretrain, done).
+    emit({"event": "model_build", "stage": "start", "size": size, "path": str(target),
+          "why": "first use" if info is None else "the model builder changed", "steps": SIZES[size]["steps"]})
+
+    def stage(event: dict[str, Any]) -> None:
+        emit({"event": "model_build", "stage": event["event"], "size": size,
+              **{k: v for k, v in event.items() if k != "event"}})
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_embedded_model(tmp, size=size, emit=emit)
+        build_embedded_model(tmp, size=size, emit=stage)
         if target.exists():  # an outdated build: move it aside first, rename is not allowed onto a full folder
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
             os.replace(target, stale / "old")

@@ -9,14 +9,19 @@ generator starts one of these on loopback and talks to it with the ordinary Open
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
+
+from studio.serving.processes import stop_process
 
 SERVING_LINE = re.compile(r"^Serving (?P<name>.+) at (?P<url>http://\S+/v1)\s*$", re.MULTILINE)
 KEY_VARIABLE = "STUDIO_SERVE_API_KEY"
@@ -45,19 +50,13 @@ class BackgroundServer:
         return _read(self._log_dir / "stdout") + _read(self._log_dir / "stderr")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Close the server's stdin (it shuts down cleanly then), then SIGTERM, then SIGKILL: every
+        wait bounded, the process always reaped."""
         if self._logs is not None:
             return
-        if self.process.stdin:
-            self.process.stdin.close()  # the server shuts down cleanly when its stdin closes
-        try:
-            self.process.wait(timeout / 2)
-        except subprocess.TimeoutExpired:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout / 2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stdin = self.process.stdin
+        stop_process(self.process, before=stdin.close if stdin else None, signals=(signal.SIGTERM,),
+                     wait=timeout / 2)
         self._logs = self.logs()
         shutil.rmtree(self._log_dir, ignore_errors=True)
 
@@ -82,15 +81,35 @@ def _read(path: Path) -> str:
         return ""
 
 
+def build_event_text(event: dict[str, Any]) -> str | None:
+    """One line for a ``model_build`` event (the embedded model built on first use), or None."""
+    stage = event.get("stage")
+    if stage == "start":
+        return (f"building the embedded {event.get('size')} model ({event.get('why')}; a minute or so, once) "
+                f"into {event.get('path')}")
+    if stage == "corpus":
+        return (f"  corpus: {event.get('conversations')} conversations and {event.get('texts')} texts from "
+                f"{event.get('files')} sample files")
+    if stage == "pretrain":
+        return f"  pretraining step {event.get('step')}/{event.get('steps')}, loss {event.get('loss')}"
+    if stage == "done":
+        return f"  built in {event.get('seconds')} s: {event.get('parameters') or 0:,} parameters"
+    return None
+
+
 def start_background_server(model_ref: str = "embedded", *, name: str | None = None, api_key: str | None = None,
                             trust_remote_code: bool = False, timeout: float = 300.0,
-                            env: dict[str, str] | None = None) -> BackgroundServer:
+                            env: dict[str, str] | None = None,
+                            emit: Callable[[dict[str, Any]], None] | None = None) -> BackgroundServer:
     """Start ``python -m studio serve MODEL --port 0`` on 127.0.0.1 and return once it listens.
 
     The API key, if any, reaches the child through an environment variable, never its command
-    line. ``timeout`` covers model loading and, on first use, building the embedded model."""
+    line. ``timeout`` covers model loading and, on first use, building the embedded model; that
+    build's ``model_build`` events reach ``emit`` as they happen."""
     command = [sys.executable, "-m", "studio", "serve", str(model_ref), "--host", "127.0.0.1", "--port", "0",
                "--exit-with-stdin"]
+    if emit is not None:
+        command.append("--events")
     child_env = {**os.environ, **(env or {})}
     if name:
         command += ["--name", name]
@@ -104,8 +123,19 @@ def start_background_server(model_ref: str = "embedded", *, name: str | None = N
     with open(log_dir / "stdout", "wb") as out, open(log_dir / "stderr", "wb") as err:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, env=child_env)
     deadline = time.monotonic() + timeout
+    reported = 0  # stdout lines already read for events
     while True:
-        match = SERVING_LINE.search(_read(log_dir / "stdout"))
+        stdout = _read(log_dir / "stdout")
+        if emit is not None:
+            lines = stdout.split("\n")[:-1]  # complete lines only
+            for line in lines[reported:]:
+                if line.startswith("{"):
+                    try:
+                        emit(json.loads(line))
+                    except ValueError:
+                        pass  # not an event line
+            reported = len(lines)
+        match = SERVING_LINE.search(stdout)
         if match:
             return BackgroundServer(process, log_dir, match["url"], match["name"])
         if process.poll() is not None or time.monotonic() > deadline:

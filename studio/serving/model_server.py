@@ -7,10 +7,11 @@
     POST /v1/completions         prompt (string or list of strings) -> text completion
 
 Honoured: max_tokens / max_completion_tokens, temperature (0 = greedy), top_p, n, stop, seed,
-stream, stream_options.include_usage. Errors have OpenAI's shape ``{"error": {message, type,
-param, code}}``. One model, so generation is serialized with a lock; requests queue on it.
-Each request logs one line (method, path without query, status, time) to stderr; headers, and
-with them API keys, are never logged.
+stream, stream_options.include_usage, and on chat ``response_format`` with a JSON schema
+(structured outputs, decoded under the schema's constraint: :mod:`studio.serving.structured`).
+Errors have OpenAI's shape ``{"error": {message, type, param, code}}``. One model, so generation
+is serialized with a lock; requests queue on it. Each request logs one line (method, path without
+query, status, time) to stderr; headers, and with them API keys, are never logged.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
+
+from studio.serving.structured import Fixed, OneOf, Piece, SchemaError, TokenTable, min_tokens, plan_for
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CHOICES = 16
@@ -112,6 +115,18 @@ def _refuse_unsupported(body: dict[str, Any], keys: tuple[str, ...]) -> None:
     for key in keys:
         if body.get(key):
             raise ApiError(400, f"{key} is not supported by this server", param=key, code="unsupported_parameter")
+
+
+def _response_plan(body: dict[str, Any], sampling: Sampling):
+    """The structured-output plan of a chat request, or None; a schema this server can't keep is a 400."""
+    try:
+        plan = plan_for(body.get("response_format"))
+    except SchemaError as exc:
+        raise ApiError(400, str(exc), param="response_format") from None
+    if plan is not None and sampling.stop:
+        raise ApiError(400, "stop can't be combined with a response_format json_schema on this server",
+                       param="stop")
+    return plan
 
 
 def _chat_messages(value: Any) -> list[dict[str, Any]]:
@@ -212,6 +227,7 @@ class Engine:
         config = getattr(model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", None) or 2048)
         self.stop_ids = self._stop_ids()
+        self._token_table: TokenTable | None = None
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -258,6 +274,96 @@ class Engine:
             sorted_probs[outside] = 0.0
             return int(order[torch.multinomial(sorted_probs, 1, generator=generator)])
         return int(torch.multinomial(probs, 1, generator=generator))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_table(self, size: int) -> TokenTable:
+        if self._token_table is None or self._token_table.safe.shape[0] != size:
+            self._token_table = TokenTable(self.tokenizer, size)  # once per model: a pass over the vocabulary
+        return self._token_table
+
+    def generate_structured(self, prompt_ids: list[int], plan: list[Piece], sampling: Sampling, max_new: int,
+                            generator, choice: Choice) -> Iterator[str]:
+        """Yield text deltas of an answer that follows ``plan`` (see :mod:`studio.serving.structured`).
+
+        Fixed text is fed to the model as it is; at a choice the model picks each token among those
+        the remaining options allow; in a free string it picks any token that needs no escaping,
+        or ends the string. Every token written, fixed ones included, counts against ``max_new``;
+        the free strings end early so that the rest of the plan still fits."""
+        import torch
+
+        need_after = min_tokens(plan, self.encode)
+        state: dict[str, Any] = {"past": None, "logits": None}
+
+        def feed(ids: list[int]) -> None:
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=state["past"],
+                             use_cache=True)
+            state["past"], state["logits"] = out.past_key_values, out.logits[0, -1]
+
+        def pick(allowed) -> int:
+            masked = torch.full_like(state["logits"], float("-inf"))
+            masked[allowed] = state["logits"][allowed]
+            return self._pick(masked, sampling, generator)
+
+        def room() -> int:
+            return max_new - choice.tokens
+
+        with torch.inference_mode():
+            feed(prompt_ids)
+            for index, piece in enumerate(plan):
+                if isinstance(piece, Fixed):
+                    ids = self.encode(piece.text)
+                    if len(ids) > room():
+                        ids = ids[:room()]
+                        text = self.tokenizer.decode(ids)
+                        choice.tokens += len(ids)
+                        choice.text += text
+                        if text:
+                            yield text
+                        return  # finish_reason stays "length"
+                    feed(ids)
+                    choice.tokens += len(ids)
+                    choice.text += piece.text
+                    yield piece.text
+                elif isinstance(piece, OneOf):
+                    options = [(option, self.encode(option)) for option in piece.options]
+                    depth = 0
+                    while len(options) > 1 and room() > 0:
+                        allowed = sorted({ids[depth] for _, ids in options if len(ids) > depth})
+                        token = pick(torch.tensor(allowed, device=self.device))
+                        options = [(text, ids) for text, ids in options if len(ids) > depth and ids[depth] == token]
+                        feed([token])
+                        choice.tokens += 1
+                        depth += 1
+                    if len(options) != 1 or len(options[0][1]) - depth > room():
+                        return  # out of room mid-value: a truncated answer, like any other
+                    text, ids = options[0]
+                    if ids[depth:]:
+                        feed(ids[depth:])
+                    choice.tokens += len(ids) - depth
+                    choice.text += text
+                    yield text
+                else:
+                    table = self.token_table(state["logits"].shape[-1])
+                    close = torch.zeros_like(table.safe)
+                    close[list(self.stop_ids | set(table.quotes))] = True
+                    written = ""
+                    while room() > need_after[index] + 1:
+                        allowed = table.safe.clone()
+                        if piece.max_chars is not None:
+                            allowed &= table.lengths <= piece.max_chars - len(written)
+                        token = pick((allowed | close).to(self.device))
+                        if close[token]:
+                            break
+                        feed([token])
+                        choice.tokens += 1
+                        written += table.texts[token]
+                        choice.text += table.texts[token]
+                        yield table.texts[token]
+                        if piece.max_chars is not None and len(written) >= piece.max_chars:
+                            break
+            choice.finish_reason = "stop"
 
     def generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, generator,
                  choice: Choice) -> Iterator[str]:
@@ -480,9 +586,16 @@ class Handler(BaseHTTPRequestHandler):
         _refuse_unsupported(body, ("logprobs", "top_logprobs"))
         messages = _chat_messages(body.get("messages"))
         sampling = Sampling.from_body(body)
+        plan = _response_plan(body, sampling)
         tools = body.get("tools") if isinstance(body.get("tools"), list) else None
         engine = self.server.engine
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def answer(prompt: list[int], max_new: int, generator, choice: Choice) -> Iterator[str]:
+            if plan is not None:
+                return engine.generate_structured(prompt, plan, sampling, max_new, generator, choice)
+            return engine.generate(prompt, sampling, max_new, generator, choice)
+
         with engine.lock:
             prompt = engine.chat_prompt(messages, tools)
             max_new = engine.budget(len(prompt), sampling.max_tokens, CHAT_DEFAULT_TOKEN_CAP, "messages")
@@ -490,7 +603,7 @@ class Handler(BaseHTTPRequestHandler):
             if not body.get("stream"):
                 choices = [Choice() for _ in range(sampling.n)]
                 for choice in choices:
-                    for _ in engine.generate(prompt, sampling, max_new, generator, choice):
+                    for _ in answer(prompt, max_new, generator, choice):
                         pass
                 self._send_json(200, {
                     "id": completion_id, "object": "chat.completion", "created": created, "model": engine.name,
@@ -508,7 +621,7 @@ class Handler(BaseHTTPRequestHandler):
                 choice = Choice()
                 self._event({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                   "finish_reason": None}], **extra})
-                for delta in engine.generate(prompt, sampling, max_new, generator, choice):
+                for delta in answer(prompt, max_new, generator, choice):
                     self._event({**head, "choices": [{"index": i, "delta": {"content": delta},
                                                       "finish_reason": None}], **extra})
                 self._event({**head, "choices": [{"index": i, "delta": {}, "finish_reason": choice.finish_reason}],
@@ -600,11 +713,17 @@ def _stop_when_stdin_closes(server: ModelHTTPServer) -> None:
 
 def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
           trust_remote_code: bool = False, api_key: str | None = None,
-          ready: Callable[[str, str], None] | None = None, stop_on_stdin_eof: bool = False) -> None:
+          ready: Callable[[str, str], None] | None = None, stop_on_stdin_eof: bool = False,
+          emit: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Load ``model_ref`` and serve it until interrupted. ``ready(base_url, name)`` is called once
-    the socket listens (with port 0, base_url carries the port the system picked)."""
-    from studio.models.loading import load_model
+    the socket listens (with port 0, base_url carries the port the system picked). The embedded
+    model is built on first use; ``emit`` gets that build's ``model_build`` events."""
+    from studio.models.embedded import ensure_embedded_model
+    from studio.models.loading import embedded_size, load_model
 
+    size = embedded_size(model_ref)
+    if size is not None:
+        ensure_embedded_model(size, emit=emit)
     model, tokenizer = load_model(model_ref, trust_remote_code=trust_remote_code)
     server = make_server(model, tokenizer, name or served_name(model_ref), host, port, api_key)
     if stop_on_stdin_eof:
