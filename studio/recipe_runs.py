@@ -15,9 +15,9 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from studio.events import Emit, ignore
-from studio.recipes import KINDS, RecipeError, load_recipe, read_recipe_data
+from studio.recipes import RecipeError, load_recipe
 from studio.recipes.catalog import find_recipe, header
-from studio.recipes.kinds import kind_of
+from studio.recipes.kinds import kind_of_recipe
 from studio.recipes.pipeline import PREVIOUS, PipelineRecipe
 
 Never: Callable[[], bool] = lambda: False
@@ -49,14 +49,13 @@ def recipe_problems(path: Path, host=None) -> list[str]:
         f"{path.name}: the first comment line should give the `studio ...` command that runs it"]
     try:
         recipe = load_recipe(path)
-        kind = kind_of(read_recipe_data(path))
         if isinstance(recipe, PipelineRecipe):
             for number, step in enumerate(recipe.steps):
                 problems += [f"{path.name} step {number}: {p}"
                              for p in recipe_problems(step_path(path, step.recipe), host)
                              if "first comment line" not in p]
         else:
-            problems += schema_problems(kind, recipe, host)
+            problems += schema_problems(kind_of_recipe(recipe), recipe, host)
     except (ValueError, KeyError) as exc:
         problems.append(f"{path.name}: {exc}")
     return problems
@@ -98,7 +97,7 @@ def _host():
 def run_recipe(ws, recipe: BaseModel, *, emit: Emit = ignore, cancelled: Callable[[], bool] = Never,
                check: bool = False, detach: bool = False, host=None) -> StepOutcome:
     """Run (or, with ``check``, only check) one curation, generation or training recipe."""
-    kind = next(k for k, v in KINDS.items() if isinstance(recipe, v.model))
+    kind = kind_of_recipe(recipe)
     host = host or _host()
     if kind == "curate":
         return _curate(ws, recipe, emit, cancelled, check, host)
@@ -201,7 +200,7 @@ def run_pipeline(ws, path: Path, overrides: list[str] | None = None, *, emit: Em
             pairs += list(overrides or [])
         recipe = load_recipe(recipe_file, pairs)
         emit({"event": "pipeline_step", "step": number, "steps": len(pipeline.steps), "recipe": str(recipe_file),
-              "recipe_kind": kind_of(read_recipe_data(recipe_file))})
+              "recipe_kind": kind_of_recipe(recipe)})
         outcome = run_recipe(ws, recipe, emit=emit, cancelled=cancelled, check=check, host=host)
         outcomes.append(outcome)
         if not outcome.ok:

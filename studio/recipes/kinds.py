@@ -44,3 +44,8 @@ def kind_of(data: Any) -> str | None:
     if "dataset" in data and "steps" in data:
         return "curate"
     return None
+
+
+def kind_of_recipe(recipe: BaseModel) -> str:
+    """The kind of an already validated recipe."""
+    return next(kind.name for kind in KINDS.values() if isinstance(recipe, kind.model))
