@@ -10,17 +10,21 @@ Everything blocking runs in thread workers; a failed worker anywhere ends up in
 from __future__ import annotations
 
 import traceback
+import weakref
+from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from studio import plugins
 from studio.store import StoreError, Workspace
 from studio.tui.commands import StudioCommands
+from studio.tui.render_guard import RenderFailed, render_culprit
 from studio.tui.screens.browser import BrowserScreen
 from studio.tui.screens.curate import CurateResultsScreen, CurateScreen
 from studio.tui.screens.datasets import DatasetsScreen
@@ -44,7 +48,7 @@ def _keys(bindings: Iterable) -> set[str]:
 
 
 class StudioApp(App):
-    CSS_PATH = "studio.tcss"
+    CSS_PATH = Path(__file__).with_name("studio.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
     MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen,
@@ -69,6 +73,8 @@ class StudioApp(App):
         # (dataset, version id) -> VersionView.stats(): versions are immutable, so this never goes stale.
         self.stats_cache: dict[tuple[str, str], dict] = {}
         self._plugin_keys: list[str] = []
+        self._failed_widgets: weakref.WeakSet[Widget] = weakref.WeakSet()
+        self.render_failures: list[str] = []  # what contain_render_error replaced, for the user and tests
 
     @property
     def host(self) -> plugins.PluginHost:
@@ -89,6 +95,28 @@ class StudioApp(App):
         import pyarrow.compute  # noqa: F401
 
     # --- errors ------------------------------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual's one exit for unexpected errors: a widget that cannot be laid out or drawn is
+        # replaced by an error line instead (studio.tui.render_guard); anything else still exits.
+        widget = render_culprit(error)
+        if widget is None or not self.contain_render_error(widget, error):
+            super()._handle_exception(error)
+
+    def contain_render_error(self, widget: Widget, error: Exception) -> bool:
+        """Hide ``widget``, show a :class:`RenderFailed` line in its place and tell the user;
+        False when that is not possible (it failed again, or it is not in a screen any more)."""
+        parent = widget.parent
+        if widget in self._failed_widgets or not isinstance(parent, Widget) or not widget.is_attached:
+            return False
+        self._failed_widgets.add(widget)
+        widget.display = False
+        parent.mount(RenderFailed(widget, error), after=widget)
+        self.render_failures.append(f"{type(widget).__name__}#{widget.id}: {type(error).__name__}: {error}")
+        self.log.error("".join(traceback.format_exception(error)))
+        self.notify(f"{type(error).__name__}: {error}", title=f"{type(widget).__name__} could not be drawn",
+                    severity="error", timeout=10)
+        return True
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # The app's own workers (screens forward theirs through ReportsWorkerErrors).
