@@ -29,18 +29,19 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     # Keys belong to the screen (n, p, PageDown …); the version table takes focus only on h.
     AUTO_FOCUS = ""
     list_widget = RecordList
+    # Most used first: a narrow terminal's footer cuts the last ones (F1 lists them all).
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("R", "review", "Review"),
+        Binding("e", "export", "Export"),
+        Binding("s", "panel('stats')", "Stats"),
+        Binding("h", "panel('history')", "History"),
+        Binding("g", "goto", "Go to"),
         Binding("n", "next", "Next"),
         Binding("p", "prev", "Prev"),
         Binding("N", "prev_hit", "Prev hit"),
         *RecordNavigation.MOVE_BINDINGS,
-        Binding("g", "goto", "Go to"),
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("s", "panel('stats')", "Stats"),
-        Binding("h", "panel('history')", "History"),
-        Binding("e", "export", "Export"),
-        Binding("R", "review", "Review"),
         Binding("i", "import", "Import", show=False),
         Binding("c", "convert", "Convert", show=False),
         Binding("ctrl+d", "scroll_record(1)", "Scroll record down", show=False),
@@ -73,7 +74,7 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
                     yield Static("", id="stats-view")
                 yield VersionHistory(self.app.workspace, id="history-panel")
         yield Input(placeholder="search text in any turn (Enter to search, Esc to close)", id="search-input")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#search-input").display = False

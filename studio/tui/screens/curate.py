@@ -149,19 +149,21 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         yield Static("", id="curate-bar")
         with Horizontal(id="curate-body"):
             with Vertical(id="curate-left"):
+                # One-line fields: the operations list below keeps its room in a 24-row terminal.
                 yield Label("Input dataset", classes="field-label")
-                yield Select([], prompt="choose a dataset", id="input-dataset")
+                yield Select([], prompt="choose a dataset", id="input-dataset", compact=True, classes="line-field")
                 yield Label("Version", classes="field-label")
-                yield Select([], prompt="head", id="input-version")
+                yield Select([], prompt="head", id="input-version", compact=True, classes="line-field")
                 yield Label("Output dataset", classes="field-label")
-                yield Input(placeholder="blank: new version of the input", id="output-name")
+                yield Input(placeholder="blank: new version of the input", id="output-name", compact=True,
+                            classes="line-field")
                 with Horizontal(classes="field-row"):
                     with Vertical():
                         yield Label("Seed", classes="field-label")
-                        yield Input("0", id="seed")
+                        yield Input("0", id="seed", compact=True, classes="line-field")
                     with Vertical():
                         yield Label("Preview rows", classes="field-label")
-                        yield Input(str(PREVIEW_ROWS), id="preview-rows")
+                        yield Input(str(PREVIEW_ROWS), id="preview-rows", compact=True, classes="line-field")
                 yield Label("Operations (Enter adds a step)", classes="field-label")
                 yield OptionList(id="op-list")
             with Vertical(id="curate-middle"):
@@ -177,7 +179,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             with VerticalScroll(id="curate-form"):
                 yield Static("", id="form-title")
                 yield Vertical(id="form-area")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#run-progress").display = False
@@ -212,6 +214,8 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         if not self.ops:
             op_list.add_option(Option(Text("no curation ops are loaded (see the Plugins screen)", style="dim"),
                                       disabled=True))
+        # The first operation, not its group's header: Enter adds it straight away.
+        op_list.action_first()
 
     def refresh_datasets(self) -> None:
         select = self.query_one("#input-dataset", Select)
@@ -709,7 +713,7 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
                 yield table
                 with VerticalScroll(id="entry-detail-scroll"):
                     yield Static("", id="entry-detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.status = Text(f"opening {self.ref} …", style="dim")

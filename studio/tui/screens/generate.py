@@ -176,7 +176,7 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
                         yield table
                         with VerticalScroll(id="gen-failed-detail-scroll", classes="gen-detail"):
                             yield Static("", id="gen-failed-detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#gen-progress").display = False

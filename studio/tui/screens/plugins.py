@@ -58,7 +58,7 @@ class PluginsScreen(ReportsWorkerErrors, Screen):
             yield table
             with VerticalScroll(id="plugin-detail-scroll"):
                 yield Static("", id="plugin-detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.refresh_plugins()

@@ -120,23 +120,24 @@ class CommitProgress(Message):
 class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     AUTO_FOCUS = ""
     list_widget = ReviewList
+    # Most used first: a narrow terminal's footer cuts the last ones (F1 lists them all).
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("f", "flag", "Flag"),
+        Binding("a", "accept", "Accept"),
+        Binding("x", "reject", "Reject"),
+        Binding("s", "swap", "Swap"),
+        Binding("e", "edit", "Edit"),
+        Binding("d", "delete", "Delete"),
+        Binding("c", "commit", "Commit"),
+        Binding("u", "undo", "Undo"),
         Binding("n", "next", "Next"),
         Binding("p", "prev", "Prev"),
         *RecordNavigation.MOVE_BINDINGS,
         Binding("g", "goto", "Go to", show=False),
         Binding("right_square_bracket", "next_reviewed(1)", "Next reviewed", key_display="]", show=False),
         Binding("left_square_bracket", "next_reviewed(-1)", "Previous reviewed", key_display="[", show=False),
-        Binding("f", "flag", "Flag"),
         Binding("F", "flag_note", "Flag with note", show=False),
-        Binding("e", "edit", "Edit"),
-        Binding("d", "delete", "Delete"),
-        Binding("a", "accept", "Accept"),
-        Binding("x", "reject", "Reject"),
-        Binding("s", "swap", "Swap"),
-        Binding("u", "undo", "Undo"),
-        Binding("c", "commit", "Commit"),
         Binding("ctrl+s", "commit", "Commit", show=False),
     ]
 
@@ -160,7 +161,7 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
                 yield Static("", id="review-state")
                 with VerticalScroll(id="review-panel", can_focus=False):
                     yield RecordView(id="review-record")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.open_ref(self.ref, self.index)

@@ -182,7 +182,7 @@ class TrainScreen(ReportsWorkerErrors, Screen):
                 yield Label("Template and loss mask", classes="pane-title")
                 with VerticalScroll(id="train-preview-scroll"):
                     yield Static("", id="train-preview")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.refresh_choices()

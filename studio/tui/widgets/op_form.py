@@ -176,12 +176,13 @@ class OpForm(Vertical):
                     options = [(str(c), c) for c in spec.choices or []]
                     blank = spec.required or spec.default not in (spec.choices or [])
                     yield Select(options, value=value if value in (spec.choices or []) else Select.NULL,
-                                 allow_blank=blank, id=f"field-{spec.name}")
+                                 allow_blank=blank, id=f"field-{spec.name}", compact=True, classes="line-field")
                 else:
                     placeholder = "" if spec.required else f"default: {raw_value(kind, spec.default) or 'none'}"
                     if kind == "structured":
                         placeholder += "  (JSON or YAML, e.g. [a, b])"
-                    yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}")
+                    yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}",
+                                compact=True, classes="line-field")
                 yield Static(self._error_text(spec.name), classes="form-error", id=f"error-{spec.name}")
         yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
 
