@@ -17,7 +17,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.store import VersionView
 from studio.rendering import kind_tag, render_stats, short_id
-from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
+from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.screens.record_navigation import RecordNavigation
 from studio.tui.widgets.records import RecordList, RecordView
 from studio.tui.widgets.versions import VersionHistory
 

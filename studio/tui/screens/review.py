@@ -27,8 +27,9 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.curation.review import ReviewError, ReviewSession, record_from_json, record_to_json
 from studio.rendering import kind_tag, render_review_state, review_counts_text, short_id
-from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
+from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.screens.dialogs import Dialog
+from studio.tui.screens.record_navigation import RecordNavigation
 from studio.tui.widgets.records import RecordView
 from studio.tui.widgets.review import ReviewList
 

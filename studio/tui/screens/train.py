@@ -28,6 +28,8 @@ from textual.worker import Worker, WorkerState
 
 from studio.training.recipe import AdapterSettings, TrainingSettings
 from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.screens.runs import RunsScreen
+from studio.tui.widgets.run_live import remember_process
 from studio.tui.widgets.selects import select_value, set_select_options
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
 
@@ -500,7 +502,6 @@ class TrainScreen(ReportsWorkerErrors, Screen):
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _start(self, ws, recipe, host):
         from studio.training import runs
-        from studio.tui.widgets.run_live import remember_process
 
         try:
             run = runs.prepare_run(ws, recipe, host)
@@ -567,8 +568,6 @@ class TrainScreen(ReportsWorkerErrors, Screen):
                           + "  ([ and ] walk the records)", style="green"))
 
     async def _open_run(self, run_id: str) -> None:
-        from studio.tui.screens.runs import RunsScreen
-
         await self.app.switch_mode("runs")
         screen = self.app.screen
         if isinstance(screen, RunsScreen):
