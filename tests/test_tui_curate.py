@@ -24,7 +24,8 @@ from studio.hookspecs import hookimpl  # noqa: E402
 from studio.records import Record, Turn  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
-from studio.tui.screens.curate import CurateResultsScreen, CurateScreen  # noqa: E402
+from studio.tui.screens.curate import CurateScreen  # noqa: E402
+from studio.tui.screens.curate_results import CurateResultsScreen  # noqa: E402
 from test_tui import make_host, plain  # noqa: E402
 
 pytestmark = pytest.mark.anyio

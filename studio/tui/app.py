@@ -26,7 +26,8 @@ from studio.store import StoreError, Workspace
 from studio.tui.commands import StudioCommands
 from studio.tui.render_guard import RenderFailed, render_culprit
 from studio.tui.screens.browser import BrowserScreen
-from studio.tui.screens.curate import CurateResultsScreen, CurateScreen
+from studio.tui.screens.curate import CurateScreen
+from studio.tui.screens.curate_results import CurateResultsScreen
 from studio.tui.screens.datasets import DatasetsScreen
 from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
 from studio.tui.screens.generate import GenerateScreen

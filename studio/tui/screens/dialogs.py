@@ -1,4 +1,4 @@
-"""Modal dialogs: import, export, convert, go to record, errors.
+"""Modal dialogs: import, export, convert, go to record, errors, a recipe file.
 
 Each dialog runs its blocking call (detection, import, export, conversion) in a thread worker
 and reads the answer from the worker's SUCCESS state; failures reach the app's error handler.
@@ -509,3 +509,38 @@ class ConvertDialog(Dialog):
     def _close(self) -> None:
         self.dismiss(None)
 
+
+class RecipeFileDialog(Dialog):
+    """Ask for a recipe path; dismisses with a Path."""
+
+    def __init__(self, title: str, path: str = "", must_exist: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.initial, self.must_exist = title, path, must_exist
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="recipe-dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield PathInput(self.initial, id="recipe-path", placeholder="path/to/recipe.yaml (→ completes)")
+            yield Static("", id="recipe-error", classes="error-text")
+            with Horizontal(classes="buttons"):
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#recipe-path", PathInput).focus()
+
+    @on(Input.Submitted, "#recipe-path")
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        path = self.query_one("#recipe-path", PathInput).path
+        if path is None:
+            self.query_one("#recipe-error", Static).update("Enter a path.")
+            return
+        if self.must_exist and not path.is_file():
+            self.query_one("#recipe-error", Static).update(f"{path} is not a file.")
+            return
+        self.dismiss(path)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
