@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.hookspecs import hookimpl
 from studio.records import Record
 from studio.training.backend_base import Backend, TrainContext
-from studio.training.recipe import TrainRecipe
+from studio.training.recipe import ADAPTER_METHODS, TrainRecipe
 from studio_train_sft.templates import override_problems
 
 
@@ -59,7 +59,7 @@ class SFTBackend(Backend):
     summary = "trl SFTTrainer: packed, assistant-only loss; full, LoRA/DoRA/QLoRA, prompt tuning, freeze"
     config_model = SFTOptions
     data_kind = "conversation"
-    adapter_methods = ("none", "lora", "dora", "qlora", "prompt_tuning", "freeze")
+    adapter_methods = ADAPTER_METHODS
 
     def check(self, recipe: TrainRecipe, config: SFTOptions) -> list[str]:
         problems = []

@@ -7,11 +7,12 @@ that back-end's pydantic ``config_model``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ADAPTER_METHODS = ("none", "lora", "dora", "qlora", "prompt_tuning", "freeze")
+AdapterMethod = Literal["none", "lora", "dora", "qlora", "prompt_tuning", "freeze"]
+ADAPTER_METHODS: tuple[str, ...] = get_args(AdapterMethod)  # the one list of them
 
 
 class _Section(BaseModel):
@@ -44,8 +45,7 @@ class TrainingSettings(_Section):
 class AdapterSettings(_Section):
     """Which weights train: all of them, a LoRA/DoRA adapter, soft prompts or the last layers."""
 
-    method: Literal["none", "lora", "dora", "qlora", "prompt_tuning", "freeze"] = Field(
-        "none", description="none = full fine-tuning")
+    method: AdapterMethod = Field("none", description="none = full fine-tuning")
     r: int = Field(8, ge=1, description="LoRA rank")
     alpha: int = Field(16, ge=1, description="LoRA alpha")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")

@@ -11,7 +11,6 @@ cancels.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from studio.events import event_name
 from studio.rendering import render_step_examples, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.screens.curate_results import CurateResultsScreen
 from studio.tui.screens.dialogs import RecipeFileDialog
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
 
 PREVIEW_ROWS = 500
-PROGRESS_EVERY = 0.1  # seconds between progress messages from the worker
 CATEGORIES = ("filter", "dedup", "transform", "split", "mix")
 
 
@@ -59,14 +58,6 @@ class DraftStep:
 
     def options(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json", exclude_defaults=True) if self.config is not None else {}
-
-
-class PipelineEvent(Message):
-    """An event of run_pipeline, handed from the worker thread to the screen."""
-
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__()
-        self.event = event
 
 
 def recipe_yaml(recipe: dict[str, Any], path: Path) -> str:
@@ -485,26 +476,18 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         from studio.curation.pipeline import run_pipeline
 
         worker = get_current_worker()
-        last = [0.0]
+        with service_emitter(self, "curate", cancelled=lambda: worker.is_cancelled) as emit:
+            return run_pipeline(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
+                                dry_run=limit is not None, limit=limit, base_dir=self.app.workspace.root)
 
-        def emit(event: dict[str, Any]) -> None:
-            if worker.is_cancelled:
-                return
-            if event.get("type") == "progress":
-                now = time.monotonic()
-                if now - last[0] < PROGRESS_EVERY and event.get("done") != event.get("total"):
-                    return
-                last[0] = now
-            self.post_message(PipelineEvent(event))
-
-        return run_pipeline(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
-                            dry_run=limit is not None, limit=limit, base_dir=self.app.workspace.root)
-
-    def on_pipeline_event(self, message: PipelineEvent) -> None:
-        if not self.busy:
+    def on_service_event(self, message: ServiceEvent) -> None:
+        if not self.busy or message.source != "curate":
             return
-        event = message.event
-        kind = event.get("type")
+        for event in message.events:
+            self._pipeline_event(event)
+
+    def _pipeline_event(self, event: dict[str, Any]) -> None:
+        kind = event_name(event)
         total_steps = len(self._step_names)
         bar = self.query_one("#run-progress", ProgressBar)
         if kind == "step_start":

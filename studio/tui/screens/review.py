@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import bisect
 import json
-import time
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.curation.review import ReviewError, ReviewSession, record_from_json, record_to_json
+from studio.events import event_name
 from studio.rendering import kind_tag, render_review_state, review_counts_text, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.screens.dialogs import Dialog
 from studio.tui.screens.record_navigation import RecordNavigation
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.records import RecordView
 from studio.tui.widgets.review import ReviewList
 
@@ -110,12 +109,6 @@ class NoteDialog(Dialog):
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
-
-
-class CommitProgress(Message):
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__()
-        self.done, self.total = done, total
 
 
 class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
@@ -401,19 +394,14 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     @work(thread=True, exclusive=True, group="review-commit", exit_on_error=False)
     def _commit(self, session: ReviewSession, note: str):
         worker = get_current_worker()
-        last = [0.0]
+        with service_emitter(self, "review-commit") as emit:
+            return session.commit(note, emit=emit, cancelled=lambda: worker.is_cancelled)
 
-        def emit(event: dict[str, Any]) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.1 or event.get("done") == event.get("total"):
-                last[0] = now
-                self.post_message(CommitProgress(event.get("done", 0), event.get("total", 0)))
-
-        return session.commit(note, emit=emit, cancelled=lambda: worker.is_cancelled)
-
-    def on_commit_progress(self, message: CommitProgress) -> None:
-        if self.busy == "committing":
-            self.status_message = Text(f"committing … {message.done:,} / {message.total:,} rows", style="yellow")
+    def on_service_event(self, message: ServiceEvent) -> None:
+        progress = [e for e in message.events if event_name(e) == "progress"]
+        if self.busy == "committing" and progress:
+            done, total = progress[-1].get("done", 0), progress[-1].get("total", 0)
+            self.status_message = Text(f"committing … {done:,} / {total:,} rows", style="yellow")
             self._update_bar()
 
     def _committed(self, result) -> None:

@@ -12,15 +12,15 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from studio.config_schema import FieldSpec, describe
 
@@ -120,6 +120,14 @@ def validate_form(model: type[BaseModel], raw: dict[str, Any], extra: dict[str, 
         return None, errors
 
 
+def fields_model(model: type[BaseModel], names: Iterable[str]) -> type[BaseModel]:
+    """A model of only ``names`` of ``model``: each field as the model declares it (type,
+    default, constraints, description), for a form that shows part of a larger schema."""
+    fields = model.model_fields
+    return create_model(f"{model.__name__}Part", __config__=ConfigDict(extra="forbid"),
+                        **{name: (fields[name].annotation, fields[name]) for name in names})
+
+
 def initial_raw(model: type[BaseModel], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(raw widget values, keys the model does not know) for a step's options from a recipe."""
     raw: dict[str, Any] = {}
@@ -150,16 +158,28 @@ class OpForm(Vertical):
             self.raw = raw
 
     def __init__(self, model: type[BaseModel], raw: dict[str, Any], errors: dict[str, str] | None = None,
-                 **kwargs) -> None:
+                 primary: Collection[str] | None = None, **kwargs) -> None:
+        """``primary``: the fields shown first; the others fold under "N more" (all shown when None)."""
         super().__init__(**kwargs)
         self.model = model
         self.specs = describe(model)
+        self.primary = set(primary) if primary is not None else {spec.name for spec in self.specs}
         self.raw = dict(raw)
         self.errors = dict(errors or {})
         self._ready = False
 
     def compose(self) -> ComposeResult:
-        for spec in self.specs:
+        first = [spec for spec in self.specs if spec.name in self.primary]
+        more = [spec for spec in self.specs if spec.name not in self.primary]
+        yield from self._fields(first)
+        if more:
+            with Collapsible(title=f"{len(more)} more", collapsed=not any(s.name in self.errors for s in more),
+                             id="more-fields"):
+                yield from self._fields(more)
+        yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
+
+    def _fields(self, specs: list[FieldSpec]) -> ComposeResult:
+        for spec in specs:
             kind = field_kind(self.model, spec)
             value = self.raw.get(spec.name)
             with Vertical(classes="form-field", id=f"box-{spec.name}"):
@@ -184,7 +204,6 @@ class OpForm(Vertical):
                     yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}",
                                 compact=True, classes="line-field")
                 yield Static(self._error_text(spec.name), classes="form-error", id=f"error-{spec.name}")
-        yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
 
     def _error_text(self, name: str) -> Text | str:
         message = self.errors.get(name, "")
@@ -218,3 +237,5 @@ class OpForm(Vertical):
         self.errors = dict(errors)
         for name in [spec.name for spec in self.specs] + [GENERAL]:
             self.query_one(f"#error-{name}", Static).update(self._error_text(name))
+        if any(name not in self.primary for name in self.errors if name != GENERAL):
+            self.query_one("#more-fields", Collapsible).collapsed = False  # an error is never hidden
