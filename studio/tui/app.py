@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
@@ -58,12 +58,12 @@ class StudioApp(App):
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("1", "switch_mode('datasets')", "Datasets"),
-        Binding("2", "switch_mode('plugins')", "Plugins"),
-        Binding("3", "switch_mode('curate')", "Curate"),
-        Binding("4", "switch_mode('generate')", "Generate"),
-        Binding("5", "switch_mode('train')", "Train"),
-        Binding("6", "switch_mode('runs')", "Runs"),
+        Binding("1", "mode('datasets')", "Datasets"),
+        Binding("2", "mode('plugins')", "Plugins"),
+        Binding("3", "mode('curate')", "Curate"),
+        Binding("4", "mode('generate')", "Generate"),
+        Binding("5", "mode('train')", "Train"),
+        Binding("6", "mode('runs')", "Runs"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -188,6 +188,22 @@ class StudioApp(App):
 
     # --- navigation and dialogs ------------------------------------------------------------
 
+    async def action_mode(self, mode: str) -> None:
+        """A mode key: that mode's own screen, from anywhere (also from the record browser, review
+        or curation results, which are pushed on a mode: they are closed)."""
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            screen = self.screen
+            if not getattr(screen, "may_leave", lambda: True)():
+                return  # the screen said why (a commit still writing, say)
+            await self.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "mode" and isinstance(self.screen, ModalScreen):
+            return False  # a dialog is answered or closed first; its fields take digits
+        return True
+
     def open_dataset(self, ref: str) -> None:
         """Browse ``name`` or ``name@version`` on the Datasets stack."""
         if self.current_mode != "datasets":
@@ -232,15 +248,15 @@ class StudioApp(App):
 
     def palette_commands(self, screen: Screen) -> list[PaletteCommand]:
         commands: list[PaletteCommand] = [
-            ("Datasets screen", "List the datasets of this workspace", lambda: self.switch_mode("datasets")),
-            ("Plugins screen", "Loaded plugins, failures and install", lambda: self.switch_mode("plugins")),
-            ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.switch_mode("curate")),
+            ("Datasets screen", "List the datasets of this workspace", lambda: self.action_mode("datasets")),
+            ("Plugins screen", "Loaded plugins, failures and install", lambda: self.action_mode("plugins")),
+            ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.action_mode("curate")),
             ("Generate screen", "Synthetic data through an OpenAI-compatible API: estimate, run, retry",
-             lambda: self.switch_mode("generate")),
+             lambda: self.action_mode("generate")),
             ("Train screen", "Set up a training run from a recipe: preview the loss mask, check, start",
-             lambda: self.switch_mode("train")),
+             lambda: self.action_mode("train")),
             ("Runs screen", "Training runs live: plots, metrics, alerts, checks; cancel, resume, compare",
-             lambda: self.switch_mode("runs")),
+             lambda: self.action_mode("runs")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",

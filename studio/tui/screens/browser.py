@@ -210,6 +210,10 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
         self.status_message = None
         if view is not self.view:
             return
+        if self.panel != "record":
+            # The answer to a search is records: leave the statistics or history for them.
+            self._set_panel("record")
+            self.set_focus(None)
         if not hits:
             self.hits, self.query_text = None, None
             self.status_message = Text(f"no record contains {query!r}", style="red")

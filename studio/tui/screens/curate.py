@@ -122,9 +122,10 @@ class CurateScreen(ReportsWorkerErrors, Screen):
                 yield table
                 yield ProgressBar(total=None, show_eta=False, id="run-progress")
                 yield Static("", id="run-status")
-                with VerticalScroll(id="examples-scroll"):
+                # Focusable only once it shows examples: Tab goes from the steps to the form.
+                with VerticalScroll(id="examples-scroll", can_focus=False):
                     yield Static("", id="examples")
-            with VerticalScroll(id="curate-form"):
+            with VerticalScroll(id="curate-form", can_focus=False):
                 yield Static("", id="form-title")
                 yield Vertical(id="form-area")
         yield Footer(compact=True)
@@ -135,6 +136,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.load_ops()
         self.refresh_datasets()
         self._refresh_steps()
+        self._show_form()
         self._update_bar()
 
     def on_screen_resume(self) -> None:
@@ -222,7 +224,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
 
     def _step_prompt(self, index: int, step: DraftStep) -> Text:
         op = self.ops.get(step.op)
-        text = Text(f"{index + 1}. ", style="bold")
+        text = Text(f"{index}. ", style="bold")  # 0-based, as the side table and steps.N.option
         text.append(getattr(op, "title", None) or step.op, style="bold")
         if op is not None:
             text.append(f"  {getattr(op, 'category', '')}", style="dim")
@@ -262,7 +264,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             return
         step = self.steps[self.current]
         op = self.ops.get(step.op)
-        text = Text(f"Step {self.current + 1}: ", style="bold")
+        text = Text(f"Step {self.current}: ", style="bold")
         text.append(getattr(op, "title", None) or step.op, style="bold")
         if op is not None:
             text.append(f"  ({step.op})\n", style="dim")
@@ -355,7 +357,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             if step.errors:
                 field_name, message = next(iter(step.errors.items()))
                 where = "" if field_name == GENERAL else f"{field_name}: "
-                raise ValueError(f"step {i + 1} ({step.op}) is invalid: {where}{message}")
+                raise ValueError(f"step {i} ({step.op}) is invalid: {where}{message}")
         seed_text = self.query_one("#seed", Input).value.strip() or "0"
         try:
             seed = int(seed_text)
@@ -463,6 +465,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         table.clear()
         table.display = True
         self.query_one("#examples", Static).update("")
+        self.query_one("#examples-scroll").can_focus = False
         bar = self.query_one("#run-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
@@ -492,7 +495,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         bar = self.query_one("#run-progress", ProgressBar)
         if kind == "step_start":
             bar.update(total=None, progress=0)
-            self._status(Text(f"step {event['step'] + 1}/{total_steps} {event['op']}: "
+            self._status(Text(f"{_step_label(event['step'], event['op'], total_steps)}: "
                               f"{event.get('rows', 0):,} rows … (Esc cancels)", style="yellow"))
         elif kind == "progress":
             total = event.get("total") or None
@@ -500,7 +503,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             step = event.get("step", 0)
             name = self._step_names[step] if 0 <= step < total_steps else "?"
             what = f" {event['what']}" if event.get("what") else ""
-            self._status(Text(f"step {step + 1}/{total_steps} {name}{what}: {event.get('done', 0):,} / "
+            self._status(Text(f"{_step_label(step, name, total_steps)}{what}: {event.get('done', 0):,} / "
                               f"{event.get('total', 0):,} (Esc cancels)", style="yellow"))
         elif kind == "step_done":
             self._add_step_row(event)
@@ -510,7 +513,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         key = str(report["index"])
         if key in [k.value for k in table.rows]:
             return
-        table.add_row(str(report["index"] + 1), report["op"], f"{report['rows_in']:,}",
+        table.add_row(str(report["index"]), report["op"], f"{report['rows_in']:,}",
                       Text(f"{report['removed']:,}", style="red" if report["removed"] else "dim"),
                       Text(f"{report['changed']:,}", style="yellow" if report["changed"] else "dim"),
                       f"{report['added']:,}", Text(f"{report['rows_out']:,}", style="bold"),
@@ -538,6 +541,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         for step in result.steps:
             self._add_step_row(step.to_dict())
         self.query_one("#examples", Static).update(render_step_examples(result.steps))
+        self.query_one("#examples-scroll").can_focus = bool(result.steps)
         rows_in = result.steps[0].rows_in if result.steps else 0
         rows_out = result.steps[-1].rows_out if result.steps else 0
         if mode == "preview":
@@ -589,3 +593,8 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             bar.append("  │  ", style="dim")
             bar.append(self.recipe_path.name)
         self.query_one("#curate-bar", Static).update(bar)
+
+
+def _step_label(index: int, op: str, total: int) -> str:
+    # Steps are numbered from 0, as in the side table and `steps.N.option` overrides.
+    return f"step {index} {op} ({index + 1} of {total})"

@@ -138,7 +138,7 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
         table = self.query_one("#reason-table", DataTable)
         table.clear()
         for group in data.groups:
-            step = str(group.step + 1) if group.step >= 0 else "hand"
+            step = str(group.step) if group.step >= 0 else "hand"
             reason = Text(group.reason, style="red" if group.action == "removed" else "yellow")
             reason.append(f"  {group.op}", style="dim")
             table.add_row(step, reason, f"{group.count:,}", key=group.key)
@@ -178,7 +178,7 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
         total = len(self.indices)
         pages = max(1, -(-total // PAGE_ROWS))
         title = Text(f"{self.group.reason}", style="bold")
-        title.append(f"  ({self.group.action} by {self.group.op})  rows {lo + 1:,}–{lo + len(self.entries):,} "
+        title.append(f"  ({self.group.action} by {self.group.op})  {lo + 1:,}–{lo + len(self.entries):,} "
                      f"of {total:,}", style="dim")
         if pages > 1:
             title.append(f"  page {self.page + 1}/{pages} (n/p)", style="dim")
@@ -248,16 +248,15 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
             kept = self.data.source.record(dup) if 0 <= dup < self.data.source.num_rows else None
             position = self._related_output_row(entry)
             right_title = Text(f"✓ kept original · source row #{dup}", style="bold green")
-            right_title.append(f" · output row #{position}" if position is not None else " · not in the output",
-                               style="dim")
+            right_title.append(" · in the output" if position is not None else " · not in the output", style="dim")
             body = render_side_by_side(Text(f"✗ removed · source row #{src}", style="bold red"), record,
                                        right_title, kept)
         elif entry.get("action") == "changed":
             position = self._related_output_row(entry)
             after = self.data.view.record(position) if position is not None else None
             body = render_side_by_side(Text(f"before · source row #{src}", style="bold"), record,
-                                       Text(f"after · output row #{position}" if position is not None else "after",
-                                            style="bold yellow"), after, right_empty="(removed by a later step)")
+                                       Text(f"after · source row #{src}", style="bold yellow"), after,
+                                       right_empty="(removed by a later step)")
         else:
             body = render_titled_record(Text(f"✗ removed · source row #{src}", style="bold red"), record)
         detail.update(Group(header, Text(""), body))
@@ -282,7 +281,7 @@ class CurateResultsScreen(ReportsWorkerErrors, Screen):
         if position is not None and position in self.drop:
             if text.plain:
                 text.append("  ·  ")
-            text.append(f"⊘ output row #{position} marked to drop", style="bold red")
+            text.append(f"⊘ source row #{int(self.data.origin[position])} marked to drop", style="bold red")
         return text
 
     def _refresh_marks(self) -> None:

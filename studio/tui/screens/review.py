@@ -431,9 +431,14 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
             self._update_bar()
             self.refresh_bindings()
 
-    def action_back(self) -> None:
+    def may_leave(self) -> bool:
         if self.busy == "committing":
             self.notify("Wait for the commit to finish.", severity="warning")
+            return False
+        return True
+
+    def action_back(self) -> None:
+        if not self.may_leave():
             return
         below = self.app.screen_stack[-2] if len(self.app.screen_stack) > 1 else None
         self.app.pop_screen()

@@ -1,10 +1,11 @@
 """A form generated from a plugin item's pydantic config model (``studio.config_schema.describe``).
 
-bool → Switch, Literal → Select, str/int/float/Path → Input (pydantic converts the text), and
-anything else (lists, dicts, nested models) → an Input read as JSON, or YAML flow syntax
-(``[a, b]``, ``{k: v}``). Every change re-validates the whole model and each error is shown
-under its own field. The conversion functions are plain, so the screen and the tests use them
-without a running app.
+bool → Switch, Literal → Select, str/int/float/Path → Input (pydantic converts the text), a list
+of such values → an Input taking one value or several separated by commas (``a.jsonl, b.jsonl``;
+JSON ``["a", "b"]`` works too), and anything else (dicts, nested models) → an Input read as JSON,
+or YAML flow syntax (``[a, b]``, ``{k: v}``). Every change re-validates the whole model and each
+error is shown under its own field. The conversion functions are plain, so the screen and the
+tests use them without a running app.
 """
 from __future__ import annotations
 
@@ -37,15 +38,35 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
+def _is_scalar(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, (int, float, str, Path)) and annotation is not bool
+
+
+def _is_scalar_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return all(_is_scalar(a) for a in args)
+    return annotation in (list, tuple, set, frozenset)
+
+
 def field_kind(model: type[BaseModel], spec: FieldSpec) -> str:
-    """"bool", "choice", "scalar" (typed as text) or "structured" (JSON/YAML text)."""
+    """"bool", "choice", "scalar" (typed as text), "list" (values separated by commas),
+    "scalar_or_list" (one value stays a value, several become a list) or "structured" (JSON/YAML)."""
     if spec.choices:
         return "choice"
     base = _strip_optional(model.model_fields[spec.name].annotation)
     if base is bool:
         return "bool"
-    if isinstance(base, type) and issubclass(base, (int, float, str, Path)):
+    if _is_scalar(base):
         return "scalar"
+    if _is_scalar_list(base):
+        return "list"
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(base) if a is not type(None)]
+        if any(_is_scalar_list(a) for a in options) and all(_is_scalar(a) or _is_scalar_list(a) for a in options):
+            return "scalar_or_list"
     return "structured"
 
 
@@ -57,9 +78,17 @@ def raw_value(kind: str, value: Any) -> Any:
         return value
     if value is None:
         return ""
-    if kind == "scalar":
+    if kind == "scalar" or (kind == "scalar_or_list" and not isinstance(value, (list, tuple, set))):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    if kind in ("list", "scalar_or_list") and value and all(_plain_item(v) for v in value):
+        return ", ".join(str(v) for v in value)
+    return json.dumps(value if not isinstance(value, (tuple, set)) else list(value), ensure_ascii=False)
+
+
+def _plain_item(value: Any) -> bool:
+    """A list item that reads back the same from comma-separated text."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and \
+        str(value) == str(value).strip() and not any(c in str(value) for c in ",[]{}\"") and str(value) != ""
 
 
 def parse_raw(kind: str, raw: Any, is_str: bool = False) -> Any:
@@ -72,6 +101,12 @@ def parse_raw(kind: str, raw: Any, is_str: bool = False) -> Any:
         return OMIT
     if kind == "scalar":
         return text if is_str else text.strip()
+    if kind in ("list", "scalar_or_list") and text.strip()[:1] not in "[{":
+        # A plain value, or several separated by commas: a path needs no JSON quoting.
+        items = [item.strip() for item in text.split(",")]
+        if any(not item for item in items):
+            raise ValueError("an empty value between commas (a list is a, b or JSON [\"a\", \"b\"])")
+        return items[0] if kind == "scalar_or_list" and len(items) == 1 else items
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -201,6 +236,8 @@ class OpForm(Vertical):
                     placeholder = "" if spec.required else f"default: {raw_value(kind, spec.default) or 'none'}"
                     if kind == "structured":
                         placeholder += "  (JSON or YAML, e.g. [a, b])"
+                    elif kind in ("list", "scalar_or_list"):
+                        placeholder += "  (values separated by commas)"
                     yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}",
                                 compact=True, classes="line-field")
                 yield Static(self._error_text(spec.name), classes="form-error", id=f"error-{spec.name}")
