@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("textual")
 
+from textual import events  # noqa: E402
 from textual.color import Color  # noqa: E402
 from textual.widgets import DataTable, Input, OptionList, Static  # noqa: E402
 
@@ -185,6 +186,22 @@ async def test_a_search_from_the_statistics_panel_shows_the_record_found(workspa
         await settle(pilot)
         assert screen.panel == "record" and screen.index == 17
         assert "the hidden needle is here" in plain(screen.query_one("#record-view", Static).content)
+
+
+async def test_keys_typed_in_one_burst_with_slash_do_not_fire_the_browsers_keys(workspace):
+    app = StudioApp(workspace, host=make_host())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_dataset("numbers")
+        await settle(pilot)
+        screen = app.screen
+        # A paste or a fast typist: every key arrives before the screen has handled "/".
+        for key, char in [("slash", "/"), *((c, c) for c in "needle")]:
+            app.post_message(events.Key(key, char))
+        await settle(pilot)
+        # Not "n" (next record) nor "e" (the export dialog): the search box has the focus.
+        assert app.screen is screen and screen.index == 0
+        assert app.focused is screen.query_one("#search-input", Input)
 
 
 # --- steps from 0, rows by their source row --------------------------------------------------------

@@ -176,7 +176,8 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
         box.display = True
         if self.query_text:
             box.value = self.query_text
-        box.focus()
+        # At once, not after a refresh: keys typed right after "/" must not reach the screen's keys.
+        self.set_focus(box)
 
     def _close_search_box(self) -> None:
         box = self.query_one("#search-input", Input)
