@@ -329,7 +329,7 @@ def render_side_entry_header(entry: dict[str, Any], cluster: int | None = None) 
     text.append(f" {action} ", style="bold white on red" if action == "removed" else "bold black on yellow")
     text.append(f" {entry.get('reason') or '—'}", style="bold")
     step = entry.get("step")
-    text.append(f"  by {entry.get('op') or '?'}" + (f" (step {step + 1})" if isinstance(step, int) and step >= 0 else ""),
+    text.append(f"  by {entry.get('op') or '?'}" + (f" (step {step})" if isinstance(step, int) and step >= 0 else ""),
                 style="dim")
     facts = []
     if entry.get("similarity") is not None:
@@ -358,7 +358,7 @@ def render_step_examples(steps: Iterable[Any], limit: int = 5) -> RenderableType
     parts: list[RenderableType] = []
     for step in steps:
         examples = list(getattr(step, "examples", []) or [])
-        title = Text(f"{step.index + 1}. {step.op}", style="bold", no_wrap=True, overflow="ellipsis")
+        title = Text(f"{step.index}. {step.op}", style="bold", no_wrap=True, overflow="ellipsis")
         if step.by_reason:
             title.append("  " + " · ".join(f"{reason} {count:,}" for reason, count in step.by_reason.items()),
                          style="dim")

@@ -37,7 +37,8 @@ from studio.training.backend_base import Backend  # noqa: E402
 from studio.recipes import validate_recipe  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.runs import CompareScreen, RunsScreen  # noqa: E402
-from studio.tui.screens.train import TrainScreen, build_recipe, settings_of, TrainSettings  # noqa: E402
+from studio.tui.screens.recipe_form import put_form_values  # noqa: E402
+from studio.tui.screens.train import TrainScreen  # noqa: E402
 from studio.tui.widgets import run_live  # noqa: E402
 from studio.tui.widgets.plot import (  # noqa: E402
     BRAILLE, LinePlot, Series, finite_points, format_number, plot_cells, render_plot,
@@ -646,11 +647,12 @@ async def test_runs_screen_with_no_runs_says_how_to_start_one(workspace):
 # --- pure pieces ---------------------------------------------------------------------------
 
 
-def test_build_recipe_keeps_the_recipe_and_puts_the_form_in():
+def test_put_form_values_keeps_the_recipe_and_puts_the_form_in():
     base = validate_recipe({"backend": "sft", "dataset": "x.jsonl", "training": {"save_steps": 7},
                             "adapter": {"r": 4}, "expect": [{"metric": "loss", "falls_by": 0.1}]}).model_dump()
-    settings = TrainSettings(**{**settings_of(base), "max_steps": 3, "adapter": "lora", "model": "m"})
-    data = build_recipe(base, "toy", "chat", settings, {"beta": 0.5})
+    sections = [((), ["model"], {"model": "m"}), (("training",), ["max_steps"], {"max_steps": 3}),
+                (("adapter",), ["method"], {"method": "lora"})]
+    data = put_form_values(base, {"backend": "toy", "dataset": "chat"}, sections, {"beta": 0.5})
     recipe = validate_recipe(data)
     assert recipe.backend == "toy" and recipe.dataset == "chat" and recipe.model == "m"
     assert recipe.training.max_steps == 3 and recipe.training.save_steps == 7

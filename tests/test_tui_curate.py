@@ -24,7 +24,8 @@ from studio.hookspecs import hookimpl  # noqa: E402
 from studio.records import Record, Turn  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
-from studio.tui.screens.curate import CurateResultsScreen, CurateScreen  # noqa: E402
+from studio.tui.screens.curate import CurateScreen  # noqa: E402
+from studio.tui.screens.curate_results import CurateResultsScreen  # noqa: E402
 from test_tui import make_host, plain  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -253,7 +254,7 @@ async def test_forms_are_generated_from_config_models_and_reject_invalid_values(
         screen.query_one("#step-list").focus()
         await pilot.press("p")  # preview refuses, saying which step and field
         await pilot.pause()
-        assert "step 1 (too_short) is invalid: min_chars:" in text_of(screen, "#run-status")
+        assert "step 0 (too_short) is invalid: min_chars:" in text_of(screen, "#run-status")
         await set_field(pilot, screen, "min_chars", "-3")
         assert "greater than or equal to 0" in field_error(screen, "min_chars")
         await set_field(pilot, screen, "min_chars", "20")
@@ -296,9 +297,9 @@ async def test_preview_shows_counts_per_step_and_example_removals(workspace):
         rows = table_rows(screen.query_one("#step-table", DataTable))
         # step, op, in, removed, changed, added, out
         assert [r[:7] for r in rows] == [
-            ["1", "exact_dup", "8", "2", "0", "0", "6"],
-            ["2", "too_short", "6", "2", "0", "0", "4"],
-            ["3", "redact", "4", "0", "1", "0", "4"],
+            ["0", "exact_dup", "8", "2", "0", "0", "6"],
+            ["1", "too_short", "6", "2", "0", "0", "4"],
+            ["2", "redact", "4", "0", "1", "0", "4"],
         ]
         assert "preview on 8 rows: 4 would remain" in text_of(screen, "#run-status")
         examples = text_of(screen, "#examples")
@@ -324,7 +325,7 @@ async def test_run_writes_a_version_and_results_list_removals_by_reason(workspac
         assert isinstance(results, CurateResultsScreen)
         reasons = table_rows(results.query_one("#reason-table", DataTable))
         assert [(r[0], r[1].split("  ")[0], r[2]) for r in reasons] == [
-            ("1", "exact duplicate", "3"), ("2", "too short", "2"), ("3", "redacted", "1")]
+            ("0", "exact duplicate", "3"), ("1", "too short", "2"), ("2", "redacted", "1")]
         assert "10 → 5 rows" in text_of(results, "#results-bar")
         # The duplicates: each removed row next to the kept original, with the similarity.
         entries = table_rows(results.query_one("#entry-table", DataTable))
@@ -343,7 +344,7 @@ async def test_run_writes_a_version_and_results_list_removals_by_reason(workspac
         await pilot.press("down", "down")
         await pilot.pause()
         detail = text_of(results, "#entry-detail")
-        assert "before · source row #4" in detail and "after · output row #2" in detail
+        assert "before · source row #4" in detail and "after · source row #4" in detail
         assert "The secret word is swordfish." in detail and "The [REDACTED] word is swordfish." in detail
 
 
@@ -366,7 +367,7 @@ async def test_restore_override_brings_a_row_back(workspace):
         await pilot.press("d")  # and drop its kept original instead
         assert "restore 1 · drop 1" in text_of(results, "#results-bar")
         assert "↺ marked to restore" in text_of(results, "#entry-detail")
-        assert "output row #1 marked to drop" in text_of(results, "#entry-detail")
+        assert "source row #2 marked to drop" in text_of(results, "#entry-detail")
         await pilot.press("a")
         await settle(pilot)
         await settle(pilot)
@@ -427,7 +428,7 @@ async def test_a_run_can_be_cancelled_and_writes_nothing(workspace):
             await pilot.pause(0.02)
             if Slow.started.is_set() and "waiting" in text_of(screen, "#run-status"):
                 break
-        assert re.search(r"step 1/1 slow waiting: 0 / 10", text_of(screen, "#run-status"))
+        assert re.search(r"step 0 slow \(1 of 1\) waiting: 0 / 10", text_of(screen, "#run-status"))
         await pilot.press("escape")
         await settle(pilot)
         assert "run cancelled; nothing was written" in text_of(screen, "#run-status")

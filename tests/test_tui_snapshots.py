@@ -11,9 +11,13 @@ import pytest
 pytest.importorskip("textual")
 pytest.importorskip("pytest_textual_snapshot")
 
+from generation_fakes import EchoGenerator  # noqa: E402
+from test_generate_tui import GeneratorsPlugin  # noqa: E402
+from test_train_tui import BackendsPlugin, ToyBackend, finished_sft_run  # noqa: E402
 from test_tui import (  # noqa: E402
     broken_plugin, chat_records, make_host, numbered_records, preference_records, unpaired_records,
 )
+from test_tui_curate import ops_plugin  # noqa: E402
 
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
@@ -95,3 +99,23 @@ def test_snapshot_stats_panel(snap_compare, workspace):
 def test_snapshot_plugins_screen_with_a_failed_plugin(snap_compare, workspace):
     app = StudioApp(workspace, host=make_host((broken_plugin(), "broken")))
     assert snap_compare(app, terminal_size=SIZE, run_before=prepare(None, ("2", "down")))
+
+
+# --- every mode in the smallest terminal the studio supports (80×24) ------------------------------
+
+SMALL = (80, 24)
+
+
+def every_kind_host():
+    """A format, curation ops, a generator and a back-end: every mode has something to show."""
+    return make_host((ops_plugin(), "test-ops"), (GeneratorsPlugin(EchoGenerator()), "generators-test"),
+                     (BackendsPlugin(ToyBackend()), "toy-backends"))
+
+
+@pytest.mark.parametrize("key", ["1", "2", "3", "4", "5", "6"])
+def test_snapshot_every_mode_at_80x24(snap_compare, workspace, key):
+    with pytest.MonkeyPatch.context() as patch:  # the run folder's times, like the workspace's
+        patch.setattr(time, "time", lambda: FIXED_TIME)
+        finished_sft_run(workspace)
+    app = StudioApp(workspace, host=every_kind_host())
+    assert snap_compare(app, terminal_size=SMALL, run_before=prepare(None, (key,)))

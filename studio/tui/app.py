@@ -10,19 +10,24 @@ Everything blocking runs in thread workers; a failed worker anywhere ends up in
 from __future__ import annotations
 
 import traceback
+import weakref
+from pathlib import Path
 from typing import Callable, Iterable
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from studio import plugins
 from studio.store import StoreError, Workspace
 from studio.tui.commands import StudioCommands
+from studio.tui.render_guard import RenderFailed, render_culprit
 from studio.tui.screens.browser import BrowserScreen
-from studio.tui.screens.curate import CurateResultsScreen, CurateScreen
+from studio.tui.screens.curate import CurateScreen
+from studio.tui.screens.curate_results import CurateResultsScreen
 from studio.tui.screens.datasets import DatasetsScreen
 from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
 from studio.tui.screens.generate import GenerateScreen
@@ -44,7 +49,7 @@ def _keys(bindings: Iterable) -> set[str]:
 
 
 class StudioApp(App):
-    CSS_PATH = "studio.tcss"
+    CSS_PATH = Path(__file__).with_name("studio.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
     MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen,
@@ -53,12 +58,12 @@ class StudioApp(App):
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("1", "switch_mode('datasets')", "Datasets"),
-        Binding("2", "switch_mode('plugins')", "Plugins"),
-        Binding("3", "switch_mode('curate')", "Curate"),
-        Binding("4", "switch_mode('generate')", "Generate"),
-        Binding("5", "switch_mode('train')", "Train"),
-        Binding("6", "switch_mode('runs')", "Runs"),
+        Binding("1", "mode('datasets')", "Datasets"),
+        Binding("2", "mode('plugins')", "Plugins"),
+        Binding("3", "mode('curate')", "Curate"),
+        Binding("4", "mode('generate')", "Generate"),
+        Binding("5", "mode('train')", "Train"),
+        Binding("6", "mode('runs')", "Runs"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -69,6 +74,8 @@ class StudioApp(App):
         # (dataset, version id) -> VersionView.stats(): versions are immutable, so this never goes stale.
         self.stats_cache: dict[tuple[str, str], dict] = {}
         self._plugin_keys: list[str] = []
+        self._failed_widgets: weakref.WeakSet[Widget] = weakref.WeakSet()
+        self.render_failures: list[str] = []  # what contain_render_error replaced, for the user and tests
 
     @property
     def host(self) -> plugins.PluginHost:
@@ -89,6 +96,28 @@ class StudioApp(App):
         import pyarrow.compute  # noqa: F401
 
     # --- errors ------------------------------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual's one exit for unexpected errors: a widget that cannot be laid out or drawn is
+        # replaced by an error line instead (studio.tui.render_guard); anything else still exits.
+        widget = render_culprit(error)
+        if widget is None or not self.contain_render_error(widget, error):
+            super()._handle_exception(error)
+
+    def contain_render_error(self, widget: Widget, error: Exception) -> bool:
+        """Hide ``widget``, show a :class:`RenderFailed` line in its place and tell the user;
+        False when that is not possible (it failed again, or it is not in a screen any more)."""
+        parent = widget.parent
+        if widget in self._failed_widgets or not isinstance(parent, Widget) or not widget.is_attached:
+            return False
+        self._failed_widgets.add(widget)
+        widget.display = False
+        parent.mount(RenderFailed(widget, error), after=widget)
+        self.render_failures.append(f"{type(widget).__name__}#{widget.id}: {type(error).__name__}: {error}")
+        self.log.error("".join(traceback.format_exception(error)))
+        self.notify(f"{type(error).__name__}: {error}", title=f"{type(widget).__name__} could not be drawn",
+                    severity="error", timeout=10)
+        return True
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # The app's own workers (screens forward theirs through ReportsWorkerErrors).
@@ -159,6 +188,22 @@ class StudioApp(App):
 
     # --- navigation and dialogs ------------------------------------------------------------
 
+    async def action_mode(self, mode: str) -> None:
+        """A mode key: that mode's own screen, from anywhere (also from the record browser, review
+        or curation results, which are pushed on a mode: they are closed)."""
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            screen = self.screen
+            if not getattr(screen, "may_leave", lambda: True)():
+                return  # the screen said why (a commit still writing, say)
+            await self.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "mode" and isinstance(self.screen, ModalScreen):
+            return False  # a dialog is answered or closed first; its fields take digits
+        return True
+
     def open_dataset(self, ref: str) -> None:
         """Browse ``name`` or ``name@version`` on the Datasets stack."""
         if self.current_mode != "datasets":
@@ -203,15 +248,15 @@ class StudioApp(App):
 
     def palette_commands(self, screen: Screen) -> list[PaletteCommand]:
         commands: list[PaletteCommand] = [
-            ("Datasets screen", "List the datasets of this workspace", lambda: self.switch_mode("datasets")),
-            ("Plugins screen", "Loaded plugins, failures and install", lambda: self.switch_mode("plugins")),
-            ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.switch_mode("curate")),
+            ("Datasets screen", "List the datasets of this workspace", lambda: self.action_mode("datasets")),
+            ("Plugins screen", "Loaded plugins, failures and install", lambda: self.action_mode("plugins")),
+            ("Curate screen", "Build, preview and run a curation pipeline", lambda: self.action_mode("curate")),
             ("Generate screen", "Synthetic data through an OpenAI-compatible API: estimate, run, retry",
-             lambda: self.switch_mode("generate")),
+             lambda: self.action_mode("generate")),
             ("Train screen", "Set up a training run from a recipe: preview the loss mask, check, start",
-             lambda: self.switch_mode("train")),
+             lambda: self.action_mode("train")),
             ("Runs screen", "Training runs live: plots, metrics, alerts, checks; cancel, resume, compare",
-             lambda: self.switch_mode("runs")),
+             lambda: self.action_mode("runs")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",

@@ -17,7 +17,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.store import VersionView
 from studio.rendering import kind_tag, render_stats, short_id
-from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
+from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.screens.record_navigation import RecordNavigation
 from studio.tui.widgets.records import RecordList, RecordView
 from studio.tui.widgets.versions import VersionHistory
 
@@ -29,18 +30,19 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     # Keys belong to the screen (n, p, PageDown …); the version table takes focus only on h.
     AUTO_FOCUS = ""
     list_widget = RecordList
+    # Most used first: a narrow terminal's footer cuts the last ones (F1 lists them all).
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("R", "review", "Review"),
+        Binding("e", "export", "Export"),
+        Binding("s", "panel('stats')", "Stats"),
+        Binding("h", "panel('history')", "History"),
+        Binding("g", "goto", "Go to"),
         Binding("n", "next", "Next"),
         Binding("p", "prev", "Prev"),
         Binding("N", "prev_hit", "Prev hit"),
         *RecordNavigation.MOVE_BINDINGS,
-        Binding("g", "goto", "Go to"),
-        Binding("slash", "search", "Search", key_display="/"),
-        Binding("s", "panel('stats')", "Stats"),
-        Binding("h", "panel('history')", "History"),
-        Binding("e", "export", "Export"),
-        Binding("R", "review", "Review"),
         Binding("i", "import", "Import", show=False),
         Binding("c", "convert", "Convert", show=False),
         Binding("ctrl+d", "scroll_record(1)", "Scroll record down", show=False),
@@ -73,7 +75,7 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
                     yield Static("", id="stats-view")
                 yield VersionHistory(self.app.workspace, id="history-panel")
         yield Input(placeholder="search text in any turn (Enter to search, Esc to close)", id="search-input")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#search-input").display = False
@@ -174,7 +176,8 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
         box.display = True
         if self.query_text:
             box.value = self.query_text
-        box.focus()
+        # At once, not after a refresh: keys typed right after "/" must not reach the screen's keys.
+        self.set_focus(box)
 
     def _close_search_box(self) -> None:
         box = self.query_one("#search-input", Input)
@@ -208,6 +211,10 @@ class BrowserScreen(ReportsWorkerErrors, RecordNavigation, Screen):
         self.status_message = None
         if view is not self.view:
             return
+        if self.panel != "record":
+            # The answer to a search is records: leave the statistics or history for them.
+            self._set_panel("record")
+            self.set_focus(None)
         if not hits:
             self.hits, self.query_text = None, None
             self.status_message = Text(f"no record contains {query!r}", style="red")

@@ -1,17 +1,16 @@
 """Curate (mode 3): build a pipeline from the registered curation ops, preview it on a sample,
-run it with live progress, then inspect and override what it removed or changed.
+run it with live progress; the results screen (curate_results.py) then shows and overrides what
+it removed or changed.
 
 The pipeline is a list of draft steps, each an op and the raw values of a form generated from
 the op's config model; every change is validated and errors are shown under their field.
 Preview and run call the headless :func:`studio.curation.pipeline.run_pipeline` in a thread
 worker; its events come back as messages (progress coalesced to a few per second) and Esc
-cancels. The results screen pages the version's side table from Arrow, so it never holds more
-than one page of rows, whatever the size of the run.
+cancels.
 """
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,27 +22,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import (
-    Button, DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static,
-)
+from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from studio.rendering import (
-    kinds_text, record_preview, render_side_by_side, render_side_entry_header, render_step_examples,
-    render_titled_record, short_id,
-)
-from studio.records import Record
+from studio.events import event_name
+from studio.rendering import render_step_examples, short_id
 from studio.tui.screens.base import ReportsWorkerErrors
-from studio.tui.screens.dialogs import Dialog
+from studio.tui.screens.curate_results import CurateResultsScreen
+from studio.tui.screens.dialogs import RecipeFileDialog
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
-from studio.tui.widgets.paths import PathInput
 
 PREVIEW_ROWS = 500
-PROGRESS_EVERY = 0.1  # seconds between progress messages from the worker
-PAGE_ROWS = 100
 CATEGORIES = ("filter", "dedup", "transform", "split", "mix")
 
 
@@ -66,50 +58,6 @@ class DraftStep:
 
     def options(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json", exclude_defaults=True) if self.config is not None else {}
-
-
-class PipelineEvent(Message):
-    """An event of run_pipeline, handed from the worker thread to the screen."""
-
-    def __init__(self, event: dict[str, Any]) -> None:
-        super().__init__()
-        self.event = event
-
-
-class RecipeFileDialog(Dialog):
-    """Ask for a recipe path; dismisses with a Path."""
-
-    def __init__(self, title: str, path: str = "", must_exist: bool = False) -> None:
-        super().__init__()
-        self.title_text, self.initial, self.must_exist = title, path, must_exist
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog", id="recipe-dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield PathInput(self.initial, id="recipe-path", placeholder="path/to/recipe.yaml (→ completes)")
-            yield Static("", id="recipe-error", classes="error-text")
-            with Horizontal(classes="buttons"):
-                yield Button("OK", id="ok", variant="primary")
-                yield Button("Cancel", id="cancel")
-
-    def on_mount(self) -> None:
-        self.query_one("#recipe-path", PathInput).focus()
-
-    @on(Input.Submitted, "#recipe-path")
-    @on(Button.Pressed, "#ok")
-    def _ok(self) -> None:
-        path = self.query_one("#recipe-path", PathInput).path
-        if path is None:
-            self.query_one("#recipe-error", Static).update("Enter a path.")
-            return
-        if self.must_exist and not path.is_file():
-            self.query_one("#recipe-error", Static).update(f"{path} is not a file.")
-            return
-        self.dismiss(path)
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.dismiss(None)
 
 
 def recipe_yaml(recipe: dict[str, Any], path: Path) -> str:
@@ -149,19 +97,21 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         yield Static("", id="curate-bar")
         with Horizontal(id="curate-body"):
             with Vertical(id="curate-left"):
+                # One-line fields: the operations list below keeps its room in a 24-row terminal.
                 yield Label("Input dataset", classes="field-label")
-                yield Select([], prompt="choose a dataset", id="input-dataset")
+                yield Select([], prompt="choose a dataset", id="input-dataset", compact=True, classes="line-field")
                 yield Label("Version", classes="field-label")
-                yield Select([], prompt="head", id="input-version")
+                yield Select([], prompt="head", id="input-version", compact=True, classes="line-field")
                 yield Label("Output dataset", classes="field-label")
-                yield Input(placeholder="blank: new version of the input", id="output-name")
+                yield Input(placeholder="blank: new version of the input", id="output-name", compact=True,
+                            classes="line-field")
                 with Horizontal(classes="field-row"):
                     with Vertical():
                         yield Label("Seed", classes="field-label")
-                        yield Input("0", id="seed")
+                        yield Input("0", id="seed", compact=True, classes="line-field")
                     with Vertical():
                         yield Label("Preview rows", classes="field-label")
-                        yield Input(str(PREVIEW_ROWS), id="preview-rows")
+                        yield Input(str(PREVIEW_ROWS), id="preview-rows", compact=True, classes="line-field")
                 yield Label("Operations (Enter adds a step)", classes="field-label")
                 yield OptionList(id="op-list")
             with Vertical(id="curate-middle"):
@@ -172,12 +122,13 @@ class CurateScreen(ReportsWorkerErrors, Screen):
                 yield table
                 yield ProgressBar(total=None, show_eta=False, id="run-progress")
                 yield Static("", id="run-status")
-                with VerticalScroll(id="examples-scroll"):
+                # Focusable only once it shows examples: Tab goes from the steps to the form.
+                with VerticalScroll(id="examples-scroll", can_focus=False):
                     yield Static("", id="examples")
-            with VerticalScroll(id="curate-form"):
+            with VerticalScroll(id="curate-form", can_focus=False):
                 yield Static("", id="form-title")
                 yield Vertical(id="form-area")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#run-progress").display = False
@@ -185,6 +136,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.load_ops()
         self.refresh_datasets()
         self._refresh_steps()
+        self._show_form()
         self._update_bar()
 
     def on_screen_resume(self) -> None:
@@ -212,6 +164,8 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         if not self.ops:
             op_list.add_option(Option(Text("no curation ops are loaded (see the Plugins screen)", style="dim"),
                                       disabled=True))
+        # The first operation, not its group's header: Enter adds it straight away.
+        op_list.action_first()
 
     def refresh_datasets(self) -> None:
         select = self.query_one("#input-dataset", Select)
@@ -270,7 +224,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
 
     def _step_prompt(self, index: int, step: DraftStep) -> Text:
         op = self.ops.get(step.op)
-        text = Text(f"{index + 1}. ", style="bold")
+        text = Text(f"{index}. ", style="bold")  # 0-based, as the side table and steps.N.option
         text.append(getattr(op, "title", None) or step.op, style="bold")
         if op is not None:
             text.append(f"  {getattr(op, 'category', '')}", style="dim")
@@ -310,7 +264,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             return
         step = self.steps[self.current]
         op = self.ops.get(step.op)
-        text = Text(f"Step {self.current + 1}: ", style="bold")
+        text = Text(f"Step {self.current}: ", style="bold")
         text.append(getattr(op, "title", None) or step.op, style="bold")
         if op is not None:
             text.append(f"  ({step.op})\n", style="dim")
@@ -403,7 +357,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             if step.errors:
                 field_name, message = next(iter(step.errors.items()))
                 where = "" if field_name == GENERAL else f"{field_name}: "
-                raise ValueError(f"step {i + 1} ({step.op}) is invalid: {where}{message}")
+                raise ValueError(f"step {i} ({step.op}) is invalid: {where}{message}")
         seed_text = self.query_one("#seed", Input).value.strip() or "0"
         try:
             seed = int(seed_text)
@@ -450,18 +404,25 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.app.push_screen(RecipeFileDialog("Load a curation recipe", default, must_exist=True), self.load_recipe)
 
     def load_recipe(self, path: Path | None) -> None:
+        from studio.data.refs import stored_ref
         from studio.recipes import RecipeError, load_recipe
 
         if path is None:
             return
         try:
-            recipe = load_recipe(path)
+            recipe = load_recipe(path, kind="curate")
         except (RecipeError, OSError) as exc:
             self._status(Text(f"✗ {exc}", style="red"))
             return
         self.recipe_path = path
-        name, _, version = recipe.dataset.partition("@")
         problems = []
+        try:
+            # A recipe naming a data file curates it as a stored version, imported with lineage.
+            dataset, _ = stored_ref(self.app.workspace, recipe.dataset, self.app.host.formats())
+        except ValueError as exc:
+            dataset = recipe.dataset
+            problems.append(str(exc))
+        name, _, version = dataset.partition("@")
         try:
             version_id = self.app.workspace.version_info(name, version or None).id
             self.query_one("#input-dataset", Select).value = name
@@ -511,6 +472,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         table.clear()
         table.display = True
         self.query_one("#examples", Static).update("")
+        self.query_one("#examples-scroll").can_focus = False
         bar = self.query_one("#run-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
@@ -524,31 +486,23 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         from studio.curation.pipeline import run_pipeline
 
         worker = get_current_worker()
-        last = [0.0]
+        with service_emitter(self, "curate", cancelled=lambda: worker.is_cancelled) as emit:
+            return run_pipeline(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
+                                dry_run=limit is not None, limit=limit, base_dir=self.app.workspace.root)
 
-        def emit(event: dict[str, Any]) -> None:
-            if worker.is_cancelled:
-                return
-            if event.get("type") == "progress":
-                now = time.monotonic()
-                if now - last[0] < PROGRESS_EVERY and event.get("done") != event.get("total"):
-                    return
-                last[0] = now
-            self.post_message(PipelineEvent(event))
-
-        return run_pipeline(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
-                            dry_run=limit is not None, limit=limit, base_dir=self.app.workspace.root)
-
-    def on_pipeline_event(self, message: PipelineEvent) -> None:
-        if not self.busy:
+    def on_service_event(self, message: ServiceEvent) -> None:
+        if not self.busy or message.source != "curate":
             return
-        event = message.event
-        kind = event.get("type")
+        for event in message.events:
+            self._pipeline_event(event)
+
+    def _pipeline_event(self, event: dict[str, Any]) -> None:
+        kind = event_name(event)
         total_steps = len(self._step_names)
         bar = self.query_one("#run-progress", ProgressBar)
         if kind == "step_start":
             bar.update(total=None, progress=0)
-            self._status(Text(f"step {event['step'] + 1}/{total_steps} {event['op']}: "
+            self._status(Text(f"{_step_label(event['step'], event['op'], total_steps)}: "
                               f"{event.get('rows', 0):,} rows … (Esc cancels)", style="yellow"))
         elif kind == "progress":
             total = event.get("total") or None
@@ -556,7 +510,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             step = event.get("step", 0)
             name = self._step_names[step] if 0 <= step < total_steps else "?"
             what = f" {event['what']}" if event.get("what") else ""
-            self._status(Text(f"step {step + 1}/{total_steps} {name}{what}: {event.get('done', 0):,} / "
+            self._status(Text(f"{_step_label(step, name, total_steps)}{what}: {event.get('done', 0):,} / "
                               f"{event.get('total', 0):,} (Esc cancels)", style="yellow"))
         elif kind == "step_done":
             self._add_step_row(event)
@@ -566,7 +520,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         key = str(report["index"])
         if key in [k.value for k in table.rows]:
             return
-        table.add_row(str(report["index"] + 1), report["op"], f"{report['rows_in']:,}",
+        table.add_row(str(report["index"]), report["op"], f"{report['rows_in']:,}",
                       Text(f"{report['removed']:,}", style="red" if report["removed"] else "dim"),
                       Text(f"{report['changed']:,}", style="yellow" if report["changed"] else "dim"),
                       f"{report['added']:,}", Text(f"{report['rows_out']:,}", style="bold"),
@@ -594,6 +548,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         for step in result.steps:
             self._add_step_row(step.to_dict())
         self.query_one("#examples", Static).update(render_step_examples(result.steps))
+        self.query_one("#examples-scroll").can_focus = bool(result.steps)
         rows_in = result.steps[0].rows_in if result.steps else 0
         rows_out = result.steps[-1].rows_out if result.steps else 0
         if mode == "preview":
@@ -647,344 +602,6 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.query_one("#curate-bar", Static).update(bar)
 
 
-# --- results ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResultsData:
-    ref: str
-    info: Any
-    view: Any
-    side: Any  # datasets.Dataset (memory-mapped)
-    origin: Any  # numpy array: output row -> source index
-    source_ref: str
-    source: Any  # VersionView of the version source indices point into
-    groups: list
-
-
-class CurateResultsScreen(ReportsWorkerErrors, Screen):
-    """Removals and changes of a curated version by reason, each row next to what it duplicates
-    or what it became, and overrides: restore side entries, drop output rows."""
-
-    TITLE = "Curation results"
-    AUTO_FOCUS = "#reason-table"
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("k", "keep", "Keep (restore)"),
-        Binding("d", "drop", "Drop kept row"),
-        Binding("a", "apply", "Apply overrides"),
-        Binding("n", "page(1)", "Next page"),
-        Binding("p", "page(-1)", "Prev page"),
-        Binding("o", "open_output", "Browse output"),
-    ]
-
-    def __init__(self, ref: str) -> None:
-        super().__init__()
-        self.ref = ref
-        self.data: ResultsData | None = None
-        self.group = None
-        self.indices = None  # numpy array of side-table rows in the current group
-        self.page = 0
-        self.entries: list[dict[str, Any]] = []  # the current page only
-        self.restore: set[int] = set()
-        self.drop: set[int] = set()
-        self.status: Text | None = None
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("", id="results-bar")
-        with Horizontal(id="results-body"):
-            with Vertical(id="reasons-pane"):
-                yield Label("Removed and changed, by reason", classes="pane-title")
-                table = DataTable(id="reason-table", cursor_type="row", zebra_stripes=True)
-                table.add_columns("step", "reason", "rows")
-                yield table
-            with Vertical(id="entries-pane"):
-                yield Label("", id="entries-title", classes="pane-title")
-                table = DataTable(id="entry-table", cursor_type="row", zebra_stripes=True)
-                table.add_column("", key="mark", width=2)
-                table.add_column("row", key="source")
-                table.add_column("sim", key="sim")
-                table.add_column("record", key="preview")
-                yield table
-                with VerticalScroll(id="entry-detail-scroll"):
-                    yield Static("", id="entry-detail")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.status = Text(f"opening {self.ref} …", style="dim")
-        self._update_bar()
-        self._load(self.ref)
-
-    @work(thread=True, exclusive=True, group="results", exit_on_error=False)
-    def _load(self, ref: str) -> ResultsData:
-        from studio.curation.pipeline import load_origin, load_side_table
-        from studio.curation.review import reason_groups, source_version
-
-        ws = self.app.workspace
-        view = ws.open(ref)
-        ref = f"{view.info.dataset}@{view.info.id}"
-        side = load_side_table(ws, ref)
-        source_ref = source_version(ws, ref)
-        return ResultsData(ref=ref, info=view.info, view=view, side=side, origin=load_origin(ws, ref),
-                           source_ref=source_ref, source=ws.open(source_ref), groups=reason_groups(side))
-
-    @work(thread=True, exclusive=True, group="overrides", exit_on_error=False)
-    def _apply(self, ref: str, restore: list[int], drop: list[int]):
-        from studio.curation.pipeline import amend_curated
-
-        note = f"restored {len(restore)}, dropped {len(drop)} in the curation results view"
-        return amend_curated(self.app.workspace, ref, restore=restore, drop=drop, note=note)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        group = event.worker.group
-        if event.state == WorkerState.SUCCESS:
-            if group == "results":
-                self._loaded(event.worker.result)
-            elif group == "overrides":
-                info = event.worker.result
-                self.notify(f"{info.dataset}@{short_id(info.id)}: {info.num_records:,} records",
-                            title="Overrides applied")
-                self.ref = f"{info.dataset}@{info.id}"
-                self.restore, self.drop = set(), set()
-                self.status = Text(f"✓ overrides applied: {self.ref}", style="green")
-                self._load(self.ref)
-        elif event.state == WorkerState.ERROR:
-            self.status = Text(f"✗ {group} failed: {event.worker.error}", style="red")
-            self._update_bar()
-
-    def _loaded(self, data: ResultsData) -> None:
-        self.data = data
-        self.ref = data.ref
-        if self.status is not None and self.status.plain.startswith("opening"):
-            self.status = None
-        table = self.query_one("#reason-table", DataTable)
-        table.clear()
-        for group in data.groups:
-            step = str(group.step + 1) if group.step >= 0 else "hand"
-            reason = Text(group.reason, style="red" if group.action == "removed" else "yellow")
-            reason.append(f"  {group.op}", style="dim")
-            table.add_row(step, reason, f"{group.count:,}", key=group.key)
-        self._update_bar()
-        if data.groups:
-            table.move_cursor(row=0)
-            self.show_group(data.groups[0])
-        else:
-            self.query_one("#entries-title", Label).update("Nothing was removed or changed.")
-            self.query_one("#entry-table", DataTable).clear()
-            self.query_one("#entry-detail", Static).update("")
-
-    # --- a reason's rows, one page at a time ------------------------------------------------------
-
-    def show_group(self, group) -> None:
-        from studio.curation.review import group_indices
-
-        assert self.data is not None
-        self.group = group
-        self.indices = group_indices(self.data.side, group)
-        self.page = 0
-        self._show_page()
-
-    def _show_page(self) -> None:
-        import pyarrow as pa
-
-        assert self.data is not None and self.indices is not None
-        lo = self.page * PAGE_ROWS
-        chunk = self.indices[lo: lo + PAGE_ROWS]
-        self.entries = self.data.side.data.table.take(pa.array(chunk)).to_pylist() if len(chunk) else []
-        for entry, side_index in zip(self.entries, chunk.tolist()):
-            entry["_side_index"] = side_index
-        table = self.query_one("#entry-table", DataTable)
-        table.clear()
-        for entry in self.entries:
-            sim = f"{entry['similarity']:.2f}" if entry.get("similarity") is not None else ""
-            table.add_row(self._mark(entry), f"#{entry['source_index']}", sim,
-                          Text(record_preview(Record.from_row(entry))[:200]), key=str(entry["_side_index"]))
-        total = len(self.indices)
-        pages = max(1, -(-total // PAGE_ROWS))
-        title = Text(f"{self.group.reason}", style="bold")
-        title.append(f"  ({self.group.action} by {self.group.op})  rows {lo + 1:,}–{lo + len(self.entries):,} "
-                     f"of {total:,}", style="dim")
-        if pages > 1:
-            title.append(f"  page {self.page + 1}/{pages} (n/p)", style="dim")
-        self.query_one("#entries-title", Label).update(title)
-        if self.entries:
-            table.move_cursor(row=0)
-            self.show_entry(self.entries[0])
-        self.refresh_bindings()
-
-    def action_page(self, delta: int) -> None:
-        if self.indices is None:
-            return
-        pages = max(1, -(-len(self.indices) // PAGE_ROWS))
-        page = max(0, min(self.page + delta, pages - 1))
-        if page != self.page:
-            self.page = page
-            self._show_page()
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self.data is None or event.row_key is None or event.row_key.value is None:
-            return
-        if event.data_table.id == "reason-table":
-            group = next((g for g in self.data.groups if g.key == event.row_key.value), None)
-            if group is not None and group is not self.group:
-                self.show_group(group)
-        elif event.data_table.id == "entry-table":
-            entry = self._entry(int(event.row_key.value))
-            if entry is not None:
-                self.show_entry(entry)
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "reason-table":
-            self.query_one("#entry-table").focus()
-
-    def _entry(self, side_index: int) -> dict[str, Any] | None:
-        return next((e for e in self.entries if e["_side_index"] == side_index), None)
-
-    def current_entry(self) -> dict[str, Any] | None:
-        table = self.query_one("#entry-table", DataTable)
-        if not self.entries or not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return self._entry(int(key)) if key is not None else None
-
-    def _related_output_row(self, entry: dict[str, Any]) -> int | None:
-        """The output row an override on this entry would drop: a duplicate's kept original, or
-        what a changed row became."""
-        from studio.curation.review import output_position
-
-        assert self.data is not None
-        if entry.get("duplicate_of") is not None:
-            return output_position(self.data.origin, entry["duplicate_of"])
-        if entry.get("action") == "changed":
-            return output_position(self.data.origin, entry["source_index"])
-        return None
-
-    def show_entry(self, entry: dict[str, Any]) -> None:
-        from studio.curation.review import cluster_size
-
-        assert self.data is not None
-        record = Record.from_row(entry)
-        src = entry["source_index"]
-        dup = entry.get("duplicate_of")
-        detail = self.query_one("#entry-detail", Static)
-        header = render_side_entry_header(entry, cluster_size(self.data.side, dup) if dup is not None else None)
-        marks = self._mark_text(entry)
-        if marks.plain:
-            header.append("\n")
-            header.append_text(marks)
-        if dup is not None:
-            kept = self.data.source.record(dup) if 0 <= dup < self.data.source.num_rows else None
-            position = self._related_output_row(entry)
-            right_title = Text(f"✓ kept original · source row #{dup}", style="bold green")
-            right_title.append(f" · output row #{position}" if position is not None else " · not in the output",
-                               style="dim")
-            body = render_side_by_side(Text(f"✗ removed · source row #{src}", style="bold red"), record,
-                                       right_title, kept)
-        elif entry.get("action") == "changed":
-            position = self._related_output_row(entry)
-            after = self.data.view.record(position) if position is not None else None
-            body = render_side_by_side(Text(f"before · source row #{src}", style="bold"), record,
-                                       Text(f"after · output row #{position}" if position is not None else "after",
-                                            style="bold yellow"), after, right_empty="(removed by a later step)")
-        else:
-            body = render_titled_record(Text(f"✗ removed · source row #{src}", style="bold red"), record)
-        from rich.console import Group
-
-        detail.update(Group(header, Text(""), body))
-        self.query_one("#entry-detail-scroll", VerticalScroll).scroll_home(animate=False)
-
-    # --- overrides -------------------------------------------------------------------------------
-
-    def _mark(self, entry: dict[str, Any]) -> Text:
-        text = Text()
-        if entry["_side_index"] in self.restore:
-            text.append("↺", style="bold green")
-        position = self._related_output_row(entry) if self.drop else None
-        if position is not None and position in self.drop:
-            text.append("⊘", style="bold red")
-        return text
-
-    def _mark_text(self, entry: dict[str, Any]) -> Text:
-        text = Text()
-        if entry["_side_index"] in self.restore:
-            text.append("↺ marked to restore", style="bold green")
-        position = self._related_output_row(entry) if self.drop else None
-        if position is not None and position in self.drop:
-            if text.plain:
-                text.append("  ·  ")
-            text.append(f"⊘ output row #{position} marked to drop", style="bold red")
-        return text
-
-    def _refresh_marks(self) -> None:
-        table = self.query_one("#entry-table", DataTable)
-        for entry in self.entries:
-            table.update_cell(str(entry["_side_index"]), "mark", self._mark(entry))
-        entry = self.current_entry()
-        if entry is not None:
-            self.show_entry(entry)
-        self._update_bar()
-
-    def action_keep(self) -> None:
-        entry = self.current_entry()
-        if entry is None:
-            return
-        self.restore ^= {entry["_side_index"]}
-        self._refresh_marks()
-
-    def action_drop(self) -> None:
-        entry = self.current_entry()
-        if entry is None:
-            return
-        position = self._related_output_row(entry)
-        if position is None:
-            self.notify("This row has no kept counterpart in the output to drop.", severity="warning")
-            return
-        self.drop ^= {position}
-        self._refresh_marks()
-
-    def action_apply(self) -> None:
-        if self.data is None:
-            return
-        if not self.restore and not self.drop:
-            self.notify("Mark rows first: k keeps (restores) a removed row, d drops its kept counterpart.",
-                        severity="warning")
-            return
-        self.status = Text("applying overrides …", style="yellow")
-        self._update_bar()
-        self._apply(self.data.ref, sorted(self.restore), sorted(self.drop))
-
-    def action_open_output(self) -> None:
-        if self.data is not None:
-            self.app.open_dataset(self.data.ref)
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action == "page":
-            return self.indices is not None and len(self.indices) > PAGE_ROWS
-        if action == "apply":
-            return bool(self.restore or self.drop) or None
-        return True
-
-    def _update_bar(self) -> None:
-        bar = Text(no_wrap=True, overflow="ellipsis")
-        if self.data is not None:
-            info = self.data.info
-            bar.append(f" {info.dataset}", style="bold")
-            bar.append(f"@{short_id(info.id)}", style="dim")
-            bar.append(f"  from {self.data.source_ref.split('@')[0]}@{short_id(self.data.source_ref.partition('@')[2])}",
-                       style="dim")
-            bar.append("  │  ")
-            bar.append(f"{self.data.source.num_rows:,} → {info.num_records:,} rows", style="bold")
-            bar.append(f"  ({kinds_text(info.kinds)})", style="dim")
-            bar.append("  │  ")
-            bar.append(f"{len(self.data.side):,} in the side table")
-            if self.restore or self.drop:
-                bar.append("  │  ")
-                bar.append(f"restore {len(self.restore):,} · drop {len(self.drop):,} (a applies)", style="bold yellow")
-        if self.status is not None:
-            bar.append("  │  ")
-            bar.append_text(self.status)
-        self.query_one("#results-bar", Static).update(bar)
+def _step_label(index: int, op: str, total: int) -> str:
+    # Steps are numbered from 0, as in the side table and `steps.N.option` overrides.
+    return f"step {index} {op} ({index + 1} of {total})"

@@ -37,7 +37,7 @@ class DatasetsScreen(ReportsWorkerErrors, Screen):
                 ("ctrl+p", "bold reverse"), " for every command."), id="empty-hint")
             yield Label("Versions (Enter opens one)", id="versions-title")
             yield VersionHistory(self.app.workspace, id="dataset-history")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._fresh = True

@@ -1,4 +1,4 @@
-"""Modal dialogs: import, export, convert, go to record, errors.
+"""Modal dialogs: import, export, convert, go to record, errors, a recipe file.
 
 Each dialog runs its blocking call (detection, import, export, conversion) in a thread worker
 and reads the answer from the worker's SUCCESS state; failures reach the app's error handler.
@@ -19,9 +19,11 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.data.reading import Detection, DetectionError, detect
 from studio.data.workflows import convert_file, default_name, export_version, import_file
-from studio.store import Workspace
+from studio.events import event_name
 from studio.rendering import reject_where, short_id
+from studio.store import Workspace
 from studio.tui.screens.base import ReportsWorkerErrors
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.paths import PathInput
 
 AUTO = "__auto__"
@@ -231,16 +233,16 @@ class ImportDialog(Dialog):
     @work(thread=True, exclusive=True, group="import", exit_on_error=False)
     def _import(self, path: Path, override: str | None, name: str | None):
         worker = get_current_worker()
+        with service_emitter(self, "import", cancelled=lambda: worker.is_cancelled) as emit:
+            return import_file(self.workspace, path, self.formats, name=name, override=override,
+                               progress=lambda rows: emit({"event": "progress", "rows": rows}),
+                               cancelled=lambda: worker.is_cancelled)
 
-        def progress(rows: int) -> None:
-            if not worker.is_cancelled:
-                self.app.call_from_thread(self._progress, rows)
-
-        return import_file(self.workspace, path, self.formats, name=name, override=override,
-                           progress=progress, cancelled=lambda: worker.is_cancelled)
-
-    def _progress(self, rows: int) -> None:
-        self.query_one("#result", Static).update(Text(f"Importing … {rows:,} rows read", style="dim"))
+    def on_service_event(self, message: ServiceEvent) -> None:
+        progress = [e for e in message.events if event_name(e) == "progress"]
+        if progress and self._import_worker is not None and self._import_worker.is_running:
+            rows = progress[-1].get("rows", 0)
+            self.query_one("#result", Static).update(Text(f"Importing … {rows:,} rows read", style="dim"))
 
     def _imported(self, result) -> None:
         self._set_busy(False)
@@ -509,3 +511,38 @@ class ConvertDialog(Dialog):
     def _close(self) -> None:
         self.dismiss(None)
 
+
+class RecipeFileDialog(Dialog):
+    """Ask for a recipe path; dismisses with a Path."""
+
+    def __init__(self, title: str, path: str = "", must_exist: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.initial, self.must_exist = title, path, must_exist
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="recipe-dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield PathInput(self.initial, id="recipe-path", placeholder="path/to/recipe.yaml (→ completes)")
+            yield Static("", id="recipe-error", classes="error-text")
+            with Horizontal(classes="buttons"):
+                yield Button("OK", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#recipe-path", PathInput).focus()
+
+    @on(Input.Submitted, "#recipe-path")
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        path = self.query_one("#recipe-path", PathInput).path
+        if path is None:
+            self.query_one("#recipe-error", Static).update("Enter a path.")
+            return
+        if self.must_exist and not path.is_file():
+            self.query_one("#recipe-error", Static).update(f"{path} is not a file.")
+            return
+        self.dismiss(path)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

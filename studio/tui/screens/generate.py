@@ -1,86 +1,47 @@
 """Generate (mode 4): configure a generation run, estimate its cost, run it with live counters,
 watch the rows arrive, retry the failed ones, and open what was stored.
 
-The screen only builds a :class:`~studio.generation.runner.GenerationRecipe` and calls the
-headless :func:`~studio.generation.runner.run_generation` in a thread worker, exactly as
-``studio generate`` does. The worker's ``emit`` only appends events to a queue; a timer drains
-it a few times a second and redraws once per drain, so a replay that yields thousands of rows
-a second (all answered from the journal) costs a few redraws, not thousands. Cancelling sets a
-flag the engine checks before every request: the run stops cleanly and stores what it made.
+The set-up is a :class:`~studio.tui.screens.recipe_form.RecipeFormScreen` over the core
+:class:`~studio.generation.runner.GenerationRecipe`: a recipe to start from, where requests go,
+the generator (and its options form), the seed dataset, and forms for the recipe's own fields
+and its request defaults. The screen calls the headless
+:func:`~studio.generation.runner.run_generation` in a thread worker, exactly as ``studio
+generate`` does; its events arrive as :class:`~studio.tui.service_events.ServiceEvent` messages,
+a burst at a time, so a replay that yields thousands of rows a second (all answered from the
+journal) costs a few redraws, not thousands. Cancelling sets a flag the engine checks before
+every request: the run stops cleanly and stores what it made.
 """
 from __future__ import annotations
 
 import threading
-from collections import deque
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
 from rich.console import Group
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import (
-    DataTable, Footer, Header, Label, ProgressBar, Select, Static, TabbedContent, TabPane,
-)
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from studio.generation.provider import EMBEDDED
+from studio.events import event_name
+from studio.generation.provider import EMBEDDED, ProviderConfig, load_providers
+from studio.generation.runner import RunFolder, run_generation, runs_dir
+from studio.recipes import load_recipe
+from studio.recipes.generate import GenerationRecipe, RequestParams
 from studio.records import Record
 from studio.rendering import kind_tag, record_preview, render_record, short_id
-from studio.tui.screens.base import ReportsWorkerErrors
-from studio.tui.widgets.selects import select_value, set_select_options
+from studio.tui.screens.recipe_form import Choice, RecipeFormScreen, Section
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.generate_live import LivePanel
-from studio.tui.widgets.op_form import GENERAL, OpForm, initial_raw, validate_form
+from studio.tui.widgets.op_form import fields_model
 
-DRAIN_EVERY = 0.2  # seconds between redraws while a run goes
+REDRAW_EVERY = 0.2  # seconds: a run's events arrive in bursts this far apart at most
 MAX_TABLE_ROWS = 5_000  # rows listed live; the stored dataset (o) pages all of them from Arrow
 PROMPT_CHARS = 40
 ANSWER_CHARS = 70
-
-
-class RunSettings(BaseModel):
-    """The recipe's own scalar fields, as one model so the generated form shows and checks them."""
-
-    output: str = Field(description="dataset the rows are stored as (a new version of it)")
-    seed_limit: int | None = Field(None, ge=1, description="use only the first N seed records")
-    temperature: float | None = Field(None, ge=0, le=2, description="default temperature of every request "
-                                      "(a generator's own option wins)")
-    max_tokens: int | None = Field(None, ge=1, description="default completion tokens per request (a generator's "
-                                   "own option wins)")
-    seed: int = Field(0, description="random seed: the same seed and journal give the same run")
-    budget: float | None = Field(None, gt=0, description="hard cost cap; the run stops cleanly when reached")
-
-    @field_validator("output")
-    @classmethod
-    def _dataset_name(cls, value: str) -> str:
-        from studio.store import NAME_RE
-
-        if not NAME_RE.match(value):
-            raise ValueError("a dataset name is letters, digits, '.', '_' or '-' (max 100), starting with a "
-                             "letter or digit")
-        return value
-
-
-@dataclass
-class Problems:
-    """What stops the recipe from being run, by where it is shown."""
-
-    provider: str = ""
-    generator: str = ""
-    seeds: str = ""
-    settings: dict[str, str] = field(default_factory=dict)
-    config: dict[str, str] = field(default_factory=dict)
-
-    def messages(self) -> list[str]:
-        out = [f"{where}: {m}" for where, m in (("provider", self.provider), ("generator", self.generator),
-                                                 ("seed dataset", self.seeds)) if m]
-        out += [m if name == GENERAL else f"{name}: {m}" for name, m in self.settings.items()]
-        out += [f"options: {m}" if name == GENERAL else f"option {name}: {m}" for name, m in self.config.items()]
-        return out
 
 
 def answer_preview(record: Record) -> Text:
@@ -98,9 +59,27 @@ def answer_preview(record: Record) -> Text:
     return Text(cut(answers[-1], ANSWER_CHARS)) if answers else Text("(no answer)", style="dim italic")
 
 
-class GenerateScreen(ReportsWorkerErrors, Screen):
+class GenerateScreen(RecipeFormScreen):
     TITLE = "Generate"
     AUTO_FOCUS = "#gen-provider"
+    PREFIX = "gen"
+    RECIPE_KIND = "generate"
+    RECIPE_MODEL = GenerationRecipe
+    ITEM_KIND = "generator"
+    OPTIONS_TITLE = "Generator options"
+    CHOICES = (
+        Choice("recipe", "Recipe", role="recipe"),
+        Choice("provider", "Provider", field="provider", blank=False),
+        Choice("generator", "Generator", role="item", field="generator", prompt="choose a generator"),
+        Choice("seeds", "Seed dataset", role="dataset", field="seed_dataset", prompt="no seed dataset",
+               short="seed dataset"),
+    )
+    SECTIONS = (
+        Section("run", "Run", fields_model(GenerationRecipe, ("output", "seed_limit", "seed", "budget"))),
+        Section("params", "Request defaults", RequestParams, path=("params",)),
+    )
+    ACTIONS = (("estimate", "Estimate (e)"), ("start", "Start (r)"))
+    IDLE_STATUS = "Pick a generator and its seeds, then e estimates and r starts."
     BINDINGS = [
         Binding("e", "estimate", "Estimate"),
         Binding("r", "start", "Start"),
@@ -112,12 +91,7 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.providers: dict[str, Any] = {}
-        self.generators: dict[str, Any] = {}
-        self.settings_raw, _ = initial_raw(RunSettings, {})
-        self.config_raw: dict[str, dict[str, Any]] = {}  # per generator, so switching keeps edits
-        self.checked = False  # errors show once the user has typed in a form or asked to run
-        self.busy: str | None = None  # "estimate" | "run"
+        self.providers: dict[str, ProviderConfig] = {}
         self.run_id: str | None = None
         self.summary = None  # RunSummary of the last run
         self.last_recipe = None  # what "retry failed" runs again, with the same run id
@@ -127,125 +101,80 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
         self.row_count = 0
         self.failed: list[dict[str, Any]] = []  # row_failed events (small: the seed is left out)
         self._failed_sources: list[dict[str, Any]] = []  # failed.jsonl, read when a failure is shown
-        self._inbox: deque[dict[str, Any]] = deque()  # the worker appends, the drain timer pops
         self._stop = threading.Event()
-        self._worker: Worker | None = None
         self._shown_row: int | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("", id="gen-bar")
-        with Horizontal(id="gen-body"):
-            with VerticalScroll(id="gen-setup"):
-                yield Label("Provider", classes="field-label")
-                # Filled with the saved providers on mount; the embedded model is always there.
-                yield Select([(EMBEDDED, EMBEDDED)], value=EMBEDDED, allow_blank=False, id="gen-provider")
-                yield Static("", id="gen-provider-info", classes="gen-hint")
-                yield Static("", id="gen-provider-error", classes="gen-error")
-                yield Label("Generator", classes="field-label")
-                yield Select([], prompt="choose a generator", id="gen-generator")
-                yield Static("", id="gen-generator-info", classes="gen-hint")
-                yield Static("", id="gen-generator-error", classes="gen-error")
-                yield Label("Seed dataset", classes="field-label")
-                yield Select([], prompt="no seed dataset", id="gen-seeds")
-                yield Static("", id="gen-seeds-info", classes="gen-hint")
-                yield Static("", id="gen-seeds-error", classes="gen-error")
-                yield Label("Run", classes="pane-title")
-                yield OpForm(RunSettings, self.settings_raw, id="gen-settings")
-                yield Label("Generator options", classes="pane-title")
-                yield Vertical(id="gen-config-area")
-            with Vertical(id="gen-main"):
-                yield LivePanel(id="gen-live")
-                yield ProgressBar(total=None, show_eta=False, id="gen-progress")
-                yield Static("", id="gen-status")
-                with TabbedContent(id="gen-tabs"):
-                    with TabPane("Rows", id="tab-rows"):
-                        table = DataTable(id="gen-rows", cursor_type="row", zebra_stripes=True)
-                        table.add_column("#", key="n")
-                        table.add_column("kind", key="kind")
-                        table.add_column("prompt", key="prompt", width=PROMPT_CHARS)
-                        table.add_column("answer", key="answer")
-                        yield table
-                        with VerticalScroll(id="gen-row-detail-scroll", classes="gen-detail"):
-                            yield Static("", id="gen-row-detail")
-                    with TabPane("Failed", id="tab-failed"):
-                        table = DataTable(id="gen-failed", cursor_type="row", zebra_stripes=True)
-                        table.add_column("seed #", key="source")
-                        table.add_column("stage", key="stage")
-                        table.add_column("error", key="error")
-                        yield table
-                        with VerticalScroll(id="gen-failed-detail-scroll", classes="gen-detail"):
-                            yield Static("", id="gen-failed-detail")
-        yield Footer()
+    def compose_main(self) -> ComposeResult:
+        yield LivePanel(id="gen-live")
+        yield ProgressBar(total=None, show_eta=False, id="gen-progress")
+        with TabbedContent(id="gen-tabs"):
+            with TabPane("Rows", id="tab-rows"):
+                table = DataTable(id="gen-rows", cursor_type="row", zebra_stripes=True)
+                table.add_column("#", key="n")
+                table.add_column("kind", key="kind")
+                table.add_column("prompt", key="prompt", width=PROMPT_CHARS)
+                table.add_column("answer", key="answer")
+                yield table
+                with VerticalScroll(id="gen-row-detail-scroll", classes="gen-detail"):
+                    yield Static("", id="gen-row-detail")
+            with TabPane("Failed", id="tab-failed"):
+                table = DataTable(id="gen-failed", cursor_type="row", zebra_stripes=True)
+                table.add_column("seed #", key="source")
+                table.add_column("stage", key="stage")
+                table.add_column("error", key="error")
+                yield table
+                with VerticalScroll(id="gen-failed-detail-scroll", classes="gen-detail"):
+                    yield Static("", id="gen-failed-detail")
 
     def on_mount(self) -> None:
         self.query_one("#gen-progress").display = False
-        # Paused until a run starts: between runs nothing arrives, so nothing needs drawing.
-        self._ticker = self.set_interval(DRAIN_EVERY, self._drain, pause=True)
-        self.refresh_choices()
-        self._show_config_form()
-        self._update_bar()
-        self._status(Text("Pick a generator and its seeds, then e estimates and r starts.", style="dim"))
+        super().on_mount()
 
-    def on_screen_resume(self) -> None:
-        # Back from another mode: a curation may have added datasets, the CLI a provider, a
-        # plugin install a generator.
-        if not self.busy and self.refresh_choices():
-            self._show_config_form()  # plugins were reloaded and the chosen generator went away
+    # --- pickers -------------------------------------------------------------------------------
 
-    # --- choices -------------------------------------------------------------------------------
-
-    def refresh_choices(self) -> bool:
-        """Fill the three choices again; True when the chosen generator changed."""
-        from studio.generation.provider import load_providers
-
-        ws = self.app.workspace
+    def choice_options(self, key: str) -> list[tuple[str, str]]:
+        # key == "provider": the saved providers; the embedded model is always there.
         try:
-            self.providers = load_providers(ws.root)
+            self.providers = load_providers(self.app.workspace.root)
         except Exception as exc:  # noqa: BLE001 - a broken providers.yaml must not take the screen down
-            self.providers = {EMBEDDED: self.providers.get(EMBEDDED) or _embedded()}
+            self.providers = {EMBEDDED: self.providers.get(EMBEDDED) or ProviderConfig()}
             self.notify(f"{type(exc).__name__}: {exc}", title="providers.yaml unreadable", severity="error")
-        try:
-            self.generators = dict(self.app.host.items("generator"))
-        except Exception as exc:  # noqa: BLE001 - a broken host must not take the screen down
-            self.generators = {}
-            self.notify(f"{type(exc).__name__}: {exc}", title="Generators unavailable", severity="error")
-        generator_before = self._value("#gen-generator")
-        self._set_options("#gen-provider", [
-            (f"{name}  (embedded local model)" if p.embedded else f"{name}  ({p.model})", name)
-            for name, p in self.providers.items()], default=EMBEDDED)
-        self._set_options("#gen-generator", [
-            (f"{getattr(g, 'title', name) or name}  ({name})", name) for name, g in sorted(self.generators.items())],
-            default=next(iter(self.generators)) if len(self.generators) == 1 else None)
-        self._set_options("#gen-seeds", [(name, name) for name in ws.dataset_names()])
-        self._describe()
-        return self._value("#gen-generator") != generator_before
+        return [(f"{name}  (embedded local model)" if p.embedded else f"{name}  ({p.model})", name)
+                for name, p in self.providers.items()]
 
-    def _set_options(self, selector: str, options: list[tuple[str, str]], default: str | None = None,
-                     force: bool = False) -> None:
-        set_select_options(self.query_one(selector, Select), options, default, force)
+    def choice_default(self, key: str) -> str | None:
+        return EMBEDDED
 
-    def _value(self, selector: str) -> str | None:
-        return select_value(self.query_one(selector, Select))
+    def read_recipe(self, path: Path) -> dict[str, Any]:
+        return load_recipe(path, kind="generate").model_dump(mode="json")
 
-    def generator(self):
-        return self.generators.get(self._value("#gen-generator") or "")
+    def apply_recipe_choice(self, choice: Choice, value: Any) -> None:
+        # An inline provider (a mapping) cannot be picked: the saved ones and the embedded model can.
+        super().apply_recipe_choice(choice, value if isinstance(value, str) else EMBEDDED)
 
-    @on(Select.Changed, "#gen-provider")
-    @on(Select.Changed, "#gen-seeds")
-    def _choice_changed(self) -> None:
-        self._describe()
-        self._changed()
+    def describe_choice(self, choice: Choice) -> Text:
+        if choice.key == "provider":
+            return self._describe_provider()
+        info = super().describe_choice(choice)
+        if choice.key == "seeds":
+            gen = self.item()
+            takes_none = gen is not None and gen.seeds == "none"
+            self.query_one("#gen-seeds").disabled = takes_none
+            if takes_none:
+                return Text("this generator starts from nothing", style="dim")
+            if gen is not None:
+                info.append(("\n" if info.plain else "") + ("required" if gen.seeds == "required" else "optional"),
+                            style="dim")
+        return info
 
-    @on(Select.Changed, "#gen-generator")
-    def _generator_changed(self) -> None:
-        self._describe()
-        self._show_config_form()
-        self._changed()
+    def describe_item(self, gen) -> Text:
+        text = Text(f"seeds {gen.seeds} · makes {gen.produces}", style="dim")
+        if gen.uses_completions:
+            text.append(" · needs raw /v1/completions", style="dim")
+        return text
 
-    def _describe(self) -> None:
-        """The hints under the three choices: where requests go, what the generator does, seeds."""
-        provider = self.providers.get(self._value("#gen-provider") or "")
+    def _describe_provider(self) -> Text:
+        provider = self.providers.get(self.value("provider") or "")
         info = Text()
         if provider is None:
             pass
@@ -258,160 +187,58 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
                 info.append(f"\nno price for {provider.model}: costs show as unpriced", style="yellow")
             else:
                 info.append(f"\n${price.input:g} in / ${price.output:g} out per 1M tokens")
-        self.query_one("#gen-provider-info", Static).update(info)
-
-        gen = self.generator()
-        info = Text()
-        if gen is not None:
-            info.append(getattr(gen, "summary", "") or "", style="italic")
-            info.append(f"\nseeds {gen.seeds} · makes {gen.produces}", style="dim")
-            if gen.uses_completions:
-                info.append(" · needs raw /v1/completions", style="dim")
-        elif not self.generators:
-            info.append("no generators are loaded (see the Plugins screen)", style="yellow")
-        self.query_one("#gen-generator-info", Static).update(info)
-
-        seeds = self.query_one("#gen-seeds", Select)
-        takes_none = gen is not None and gen.seeds == "none"
-        seeds.disabled = takes_none
-        info = Text()
-        if takes_none:
-            info.append("this generator starts from nothing", style="dim")
-        else:
-            name = self._value("#gen-seeds")
-            if name is not None:
-                try:
-                    head = self.app.workspace.head(name)
-                    info.append(f"{head.num_records:,} records · head {short_id(head.id)}", style="dim")
-                except Exception as exc:  # noqa: BLE001 - a damaged dataset is reported, not fatal
-                    info.append(f"unreadable: {exc}", style="red")
-            if gen is not None:
-                info.append(("\n" if info.plain else "") + ("required" if gen.seeds == "required" else "optional"),
-                            style="dim")
-        self.query_one("#gen-seeds-info", Static).update(info)
-
-    # --- forms ---------------------------------------------------------------------------------
-
-    def _show_config_form(self) -> None:
-        # Swapped in order: each swap awaits the removal of the previous form.
-        self.call_later(self._swap_config_form)
-
-    async def _swap_config_form(self) -> None:
-        area = self.query_one("#gen-config-area", Vertical)
-        await area.remove_children()
-        gen = self.generator()
-        if gen is None:
-            await area.mount(Static(Text("Choose a generator to see its options.", style="dim")))
-            return
-        raw = self.config_raw.setdefault(gen.name, initial_raw(gen.config_model, {})[0])
-        errors = self.problems().config if self.checked else {}
-        if not gen.config_model.model_fields:
-            await area.mount(Static(Text("This generator has no options.", style="dim")))
-            return
-        await area.mount(OpForm(gen.config_model, raw, errors, id="gen-config"))
-
-    def on_op_form_changed(self, event: OpForm.Changed) -> None:
-        if not event.form.is_attached:
-            return  # a change from a form that was just swapped out
-        if event.form.id == "gen-settings":
-            self.settings_raw = dict(event.raw)
-        elif event.form.id == "gen-config" and event.form.model is getattr(self.generator(), "config_model", None):
-            self.config_raw[self.generator().name] = dict(event.raw)
-        self.checked = True
-        self._changed()
-
-    def _changed(self) -> None:
-        """Any setting changed: the shown estimate no longer applies; re-check everything."""
-        if self.busy is None and self.summary is None:  # a finished run's counters stay up
-            self.query_one("#gen-live", LivePanel).reset()
-        self.show_problems()
+        return info
 
     # --- the recipe ----------------------------------------------------------------------------
 
-    def draft(self):
-        """(the recipe, problems): the recipe is None while anything is missing or invalid."""
-        from studio.recipes.generate import GenerationRecipe
-
-        problems = Problems()
-        provider_name = self._value("#gen-provider")
-        provider = self.providers.get(provider_name or "")
-        if provider is None:
-            problems.provider = "choose where requests go"
-        else:
+    def choice_problem(self, choice: Choice) -> str:
+        if choice.key == "provider":
+            provider = self.providers.get(self.value("provider") or "")
+            if provider is None:
+                return "choose where requests go"
             try:
                 provider.api_key()  # a named key variable that is not set fails here, not mid-run
             except ValueError as exc:
-                problems.provider = str(exc)
-        gen = self.generator()
-        if gen is None:
-            problems.generator = ("no generators are loaded" if not self.generators else "choose a generator")
-        seed_dataset = self._value("#gen-seeds") if gen is None or gen.seeds != "none" else None
-        if gen is not None and gen.seeds == "required" and not seed_dataset:
-            problems.seeds = f"{gen.name} starts from seed records: choose a dataset"
-        settings, problems.settings = validate_form(RunSettings, self.settings_raw)
-        config = None
-        if gen is not None:
-            raw = self.config_raw.setdefault(gen.name, initial_raw(gen.config_model, {})[0])
-            config, problems.config = validate_form(gen.config_model, raw)
-        if problems.messages() or settings is None or config is None:
-            return None, problems
-        params = {k: v for k, v in (("temperature", settings.temperature), ("max_tokens", settings.max_tokens))
-                  if v is not None}
-        recipe = GenerationRecipe(
-            generator=gen.name, output=settings.output, seed_dataset=seed_dataset,
-            seed_limit=settings.seed_limit if seed_dataset else None,
-            provider=None if provider_name == EMBEDDED else provider_name, params=params,
-            config=config.model_dump(mode="json"), seed=settings.seed, budget=settings.budget)
-        return recipe, problems
+                return str(exc)
+            return ""
+        if choice.key == "seeds":
+            gen = self.item()
+            if gen is not None and gen.seeds == "required" and not self.value("seeds"):
+                return f"{gen.name} starts from seed records: choose a dataset"
+            return ""
+        return super().choice_problem(choice)
 
-    def problems(self) -> Problems:
-        return self.draft()[1]
+    def adjust_recipe(self, data: dict[str, Any]) -> dict[str, Any]:
+        gen = self.item()
+        if data.get("provider") == EMBEDDED:
+            data["provider"] = None
+        if gen is not None and gen.seeds == "none":
+            data["seed_dataset"] = None
+        if not data.get("seed_dataset"):
+            data["seed_limit"] = None
+        return data
 
-    def show_problems(self) -> Problems:
-        problems = self.problems()
-        if self.checked:
-            for where in ("provider", "generator", "seeds"):
-                message = getattr(problems, where)
-                self.query_one(f"#gen-{where}-error", Static).update(Text(f"✗ {message}") if message else "")
-            self.query_one("#gen-settings", OpForm).show_errors(problems.settings)
-            forms = self.query("#gen-config")
-            if forms:
-                forms.first(OpForm).show_errors(problems.config)
-        self._update_bar(problems)
-        return problems
-
-    def _recipe_or_say_why(self):
-        self.checked = True
-        recipe, problems = self.draft()
-        self.show_problems()
-        if recipe is None:
-            messages = problems.messages()
-            more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
-            self._status(Text(f"✗ {messages[0]}{more}", style="red"))
-        return recipe
+    def settings_changed(self) -> None:
+        if self.busy is None and self.summary is None:  # a finished run's counters stay up
+            self.query_one("#gen-live", LivePanel).reset()
 
     # --- estimate ------------------------------------------------------------------------------
 
     def action_estimate(self) -> None:
-        recipe = self._recipe_or_say_why()
-        if recipe is None:
+        recipe = self.recipe_or_say_why()
+        if recipe is None or not self.begin("estimate", "estimating … (nothing is sent)"):
             return
-        self.busy = "estimate"
         self.query_one("#gen-live", LivePanel).reset(recipe.budget)
-        self._status(Text("estimating … (nothing is sent)", style="yellow"))
-        self.refresh_bindings()
         self._worker = self._estimate(self.app.workspace, recipe, self.app.host)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _estimate(self, ws, recipe, host):
-        from studio.generation.runner import run_generation
-
         return run_generation(ws, recipe, estimate_only=True, host=host)
 
     # --- run -----------------------------------------------------------------------------------
 
     def action_start(self) -> None:
-        recipe = self._recipe_or_say_why()
+        recipe = self.recipe_or_say_why()
         if recipe is not None:
             self._start_run(recipe)
 
@@ -423,11 +250,12 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
         self._start_run(self.last_recipe, run_id=self.summary.run_id, retry_failed=True)
 
     def _start_run(self, recipe, run_id: str | None = None, retry_failed: bool = False) -> None:
-        self.busy = "run"
+        what = "retrying the failed requests" if retry_failed else "starting"
+        if not self.begin("run", f"{what} … (Esc cancels)"):
+            return
         self.last_recipe = recipe
         self.summary = None
         self.run_id = run_id
-        self._inbox.clear()
         self._stop.clear()
         # A run (or a retry, which replays the generator) makes its rows from the start.
         self.rows, self.row_count, self.failed, self._failed_sources, self._shown_row = [], 0, [], [], None
@@ -440,31 +268,26 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
         bar = self.query_one("#gen-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.display = True
-        what = "retrying the failed requests" if retry_failed else "starting"
-        self._status(Text(f"{what} … (Esc cancels)", style="yellow"))
-        self.refresh_bindings()
-        self._ticker.resume()
         self._worker = self._generate(self.app.workspace, recipe, self.app.host, run_id, retry_failed)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _generate(self, ws, recipe, host, run_id: str | None, retry_failed: bool):
-        from studio.generation.runner import run_generation
-
         worker = get_current_worker()
-        # The app cancels its workers when it quits: that stops the run cleanly too.
-        return run_generation(ws, recipe, emit=self._inbox.append,
-                              cancelled=lambda: self._stop.is_set() or worker.is_cancelled,
-                              run_id=run_id, retry_failed=retry_failed, host=host)
+        with service_emitter(self, "generate", every=REDRAW_EVERY) as emit:
+            # The app cancels its workers when it quits: that stops the run cleanly too.
+            return run_generation(ws, recipe, emit=emit, cancelled=lambda: self._stop.is_set() or worker.is_cancelled,
+                                  run_id=run_id, retry_failed=retry_failed, host=host)
 
-    def _drain(self) -> None:
-        """Take every queued event and redraw once: the latest meter, new rows, new failures."""
+    def on_service_event(self, message: ServiceEvent) -> None:
+        """A burst of the run's events, drawn once: the latest meter, new rows, new failures."""
+        if message.source != "generate":
+            return
         meter = None
         new_rows: list[dict[str, Any]] = []
         new_failed: list[dict[str, Any]] = []
         live = self.query_one("#gen-live", LivePanel)
-        while self._inbox:
-            event = self._inbox.popleft()
-            kind = event.get("event")
+        for event in message.events:
+            kind = event_name(event)
             if kind == "progress":
                 meter = event
             elif kind == "row":
@@ -474,14 +297,14 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
             elif kind == "estimate":
                 live.show(estimate=event)
             elif kind == "serving":
-                self._status(Text(f"serving the embedded model ({event.get('model')}) on 127.0.0.1 … "
-                                  f"(Esc cancels)", style="yellow"))
+                self.status(Text(f"serving the embedded model ({event.get('model')}) on 127.0.0.1 … "
+                                 f"(Esc cancels)", style="yellow"))
             elif kind == "start":
                 self.run_id = event.get("run_id")
-                self._status(Text(f"running {self.run_id} … (Esc cancels)", style="yellow"))
+                self.status(Text(f"running {self.run_id} … (Esc cancels)", style="yellow"))
             elif kind == "stopping":
-                self._status(Text(f"stopping: {event.get('reason')} (finishing the requests in flight) …",
-                                  style="bold yellow"))
+                self.status(Text(f"stopping: {event.get('reason')} (finishing the requests in flight) …",
+                                 style="bold yellow"))
             elif kind == "end":
                 meter = event.get("meter") or meter
         if meter is not None:
@@ -536,29 +359,17 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
         tabs.get_tab("tab-failed").label = Text.assemble("Failed (", (f"{len(self.failed):,}",
                                                                        "bold red" if self.failed else ""), ")")
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._worker or event.state not in (
-                WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
-            return
-        busy, self.busy = self.busy, None
-        self._ticker.pause()
-        self._drain()
+    def finished(self, what: str | None, state: WorkerState, worker: Worker) -> None:
         self.query_one("#gen-progress").display = False
-        if event.state == WorkerState.SUCCESS and busy == "estimate":
-            summary = event.worker.result
-            self.query_one("#gen-live", LivePanel).show(estimate=summary.estimate)
-            self._status(Text("estimate only: nothing was sent (r starts the run)", style="green"))
-        elif event.state == WorkerState.SUCCESS:
-            self._finished(event.worker.result)
-        elif event.state == WorkerState.CANCELLED:
-            self._status(Text(f"{busy} cancelled", style="yellow"))
+        if state == WorkerState.SUCCESS and what == "estimate":
+            self.query_one("#gen-live", LivePanel).show(estimate=worker.result.estimate)
+            self.status(Text("estimate only: nothing was sent (r starts the run)", style="green"))
+        elif state == WorkerState.SUCCESS:
+            self._finished_run(worker.result)
         else:
-            error = event.worker.error
-            self._status(Text(f"✗ {busy} failed: {type(error).__name__}: {error}", style="red"))
-        self.refresh_bindings()
-        self._update_bar()
+            super().finished(what, state, worker)
 
-    def _finished(self, summary) -> None:
+    def _finished_run(self, summary) -> None:
         self.summary = summary
         self.run_id = summary.run_id
         if summary.meter:
@@ -578,10 +389,9 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
                                                                 else [])
         if hints:
             text.append(f"  ({', '.join(hints)})", style="dim")
-        self._status(text)
+        self.status(text)
         if summary.version:
-            # A new version of a dataset the seed list offers too.
-            self._set_options("#gen-seeds", [(n, n) for n in self.app.workspace.dataset_names()])
+            self.refresh_choices()  # a new version of a dataset the seed list offers too
 
     # --- results -------------------------------------------------------------------------------
 
@@ -615,8 +425,6 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
     def _failed_source(self, index: int) -> dict[str, Any] | None:
         # Events leave the seed out (it can be large); the run folder keeps it, line by line in
         # the same order as the events. Read again only when a newer failure is asked for.
-        from studio.generation.runner import RunFolder, runs_dir
-
         if self.run_id is None:
             return None
         if index >= len(self._failed_sources):
@@ -643,54 +451,27 @@ class GenerateScreen(ReportsWorkerErrors, Screen):
     def action_escape(self) -> None:
         if self.busy == "run":
             self._stop.set()  # the engine checks it before each request and stores what was made
-            self._status(Text("cancelling … (finishing the requests in flight)", style="bold yellow"))
+            self.status(Text("cancelling … (finishing the requests in flight)", style="bold yellow"))
             return
         if self.busy == "estimate" and self._worker is not None:
             self._worker.cancel()
             return
-        if self.query_one("#gen-setup") in (self.focused.ancestors if self.focused else []):
-            self.query_one("#gen-rows").focus()
+        super().action_escape()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action in ("estimate", "start") and self.busy:
-            return None
         if action == "retry_failed":
             return not self.busy and self.summary is not None and self.summary.failed_rows > 0 or None
         if action == "open_output":
             return not self.busy and self.summary is not None and bool(self.summary.version) or None
-        return True
+        return super().check_action(action, parameters)
 
-    # --- status ----------------------------------------------------------------------------------
+    # --- the bar -------------------------------------------------------------------------------
 
-    def _status(self, text: Text) -> None:
-        self.query_one("#gen-status", Static).update(text)
+    def busy_text(self) -> str:
+        return "running" if self.busy == "run" else super().busy_text()
 
-    def _update_bar(self, problems: Problems | None = None) -> None:
-        bar = Text(no_wrap=True, overflow="ellipsis")
-        gen = self.generator()
-        bar.append(" generator ", style="dim")
-        bar.append(gen.name if gen is not None else "—", style="bold")
-        bar.append("  │  provider ", style="dim")
-        bar.append(self._value("#gen-provider") or "—", style="bold")
-        if gen is None or gen.seeds != "none":
-            bar.append("  │  seeds ", style="dim")
-            bar.append(self._value("#gen-seeds") or "—", style="bold")
-        if self.run_id:
-            bar.append("  │  run ", style="dim")
-            bar.append(self.run_id)
-        bar.append("  │  ", style="dim")
-        if self.busy == "run":
-            bar.append("running", style="bold yellow")
-        else:
-            count = len((problems or self.problems()).messages())
-            bar.append("ready" if not count else f"{count} to fix", style="green" if not count else "bold red")
-        self.query_one("#gen-bar", Static).update(bar)
-
-
-def _embedded():
-    from studio.generation.provider import ProviderConfig
-
-    return ProviderConfig()
+    def bar_extra(self) -> Text | None:
+        return Text.assemble(("run ", "dim"), self.run_id) if self.run_id else None
 
 
 def _cut(text: str, limit: int) -> str:

@@ -55,7 +55,7 @@ class HelpScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="help-dialog"):
             yield Label(f"Keys · {self.below_title}", classes="dialog-title")
-            with VerticalScroll():
+            with VerticalScroll(id="help-scroll"):
                 yield Static(self.table, id="help-keys")
             yield Static(Text("Esc closes this help.", style="dim"))
 

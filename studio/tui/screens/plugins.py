@@ -12,8 +12,10 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log
 from textual.worker import Worker, WorkerState
 
 from studio import plugins
+from studio.events import event_name
 from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.screens.dialogs import Dialog
+from studio.tui.service_events import ServiceEvent, service_emitter
 
 STATUS_STYLES = {"ok": "green", "failed": "bold red", "disabled": "dim"}
 
@@ -58,7 +60,7 @@ class PluginsScreen(ReportsWorkerErrors, Screen):
             yield table
             with VerticalScroll(id="plugin-detail-scroll"):
                 yield Static("", id="plugin-detail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.refresh_plugins()
@@ -149,8 +151,14 @@ class InstallPluginDialog(Dialog):
 
     @work(thread=True, exclusive=True, group="install", exit_on_error=False)
     def _install(self, spec: str) -> int:
+        with service_emitter(self, "install") as emit:
+            return plugins.install(spec, echo=lambda line: emit({"event": "log", "line": line}))
+
+    def on_service_event(self, message: ServiceEvent) -> None:
         log = self.query_one("#pip-log", Log)
-        return plugins.install(spec, echo=lambda line: self.app.call_from_thread(log.write_line, line))
+        for event in message.events:
+            if event_name(event) == "log":
+                log.write_line(str(event.get("line", "")))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "install" or event.state not in (

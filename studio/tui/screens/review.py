@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import bisect
 import json
-import time
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.curation.review import ReviewError, ReviewSession, record_from_json, record_to_json
+from studio.events import event_name
 from studio.rendering import kind_tag, render_review_state, review_counts_text, short_id
-from studio.tui.screens.base import RecordNavigation, ReportsWorkerErrors
+from studio.tui.screens.base import ReportsWorkerErrors
 from studio.tui.screens.dialogs import Dialog
+from studio.tui.screens.record_navigation import RecordNavigation
+from studio.tui.service_events import ServiceEvent, service_emitter
 from studio.tui.widgets.records import RecordView
 from studio.tui.widgets.review import ReviewList
 
@@ -111,32 +111,27 @@ class NoteDialog(Dialog):
         self.dismiss(None)
 
 
-class CommitProgress(Message):
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__()
-        self.done, self.total = done, total
-
-
 class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     AUTO_FOCUS = ""
     list_widget = ReviewList
+    # Most used first: a narrow terminal's footer cuts the last ones (F1 lists them all).
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("f", "flag", "Flag"),
+        Binding("a", "accept", "Accept"),
+        Binding("x", "reject", "Reject"),
+        Binding("s", "swap", "Swap"),
+        Binding("e", "edit", "Edit"),
+        Binding("d", "delete", "Delete"),
+        Binding("c", "commit", "Commit"),
+        Binding("u", "undo", "Undo"),
         Binding("n", "next", "Next"),
         Binding("p", "prev", "Prev"),
         *RecordNavigation.MOVE_BINDINGS,
         Binding("g", "goto", "Go to", show=False),
         Binding("right_square_bracket", "next_reviewed(1)", "Next reviewed", key_display="]", show=False),
         Binding("left_square_bracket", "next_reviewed(-1)", "Previous reviewed", key_display="[", show=False),
-        Binding("f", "flag", "Flag"),
         Binding("F", "flag_note", "Flag with note", show=False),
-        Binding("e", "edit", "Edit"),
-        Binding("d", "delete", "Delete"),
-        Binding("a", "accept", "Accept"),
-        Binding("x", "reject", "Reject"),
-        Binding("s", "swap", "Swap"),
-        Binding("u", "undo", "Undo"),
-        Binding("c", "commit", "Commit"),
         Binding("ctrl+s", "commit", "Commit", show=False),
     ]
 
@@ -160,7 +155,7 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
                 yield Static("", id="review-state")
                 with VerticalScroll(id="review-panel", can_focus=False):
                     yield RecordView(id="review-record")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.open_ref(self.ref, self.index)
@@ -399,19 +394,14 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
     @work(thread=True, exclusive=True, group="review-commit", exit_on_error=False)
     def _commit(self, session: ReviewSession, note: str):
         worker = get_current_worker()
-        last = [0.0]
+        with service_emitter(self, "review-commit") as emit:
+            return session.commit(note, emit=emit, cancelled=lambda: worker.is_cancelled)
 
-        def emit(event: dict[str, Any]) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.1 or event.get("done") == event.get("total"):
-                last[0] = now
-                self.post_message(CommitProgress(event.get("done", 0), event.get("total", 0)))
-
-        return session.commit(note, emit=emit, cancelled=lambda: worker.is_cancelled)
-
-    def on_commit_progress(self, message: CommitProgress) -> None:
-        if self.busy == "committing":
-            self.status_message = Text(f"committing … {message.done:,} / {message.total:,} rows", style="yellow")
+    def on_service_event(self, message: ServiceEvent) -> None:
+        progress = [e for e in message.events if event_name(e) == "progress"]
+        if self.busy == "committing" and progress:
+            done, total = progress[-1].get("done", 0), progress[-1].get("total", 0)
+            self.status_message = Text(f"committing … {done:,} / {total:,} rows", style="yellow")
             self._update_bar()
 
     def _committed(self, result) -> None:
@@ -441,9 +431,14 @@ class ReviewScreen(ReportsWorkerErrors, RecordNavigation, Screen):
             self._update_bar()
             self.refresh_bindings()
 
-    def action_back(self) -> None:
+    def may_leave(self) -> bool:
         if self.busy == "committing":
             self.notify("Wait for the commit to finish.", severity="warning")
+            return False
+        return True
+
+    def action_back(self) -> None:
+        if not self.may_leave():
             return
         below = self.app.screen_stack[-2] if len(self.app.screen_stack) > 1 else None
         self.app.pop_screen()

@@ -157,7 +157,7 @@ class RunsScreen(ReportsWorkerErrors, Screen):
                 yield Static("", id="run-alerts")
                 yield Label("Checkpoints", classes="pane-title")
                 yield Static("", id="run-checkpoints")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#plot-reward").display = False

@@ -1,10 +1,11 @@
 """A form generated from a plugin item's pydantic config model (``studio.config_schema.describe``).
 
-bool → Switch, Literal → Select, str/int/float/Path → Input (pydantic converts the text), and
-anything else (lists, dicts, nested models) → an Input read as JSON, or YAML flow syntax
-(``[a, b]``, ``{k: v}``). Every change re-validates the whole model and each error is shown
-under its own field. The conversion functions are plain, so the screen and the tests use them
-without a running app.
+bool → Switch, Literal → Select, str/int/float/Path → Input (pydantic converts the text), a list
+of such values → an Input taking one value or several separated by commas (``a.jsonl, b.jsonl``;
+JSON ``["a", "b"]`` works too), and anything else (dicts, nested models) → an Input read as JSON,
+or YAML flow syntax (``[a, b]``, ``{k: v}``). Every change re-validates the whole model and each
+error is shown under its own field. The conversion functions are plain, so the screen and the
+tests use them without a running app.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from studio.config_schema import FieldSpec, describe
 
@@ -37,15 +38,35 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
+def _is_scalar(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, (int, float, str, Path)) and annotation is not bool
+
+
+def _is_scalar_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (list, tuple, set, frozenset):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return all(_is_scalar(a) for a in args)
+    return annotation in (list, tuple, set, frozenset)
+
+
 def field_kind(model: type[BaseModel], spec: FieldSpec) -> str:
-    """"bool", "choice", "scalar" (typed as text) or "structured" (JSON/YAML text)."""
+    """"bool", "choice", "scalar" (typed as text), "list" (values separated by commas),
+    "scalar_or_list" (one value stays a value, several become a list) or "structured" (JSON/YAML)."""
     if spec.choices:
         return "choice"
     base = _strip_optional(model.model_fields[spec.name].annotation)
     if base is bool:
         return "bool"
-    if isinstance(base, type) and issubclass(base, (int, float, str, Path)):
+    if _is_scalar(base):
         return "scalar"
+    if _is_scalar_list(base):
+        return "list"
+    if typing.get_origin(base) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(base) if a is not type(None)]
+        if any(_is_scalar_list(a) for a in options) and all(_is_scalar(a) or _is_scalar_list(a) for a in options):
+            return "scalar_or_list"
     return "structured"
 
 
@@ -57,9 +78,17 @@ def raw_value(kind: str, value: Any) -> Any:
         return value
     if value is None:
         return ""
-    if kind == "scalar":
+    if kind == "scalar" or (kind == "scalar_or_list" and not isinstance(value, (list, tuple, set))):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    if kind in ("list", "scalar_or_list") and value and all(_plain_item(v) for v in value):
+        return ", ".join(str(v) for v in value)
+    return json.dumps(value if not isinstance(value, (tuple, set)) else list(value), ensure_ascii=False)
+
+
+def _plain_item(value: Any) -> bool:
+    """A list item that reads back the same from comma-separated text."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and \
+        str(value) == str(value).strip() and not any(c in str(value) for c in ",[]{}\"") and str(value) != ""
 
 
 def parse_raw(kind: str, raw: Any, is_str: bool = False) -> Any:
@@ -72,6 +101,12 @@ def parse_raw(kind: str, raw: Any, is_str: bool = False) -> Any:
         return OMIT
     if kind == "scalar":
         return text if is_str else text.strip()
+    if kind in ("list", "scalar_or_list") and text.strip()[:1] not in "[{":
+        # A plain value, or several separated by commas: a path needs no JSON quoting.
+        items = [item.strip() for item in text.split(",")]
+        if any(not item for item in items):
+            raise ValueError("an empty value between commas (a list is a, b or JSON [\"a\", \"b\"])")
+        return items[0] if kind == "scalar_or_list" and len(items) == 1 else items
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -120,6 +155,14 @@ def validate_form(model: type[BaseModel], raw: dict[str, Any], extra: dict[str, 
         return None, errors
 
 
+def fields_model(model: type[BaseModel], names: Iterable[str]) -> type[BaseModel]:
+    """A model of only ``names`` of ``model``: each field as the model declares it (type,
+    default, constraints, description), for a form that shows part of a larger schema."""
+    fields = model.model_fields
+    return create_model(f"{model.__name__}Part", __config__=ConfigDict(extra="forbid"),
+                        **{name: (fields[name].annotation, fields[name]) for name in names})
+
+
 def initial_raw(model: type[BaseModel], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(raw widget values, keys the model does not know) for a step's options from a recipe."""
     raw: dict[str, Any] = {}
@@ -150,16 +193,28 @@ class OpForm(Vertical):
             self.raw = raw
 
     def __init__(self, model: type[BaseModel], raw: dict[str, Any], errors: dict[str, str] | None = None,
-                 **kwargs) -> None:
+                 primary: Collection[str] | None = None, **kwargs) -> None:
+        """``primary``: the fields shown first; the others fold under "N more" (all shown when None)."""
         super().__init__(**kwargs)
         self.model = model
         self.specs = describe(model)
+        self.primary = set(primary) if primary is not None else {spec.name for spec in self.specs}
         self.raw = dict(raw)
         self.errors = dict(errors or {})
         self._ready = False
 
     def compose(self) -> ComposeResult:
-        for spec in self.specs:
+        first = [spec for spec in self.specs if spec.name in self.primary]
+        more = [spec for spec in self.specs if spec.name not in self.primary]
+        yield from self._fields(first)
+        if more:
+            with Collapsible(title=f"{len(more)} more", collapsed=not any(s.name in self.errors for s in more),
+                             id="more-fields"):
+                yield from self._fields(more)
+        yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
+
+    def _fields(self, specs: list[FieldSpec]) -> ComposeResult:
+        for spec in specs:
             kind = field_kind(self.model, spec)
             value = self.raw.get(spec.name)
             with Vertical(classes="form-field", id=f"box-{spec.name}"):
@@ -176,14 +231,16 @@ class OpForm(Vertical):
                     options = [(str(c), c) for c in spec.choices or []]
                     blank = spec.required or spec.default not in (spec.choices or [])
                     yield Select(options, value=value if value in (spec.choices or []) else Select.NULL,
-                                 allow_blank=blank, id=f"field-{spec.name}")
+                                 allow_blank=blank, id=f"field-{spec.name}", compact=True, classes="line-field")
                 else:
                     placeholder = "" if spec.required else f"default: {raw_value(kind, spec.default) or 'none'}"
                     if kind == "structured":
                         placeholder += "  (JSON or YAML, e.g. [a, b])"
-                    yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}")
+                    elif kind in ("list", "scalar_or_list"):
+                        placeholder += "  (values separated by commas)"
+                    yield Input("" if value is None else str(value), placeholder=placeholder, id=f"field-{spec.name}",
+                                compact=True, classes="line-field")
                 yield Static(self._error_text(spec.name), classes="form-error", id=f"error-{spec.name}")
-        yield Static(self._error_text(GENERAL), classes="form-error", id="error-_")
 
     def _error_text(self, name: str) -> Text | str:
         message = self.errors.get(name, "")
@@ -217,3 +274,5 @@ class OpForm(Vertical):
         self.errors = dict(errors)
         for name in [spec.name for spec in self.specs] + [GENERAL]:
             self.query_one(f"#error-{name}", Static).update(self._error_text(name))
+        if any(name not in self.primary for name in self.errors if name != GENERAL):
+            self.query_one("#more-fields", Collapsible).collapsed = False  # an error is never hidden
