@@ -12,7 +12,8 @@ from textual import events  # noqa: E402
 from textual.color import Color  # noqa: E402
 from textual.widgets import DataTable, Input, OptionList, Static  # noqa: E402
 
-from studio.curation.pipeline import load_recipe, run_pipeline  # noqa: E402
+from studio.curation.pipeline import run_pipeline  # noqa: E402
+from studio.recipes import load_recipe  # noqa: E402
 from studio.plugins import get_host  # noqa: E402
 from studio.rendering import render_side_entry_header  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402

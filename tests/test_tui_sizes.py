@@ -25,9 +25,11 @@ from textual.widget import Widget  # noqa: E402
 from textual.widgets import Footer  # noqa: E402
 from textual.widgets._footer import FooterKey  # noqa: E402
 
-from studio.curation.pipeline import load_recipe, run_pipeline  # noqa: E402
+from studio.curation.pipeline import run_pipeline  # noqa: E402
+from studio.recipes import load_recipe  # noqa: E402
 from studio.plugins import get_host  # noqa: E402
-from studio.sample_workspace import ensure_sample_workspace, samples_dir  # noqa: E402
+from studio.resources import datasets_dir  # noqa: E402
+from studio.sample_workspace import ensure_sample_workspace  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.dialogs import ErrorDialog  # noqa: E402
@@ -53,7 +55,7 @@ def host():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, host) -> Workspace:
-    if samples_dir() is None:
+    if datasets_dir() is None:
         pytest.skip("the datasets/ samples are absent")
     ws = ensure_sample_workspace(host.formats(), root=tmp_path_factory.mktemp("sizes") / "ws")
     recipe = load_recipe({"dataset": "dolly_noisy", "output": "dolly_clean",
@@ -158,7 +160,7 @@ def call(action: Callable[[StudioApp], object], *then: str) -> Scenario:
 
 
 def sample_path(name: str) -> str:
-    return str(samples_dir() / name)
+    return str(datasets_dir() / name)
 
 
 async def compare_runs(pilot) -> None:
