@@ -4,8 +4,10 @@ Six modes (Datasets, Plugins, Curate, Generate, Train, Runs) plus any screens pl
 through ``register_screens``; review mode is pushed on the Datasets stack from the record browser.
 Train (5) sets up and starts a training run, which always runs in its own process; Runs (6)
 watches, cancels, resumes and compares those runs.
+A mode key (1-6) always shows that mode's own screen, closing what was pushed on it.
 Everything blocking runs in thread workers; a failed worker anywhere ends up in
-:meth:`StudioApp.report_worker_error`, which shows it instead of crashing.
+:meth:`StudioApp.report_worker_error`, which shows it instead of crashing, and a widget that
+cannot be laid out or drawn is replaced by an error line (:mod:`studio.tui.render_guard`).
 """
 from __future__ import annotations
 

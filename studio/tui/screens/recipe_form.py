@@ -267,7 +267,8 @@ class RecipeFormScreen(ReportsWorkerErrors, Screen):
         return None
 
     def item_options(self) -> list[tuple[str, str]]:
-        return [(f"{getattr(item, 'title', name) or name}  ({name})", name) for name, item in sorted(self.items.items())]
+        return [(f"{getattr(item, 'title', name) or name}  ({name})", name)
+                for name, item in sorted(self.items.items())]
 
     def default_item(self) -> str | None:
         return next(iter(self.items)) if len(self.items) == 1 else None
