@@ -337,3 +337,21 @@ async def test_cancel_stops_a_slow_run_cleanly_and_stores_what_was_made(tmp_path
             assert ws.head("slow-answers").num_records == summary.rows == screen.row_count == len(screen.rows)
             assert list_runs(ws)[0]["status"] == "stopped"
             assert len(server.log) < 40
+
+
+async def test_the_first_use_build_of_the_embedded_model_is_shown(workspace):
+    """The embedded model is built on first use (a minute, once): the screen says so while it lasts."""
+    from studio.tui.service_events import ServiceEvent
+
+    app = StudioApp(workspace, host=generate_host())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_generate(pilot)
+        screen.post_message(ServiceEvent("generate", [
+            {"event": "model_build", "stage": "start", "size": "tiny", "why": "first use", "path": "/m"},
+            {"event": "model_build", "stage": "pretrain", "step": 20, "steps": 120, "loss": 3.5}]))
+        await pilot.pause()
+        assert "pretraining step 20/120, loss 3.5" in text_of(screen, "#gen-status")
+        screen.post_message(ServiceEvent("generate", [
+            {"event": "model_build", "stage": "start", "size": "tiny", "why": "first use", "path": "/m"}]))
+        await pilot.pause()
+        assert "building the embedded tiny model (first use" in text_of(screen, "#gen-status")

@@ -27,6 +27,7 @@ from textual.widgets import DataTable, ProgressBar, Static, TabbedContent, TabPa
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.events import event_name
+from studio.serving.launch import build_event_text
 from studio.generation.provider import EMBEDDED, ProviderConfig, load_providers
 from studio.generation.runner import RunFolder, run_generation, runs_dir
 from studio.recipes import load_recipe
@@ -299,6 +300,8 @@ class GenerateScreen(RecipeFormScreen):
             elif kind == "serving":
                 self.status(Text(f"serving the embedded model ({event.get('model')}) on 127.0.0.1 … "
                                  f"(Esc cancels)", style="yellow"))
+            elif kind == "model_build" and build_event_text(event):  # first use: a minute, once
+                self.status(Text(build_event_text(event).strip() + " … (Esc cancels)", style="yellow"))
             elif kind == "start":
                 self.run_id = event.get("run_id")
                 self.status(Text(f"running {self.run_id} … (Esc cancels)", style="yellow"))
