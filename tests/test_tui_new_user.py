@@ -22,7 +22,7 @@ from studio.tui.screens.curate import CurateScreen  # noqa: E402
 from studio.tui.screens.curate_results import CurateResultsScreen  # noqa: E402
 from studio.tui.screens.review import ReviewScreen  # noqa: E402
 from studio.tui.widgets.op_form import OpForm, validate_form  # noqa: E402
-from test_tui import make_host, numbered_records, plain  # noqa: E402
+from test_tui import make_host, numbered_records, plain, settle  # noqa: E402
 from test_tui_curate import build_pipeline, curate_host, notes_records, table_rows  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -43,12 +43,6 @@ def workspace(tmp_path):
     ws.write_version("notes", notes_records(), operation={"name": "import", "format": "sharegpt"})
     ws.write_version("numbers", numbered_records(60), operation={"name": "import", "format": "alpaca"})
     return ws
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def text_of(screen, selector: str) -> str:
