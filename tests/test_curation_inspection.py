@@ -8,7 +8,8 @@ import pytest
 from studio.curation.inspection import (
     cluster_size, group_indices, output_position, reason_groups, source_version,
 )
-from studio.curation.pipeline import apply_overrides, load_origin, load_recipe, load_side_table, run_pipeline
+from studio.curation.pipeline import amend_curated, load_origin, load_side_table, run_pipeline
+from studio.recipes import load_recipe
 from studio.plugins import get_host
 from studio.records import Record, Turn
 from studio.store import Workspace
@@ -38,7 +39,7 @@ def curated(tmp_path):
 def test_source_version_is_the_pipeline_input_also_through_overrides(curated):
     ws, source, clean = curated
     assert source_version(ws, clean) == source
-    restored = apply_overrides(ws, clean, restore=[0])
+    restored = amend_curated(ws, clean, restore=[0])
     assert source_version(ws, f"clean@{restored.id}") == source
     # An uncurated version is its own source.
     assert source_version(ws, source) == source
