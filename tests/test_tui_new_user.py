@@ -49,16 +49,21 @@ def text_of(screen, selector: str) -> str:
     return " ".join(plain(screen.query_one(selector, Static).content, width=200).split())
 
 
+async def open_curate(pilot):
+    """Mode 3 once the app has settled: the Curate screen."""
+    await settle(pilot)
+    await pilot.press("3")
+    await settle(pilot)
+    return pilot.app.screen
+
+
 # --- Curate: first focus and Tab order ------------------------------------------------------------
 
 
 async def test_curate_starts_on_an_operation_and_tab_goes_from_the_steps_to_the_form(workspace):
     app = StudioApp(workspace, host=curate_host())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
-        screen = app.screen
+        screen = await open_curate(pilot)
         op_list = screen.query_one("#op-list", OptionList)
         assert app.focused is op_list
         first = op_list.get_option_at_index(op_list.highlighted)
@@ -89,10 +94,7 @@ async def test_the_decontamination_form_accepts_a_plain_path(workspace, tmp_path
     benchmark.write_text('{"question": "What is 2+2?", "answer": "4"}\n', encoding="utf-8")
     app = StudioApp(workspace, host=get_host())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
-        screen = app.screen
+        screen = await open_curate(pilot)
         op_list = screen.query_one("#op-list", OptionList)
         op_list.highlighted = next(i for i in range(op_list.option_count)
                                    if op_list.get_option_at_index(i).id == "decontaminate")
@@ -205,10 +207,7 @@ async def test_keys_typed_in_one_burst_with_slash_do_not_fire_the_browsers_keys(
 async def test_steps_are_numbered_from_0_everywhere_as_in_the_side_table(workspace):
     app = StudioApp(workspace, host=curate_host())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
-        screen = app.screen
+        screen = await open_curate(pilot)
         assert isinstance(screen, CurateScreen)
         screen.query_one("#input-dataset").value = "notes"
         await build_pipeline(pilot, screen)
@@ -239,10 +238,7 @@ async def test_steps_are_numbered_from_0_everywhere_as_in_the_side_table(workspa
 async def test_removed_and_changed_rows_are_numbered_by_their_source_row(workspace):
     app = StudioApp(workspace, host=curate_host())
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("3")
-        await settle(pilot)
-        screen = app.screen
+        screen = await open_curate(pilot)
         screen.query_one("#input-dataset").value = "notes"
         await build_pipeline(pilot, screen)
         screen.query_one("#step-list").focus()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_ERROR, EXIT_OK, EXIT_STOPPED, CliError, action_parser, console, dispatch, list_items, print_json,
+    EXIT_ERROR, EXIT_OK, EXIT_STOPPED, CliError, action_parser, console, dispatch, list_items, print_json, print_table,
     recipe_path, run_action, workspace,
 )
 from studio.events import event_name
@@ -207,15 +207,9 @@ def _runs(args) -> int:
     if args.json:
         print_json(runs)
         return 0
-    from rich.table import Table
-
-    table = Table(title="Generation runs", title_justify="left")
-    for col in ("run", "status", "output", "rows", "failed", "cost"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
-        table.add_row(r["run_id"], r.get("status", "?"), str(r.get("output") or "-"), str(r.get("rows", "-")),
-                      str(r.get("failed_rows", "-")), f"${r.get('cost') or 0:.4f}")
-    console().print(table)
+    print_table("Generation runs", ("run", "status", "output", "rows", "failed", "cost"), [
+        [r["run_id"], r.get("status", "?"), str(r.get("output") or "-"), str(r.get("rows", "-")),
+         str(r.get("failed_rows", "-")), f"${r.get('cost') or 0:.4f}"] for r in runs])
     return 0
 
 
@@ -247,16 +241,13 @@ def _providers_ls(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    from rich.table import Table
-
-    table = Table(title="Providers", title_justify="left")
-    for col in ("name", "base_url", "model", "key from", "limits", "prices /1M"):
-        table.add_column(col, overflow="fold")
+    table = []
     for p in providers.values():
         limits = f"{p.concurrency} at once" + (f", {p.rpm} rpm" if p.rpm else "") + (f", {p.tpm} tpm" if p.tpm else "")
         prices = ", ".join(f"{m}: in {pr.input:g} out {pr.output:g}" for m, pr in p.prices.items()) or "-"
-        table.add_row(p.name, p.base_url or "(embedded model on 127.0.0.1)", p.model, p.api_key_env or "-", limits, prices)
-    console().print(table)
+        table.append([p.name, p.base_url or "(embedded model on 127.0.0.1)", p.model, p.api_key_env or "-", limits,
+                      prices])
+    print_table("Providers", ("name", "base_url", "model", "key from", "limits", "prices /1M"), table)
     return 0
 
 

@@ -157,15 +157,22 @@ def list_items(args, kind: str, title: str, columns: tuple[str, ...], order=None
 
 def print_items(rows: list[dict[str, Any]], title: str, columns: tuple[str, ...]) -> None:
     """The table every listing command prints: the given columns, then each item's options."""
+    print_table(title, (*columns, "options"), [
+        [*(_cell(row.get(col)) for col in columns),
+         ", ".join(f"{f['name']} (required)" if f["required"] else f"{f['name']}={f['default']!r}"
+                   for f in row["fields"]) or "-"]
+        for row in rows])
+
+
+def print_table(title: str, columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> None:
+    """A titled table whose long cells fold rather than being cut off."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in (*columns, "options"):
+    for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        options = ", ".join(f"{f['name']} (required)" if f["required"] else f"{f['name']}={f['default']!r}"
-                            for f in row["fields"])
-        table.add_row(*(_cell(row.get(col)) for col in columns), options or "-")
+        table.add_row(*row)
     console().print(table)
 
 
