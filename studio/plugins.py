@@ -40,6 +40,7 @@ ITEM_EXTRAS = {
     "curation_op": {"category": "category"},
     "generator": {"seeds": "seeds", "produces": "produces", "uses_completions": "uses_completions"},
     "backend": {"data": "data_kind", "adapters": "adapter_methods"},
+    "evaluator": {"uses": "uses", "default_fewshot": "default_fewshot", "primary_metric": "primary_metric"},
 }
 
 

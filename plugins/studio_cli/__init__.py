@@ -2,11 +2,11 @@
 (entry point ``commands``). Each command group is a module of ``studio.cli``."""
 from __future__ import annotations
 
-from studio.cli import curate, data, generate, model, plugins, recipes, review, reward, run, train, workspace
+from studio.cli import curate, data, evaluate, generate, model, plugins, recipes, review, reward, run, train, workspace
 from studio.hookspecs import hookimpl
 
 # The order `studio --help` lists them in.
-GROUPS = (workspace, data, curate, review, generate, model, run, recipes, train, reward, plugins)
+GROUPS = (workspace, data, curate, review, generate, model, run, recipes, train, reward, evaluate, plugins)
 
 
 @hookimpl

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from studio.recipes.curate import CurationRecipe
+from studio.recipes.evaluate import EvalRecipe
 from studio.recipes.generate import GenerationRecipe
 from studio.recipes.pipeline import PipelineRecipe
 from studio.recipes.train import TrainRecipe
@@ -24,6 +25,7 @@ KINDS: dict[str, RecipeKind] = {kind.name: kind for kind in (
     RecipeKind("curate", CurationRecipe, "studio curate", "curation ops in order over one dataset"),
     RecipeKind("generate", GenerationRecipe, "studio generate", "synthetic data through an OpenAI-compatible API"),
     RecipeKind("train", TrainRecipe, "studio run", "one training run of a tuning back-end"),
+    RecipeKind("evaluate", EvalRecipe, "studio eval", "benchmarks and judged comparisons of one or more models"),
     RecipeKind("pipeline", PipelineRecipe, "studio run", "other recipes run in order"),
 )}
 
@@ -36,6 +38,8 @@ def kind_of(data: Any) -> str | None:
         return "train"
     if "generator" in data:
         return "generate"
+    if "tasks" in data:
+        return "evaluate"
     steps = data.get("steps")
     if isinstance(steps, list) and steps and all(isinstance(s, dict) for s in steps):
         if all("recipe" in s for s in steps):
