@@ -276,4 +276,5 @@ def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path
     assert summary["scored"] == {"base": {"tiny_choice": 0}, "sft": {"tiny_choice": 0}}
     assert summary["tasks"]["tiny_choice"]["sft"] == linked.metrics()["tasks"]["tiny_choice"]["tuned"]
     assert summary["comparisons"] and summary["comparisons"][0]["tuned"] == "sft"
-    assert summary["overlap"]["sft"]["dataset"].startswith("sft_chat@")
+    assert summary["overlap"]["sft"]["dataset"].endswith("sft_chat.jsonl")
+    assert summary["overlap"]["sft"]["tasks"]["tiny_choice"]["items"] == 6
