@@ -63,6 +63,8 @@ def test_acc_is_the_argmax_and_acc_norm_divides_by_characters():
     # "a" -10/1 = -10 per char; "bbbbbbbbbb" -12/10 = -1.2 per char: raw picks "a", normalised the long one.
     pred, metrics = choice_metrics([-10.0, -12.0], ["a", "bbbbbbbbbb"], gold=1)
     assert pred == 0 and metrics == {"acc": 0.0, "acc_norm": 1.0}
+    # Divided by the choice alone, not by the " " + choice that was scored: -2/2 < -3.9/4, but -2/3 > -3.9/5.
+    assert choice_metrics([-2.0, -3.9], ["ab", "abcd"], gold=1) == (0, {"acc": 0.0, "acc_norm": 1.0})
     # A tie goes to the first choice, like numpy.argmax.
     assert choice_metrics([-3.0, -3.0], ["xx", "yy"], gold=1) == (0, {"acc": 0.0, "acc_norm": 0.0})
 
@@ -151,8 +153,8 @@ def test_hellaswag_preprocessing_and_few_shot_from_the_train_file():
 def test_few_shot_from_the_same_file_never_shows_an_item_its_own_answer():
     items = ArcEasy().load(ArcEasy.config_model(path=str(EVAL / "arc_easy_digits_sample.jsonl"), num_fewshot=19))
     for it in items:
-        question = it["context"].split("\n\n")[-1]
-        assert question not in it["context"].split("\n\n")[:-1]
+        *shots, question = it["context"].split("\n\n")
+        assert len(shots) == 19 and not any(shot.startswith(question + " ") for shot in shots)
 
 
 # --- MMLU ---------------------------------------------------------------------------------------
@@ -230,45 +232,13 @@ def test_asking_for_more_shots_than_examples_is_a_clear_error():
 # --- a real model -------------------------------------------------------------------------------
 
 
-class TinyModel(EvalModel):
-    """The embedded tiny model scored by the studio's scorer when present, else a plain one-pass-per-request
-    scorer (log-softmax over the continuation tokens), so the test does not wait for the fast scorer."""
-
-    def __init__(self, folder):
-        super().__init__(str(folder))
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-
-    def loglikelihood(self, requests, batch_size=16, progress=None):
-        try:
-            from studio.evaluation.loglikelihood import score_requests
-        except ImportError:
-            score_requests = None
-        if score_requests is not None:
-            return score_requests(self.model, self.tokenizer, requests, batch_size=batch_size, progress=progress)
-        import torch
-
-        out = []
-        for context, continuation in requests:
-            ctx_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-            whole = self.tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-            cont_ids = whole[len(ctx_ids):] or whole[-1:]
-            ids = torch.tensor([ctx_ids + cont_ids])
-            with torch.no_grad():
-                logits = self.model(ids).logits.log_softmax(-1)[0, len(ctx_ids) - 1:-1]
-            picked = logits.gather(1, torch.tensor(cont_ids)[:, None])[:, 0]
-            out.append((float(picked.sum()), bool((logits.argmax(-1) == torch.tensor(cont_ids)).all())))
-        return out
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     pytest.importorskip("torch")
+    from studio.evaluation.models import LocalModel
     from studio.models.embedded import build_embedded_model
 
-    return TinyModel(build_embedded_model(tmp_path_factory.mktemp("embedded") / "tiny", pretrain_steps=2))
+    return LocalModel(str(build_embedded_model(tmp_path_factory.mktemp("embedded") / "tiny", pretrain_steps=2)))
 
 
 @pytest.mark.parametrize("evaluator, options", [
@@ -278,7 +248,7 @@ def tiny(tmp_path_factory):
     (TruthfulQAMC1(), {"path": str(EVAL / "truthfulqa_mc_sample.json")}),
     (TruthfulQAMC2(), {"path": str(EVAL / "truthfulqa_mc_sample.json")}),
 ], ids=lambda v: getattr(v, "name", ""))
-def test_each_task_scores_the_tiny_model(tiny, evaluator, options):
+def test_each_task_scores_the_tiny_model_through_the_studio_scorer(tiny, evaluator, options):
     config = evaluator.config_model(**options)
     items = evaluator.load(config)[:6]
     samples = evaluator.score(EvalContext(model=tiny, config=config, batch_size=8), items)
