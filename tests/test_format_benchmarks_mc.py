@@ -86,6 +86,9 @@ def test_mmlu_header_less_csv_is_detected_and_rows_read_by_position(formats, tmp
     assert records[0].messages[0].content == raw[0][0]
     assert records[0].messages[1].content == raw[0][1 + "ABCD".index(raw[0][5])]
     assert [fmt.write(r).row for r in records] == keyed
+    letter = raw[0][5]
+    records[0].messages[1] = Turn("assistant", "An edited answer")
+    assert fmt.write(records[0]).row[letter] == "An edited answer"
     # ...and rows keyed by a first data row taken for a header read the same by position.
     assert fmt.read(dict(zip(raw[0], raw[1]))).messages == records[1].messages
 
