@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import eval_tasks
 from conftest import ROOT
@@ -167,3 +168,24 @@ def test_an_evaluation_killed_with_sigkill_reruns_to_the_same_metrics(tmp_path, 
     clean = run_evaluation(Workspace.init(tmp_path / "clean"),
                            EvalRecipe(tasks=[{"task": "tiny_choice", "path": str(items)}]), host=host)
     assert json_result(clean)["tasks"] == resumed["tasks"]
+
+
+EVAL_RECIPES = sorted((ROOT / "recipes").glob("eval-*.yaml"))
+
+
+@pytest.mark.parametrize("path", EVAL_RECIPES, ids=[p.name for p in EVAL_RECIPES])
+def test_every_shipped_evaluation_recipe_runs_on_its_sample_files(path, capsys, ws, monkeypatch):
+    """The shipped recipes, with the real evaluators on the shipped samples (a few items each)."""
+    assert path.read_text(encoding="utf-8").startswith(f"# studio eval recipes/{path.name}\n")
+    monkeypatch.chdir(ROOT)
+    overrides = ["limit=2"]
+    if "embedded:small" in path.read_text(encoding="utf-8"):
+        overrides.append('models=["embedded","embedded"]')  # building the small model costs minutes
+    code, out, err = run(capsys, "-w", str(ws.root), "eval", path.stem, *overrides, "--json")
+    assert code == EXIT_OK, err
+    data = json.loads(out)
+    recipe_tasks = [t["task"] for t in yaml.safe_load(path.read_text(encoding="utf-8"))["tasks"]]
+    assert list(data["tasks"]) == recipe_tasks
+    for task, metrics in data["tasks"].items():
+        assert metrics["n"] == 2 and all(0 <= v <= 1 for k, v in metrics.items()
+                                         if k in ("acc", "acc_norm", "exact_match,strict-match"))
