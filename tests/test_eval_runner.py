@@ -239,6 +239,27 @@ def test_the_overlap_of_a_runs_training_data_with_each_benchmark_is_reported(ws,
     assert entry["tasks"]["tiny_choice"] == {"items": 2, "items_overlapping": 1, "share": 0.5, "rows_overlapping": 1}
 
 
+def test_a_training_recipes_eval_tasks_are_checked_before_anything_trains(ws, tmp_path, items, host):
+    def train_recipe(name: str, task: dict) -> Path:
+        path = tmp_path / name
+        path.write_text("# studio run " + name + "\n" + yaml.safe_dump({
+            "backend": "sft", "dataset": str(ROOT / "datasets" / "train" / "sft_chat.jsonl"), "eval": [task]}))
+        return path
+
+    misspelt = train_recipe("a.yaml", {"task": "tiny_choise", "path": str(items)})
+    assert any("eval.0: unknown task 'tiny_choise'" in p for p in recipe_problems(misspelt, host))
+    bad_option = load_recipe(train_recipe("b.yaml", {"task": "tiny_choice", "path": str(items), "num_fewshots": 1}))
+    with pytest.raises(ValueError, match=r"eval.0 \(tiny_choice\): num_fewshots"):
+        run_recipe(ws, bad_option, host=host)
+    missing = load_recipe(train_recipe("c.yaml", {"task": "tiny_choice", "path": str(tmp_path / "none.jsonl")}))
+    with pytest.raises(OSError):
+        run_recipe(ws, missing, host=host)
+    assert not (ws.root / "runs").exists()
+    plan = run_recipe(ws, load_recipe(train_recipe("d.yaml", {"task": "tiny_choice", "path": "items.jsonl"})),
+                      check=True, host=host).result
+    assert plan["eval"] == {"tiny_choice": 12}  # the task's path was resolved beside the recipe
+
+
 @pytest.mark.slow
 def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path, monkeypatch):
     """A training step with `eval:` tasks (scored before and after training into one report linked

@@ -63,19 +63,20 @@ def _host(host):
     return get_host()
 
 
-def plan_tasks(recipe: EvalRecipe, host=None) -> list[PlannedTask]:
-    """Each task entry's evaluator and validated options; errors name the entry and the field."""
+def plan_tasks(recipe: EvalRecipe, host=None, field_name: str = "tasks") -> list[PlannedTask]:
+    """Each task entry's evaluator and validated options; errors name the entry (``tasks.N``, or
+    ``eval.N`` in a training recipe) and the field."""
     evaluators = _host(host).items("evaluator")
     names = [entry.task for entry in recipe.tasks]
     planned = []
     for index, entry in enumerate(recipe.tasks):
-        where = f"tasks.{index} ({entry.task})"
+        where = f"{field_name}.{index} ({entry.task})"
         evaluator = evaluators.get(entry.task)
         if evaluator is None:
             close = difflib.get_close_matches(entry.task, list(evaluators), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             known = ", ".join(sorted(evaluators)) or "none registered"
-            raise ValueError(f"tasks.{index}: unknown task {entry.task!r} ({hint}registered: {known}; "
+            raise ValueError(f"{field_name}.{index}: unknown task {entry.task!r} ({hint}registered: {known}; "
                              f"`studio eval tasks` describes them)")
         config = validate(evaluator.config_model, entry.options(), what=where)
         key = entry.task if names.count(entry.task) == 1 else f"{entry.task}.{index}"
