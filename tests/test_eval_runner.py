@@ -11,6 +11,7 @@ import yaml
 
 import eval_tasks
 from conftest import ROOT
+from studio.cli import main
 from studio.evaluation import reports
 from studio.evaluation.cache import EvalCache, cache_path
 from studio.evaluation.runner import run_evaluation
@@ -261,7 +262,7 @@ def test_a_training_recipes_eval_tasks_are_checked_before_anything_trains(ws, tm
 
 
 @pytest.mark.slow
-def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path, monkeypatch):
+def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path, monkeypatch, capsys):
     """A training step with `eval:` tasks (scored before and after training into one report linked
     from the run), then an evaluation step comparing `previous` with the base model."""
     site = eval_tasks.write_plugin_distribution(tmp_path / "site")
@@ -288,6 +289,8 @@ def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path
     status = run.status()
     linked = reports.find_report(ws, status["evaluation"])
     assert linked.labels() == ["base", "tuned"]
+    assert main(["-w", str(ws.root), "runs", "show", run.run_id]) == 0
+    assert f"evaluation (base against tuned): {linked.run_id}" in capsys.readouterr().out
     stages = [e.get("stage") for e in run.events() if event_name(e) == "evaluation"]
     assert "task_done" in stages and stages.index("task_done") < len(stages) - 1
     summary = outcomes[1].result

@@ -117,9 +117,9 @@ def _check_uses(model: EvalModel, planned: list[PlannedTask]) -> None:
         for use in task.evaluator.uses:
             if use in MODEL_USES and not model.supports(use):
                 what = {"loglikelihood": "log-likelihoods"}.get(use, use)
+                kind = f"{'an' if model.kind[0] in 'aeiou' else 'a'} {model.kind} model"
                 raise ValueError(f"model {model.label!r} ({model.ref}) cannot run {task.key}: it needs {what}, "
-                                 f"which {'an' if model.kind[0] in 'aeiou' else 'a'} {model.kind} model does not give (an endpoint runs generative and "
-                                 f"judged tasks only)")
+                                 f"which {kind} does not give (an endpoint runs generative and judged tasks only)")
 
 
 def open_models(ws, recipe: EvalRecipe, labels: list[str], planned: list[PlannedTask]) -> list[EvalModel]:
@@ -168,7 +168,8 @@ def resolved_config(report_id: str, recipe: EvalRecipe, models: list[EvalModel],
     model_rows = []
     for model in models:
         row = model.describe()
-        row["location"] = getattr(model, "location", None) or getattr(getattr(model, "provider", None), "base_url", None)
+        provider = getattr(model, "provider", None)
+        row["location"] = getattr(model, "location", None) or getattr(provider, "base_url", None)
         model_rows.append(row)
     tasks = []
     for task in planned:
@@ -268,8 +269,8 @@ def check_evaluation(ws, recipe: EvalRecipe, host=None) -> dict[str, Any]:
             location = resolve_model_ref(ref, build=False, workspace=ws)
         models.append({"label": label, "ref": ref, "location": location})
     load_items(planned, recipe.limit)
-    return {"models": models, "tasks": [{"task": t.key, "items": len(t.items), "options": t.config.model_dump(mode="json")}
-                                        for t in planned],
+    tasks = [{"task": t.key, "items": len(t.items), "options": t.config.model_dump(mode="json")} for t in planned]
+    return {"models": models, "tasks": tasks,
             "limit": recipe.limit, "batch_size": recipe.batch_size}
 
 
@@ -325,12 +326,15 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
                 values = task.evaluator.aggregate(got, task.config)
                 metrics[task.key][model.label] = values
                 report.write_samples(model.label, task.key, got)
-                record({"event": "task_done", "model": model.label, "task": task.key, "metrics": reports.plain_json(values),
-                        "scored": new, "cached": len(got) - new})
+                record({"event": "task_done", "model": model.label, "task": task.key,
+                        "metrics": reports.plain_json(values), "scored": new, "cached": len(got) - new})
             model.close()  # its weights go; a pairwise metric that needs them loads them again
         pairwise = _pairwise(ws, recipe, models, planned, samples, cancelled, record)
     except EvalStopped:
         status, reason, pairwise = "stopped", "cancelled; what was scored is cached, a re-run continues", {}
+    except KeyboardInterrupt:
+        report.update_status(status="stopped", reason="interrupted; what was scored is cached", ended=time.time())
+        raise
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
         report.update_status(status="failed", reason=message, ended=time.time())
