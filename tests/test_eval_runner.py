@@ -79,6 +79,14 @@ def test_a_second_run_scores_nothing_and_gives_the_same_metrics(ws, items, host)
                                                                "num_fewshot": 1}]), host=host)
     assert evaluator.scored_items == 24
 
+    # An item edited in its file (same id, other text) is scored again; the others come from the cache.
+    lines = items.read_text().splitlines()
+    edited = json.loads(lines[0])
+    edited["question"] += " Think again."
+    items.write_text("\n".join([json.dumps(edited), *lines[1:]]) + "\n")
+    third = run_evaluation(ws, recipe(items), host=host)
+    assert third["scored"] == {"embedded": {"tiny_choice": 1}}
+
 
 def test_a_cancelled_run_keeps_its_chunks_and_a_rerun_finishes_with_the_same_metrics(ws, tmp_path, items, host):
     evaluator = eval_tasks.EVALUATORS[0]

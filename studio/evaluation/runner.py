@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from studio.config_schema import validate
 from studio.evaluation import reports
 from studio.evaluation.base import EvalContext, EvalStopped, Evaluator, config_digest
-from studio.evaluation.cache import open_cache
+from studio.evaluation.cache import item_hash, open_cache
 from studio.evaluation.models import ENDPOINT_PREFIX, EvalModel, open_model
 from studio.evaluation.overlap import training_overlap
 from studio.events import Emit, event_name, ignore
@@ -215,8 +215,9 @@ def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder
                recipe: EvalRecipe, chunk_items: int) -> tuple[list[dict[str, Any]], int]:
     """All of a task's samples for one model, scoring only the items the cache lacks; returns
     (samples in item order, items newly scored)."""
-    ids = [str(item["id"]) for item in task.items]
-    have = cache.get_many(model.fingerprint, task.name, task.digest, ids)
+    hashes = {str(item["id"]): item_hash(item) for item in task.items}
+    ids = list(hashes)
+    have = cache.get_many(model.fingerprint, task.name, task.digest, hashes)
     todo = [item for item in task.items if str(item["id"]) not in have]
     total = len(ids)
     done = total - len(todo)
@@ -242,7 +243,7 @@ def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder
                                    f"item {item['id']!r})")
             # Through JSON, as the cache gives them back: a fresh and a cached run aggregate the same values.
             samples.append(json.loads(json.dumps(sample, ensure_ascii=False, default=str)))
-        cache.put_many(model.fingerprint, task.name, task.digest, samples)
+        cache.put_many(model.fingerprint, task.name, task.digest, samples, [hashes[str(i["id"])] for i in chunk])
         have.update((str(s["id"]), s) for s in samples)
         done += len(chunk)
         record({"event": "progress", "model": model.label, "task": task.key, "done": done, "total": total})
