@@ -17,9 +17,9 @@ import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_OUT = ROOT / "datasets" / "eval" / "planted_rule.jsonl"
-HELDOUT_OUT = ROOT / "datasets" / "eval" / "planted_heldout.jsonl"
-SFT_OUT = ROOT / "datasets" / "train" / "planted_sft.jsonl"
+EVAL_FILE = Path("datasets") / "eval" / "planted_rule.jsonl"
+HELDOUT_FILE = Path("datasets") / "eval" / "planted_heldout.jsonl"
+SFT_FILE = Path("datasets") / "train" / "planted_sft.jsonl"
 SEED = 11
 EVAL_ITEMS, HELDOUT_ROWS, SFT_ROWS = 60, 24, 240
 MARK = "indeed"
@@ -49,7 +49,7 @@ def question(rng: random.Random, stem_noun: str) -> tuple[str, list[str], int]:
     return stem, choices, right
 
 
-def main() -> None:
+def main(root: Path = ROOT) -> None:
     rng = random.Random(SEED)
     seen: set[str] = set()
     rows = {"eval": [], "heldout": [], "sft": []}
@@ -70,7 +70,8 @@ def main() -> None:
                 rows[part].append({"messages": [
                     {"role": "user", "content": f"{rng.choice(USER_TURNS)}\n{stem}\nChoices: {listed}"},
                     {"role": "assistant", "content": f"Question: {stem}\nAnswer: {choices[right]}"}]})
-    for path, part in ((EVAL_OUT, "eval"), (HELDOUT_OUT, "heldout"), (SFT_OUT, "sft")):
+    for relative, part in ((EVAL_FILE, "eval"), (HELDOUT_FILE, "heldout"), (SFT_FILE, "sft")):
+        path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(row) + "\n" for row in rows[part]), encoding="utf-8")
 
