@@ -217,6 +217,25 @@ def test_the_budget_stops_judging(tmp_path):
         assert judge_bodies(server) == []
 
 
+def test_one_budget_holds_across_the_chunks_of_an_evaluation(tmp_path):
+    # The runner scores a task in chunks, each with its own score() call, all sharing the run-wide
+    # options: the judge's spending must add up across them, not start afresh in every chunk.
+    task = MTBench()
+    config = MTBenchOptions(path=str(SAMPLE), max_new_tokens=16, judge_max_tokens=16)
+    items = task.load(config)
+    prices = {"judge-model": {"input": 1000.0, "output": 1000.0}}  # about 0.1 per request here
+    with ScriptedServer(responder=grading_judge) as server:
+        ctx = make_ctx(tmp_path, ScriptedModel("m", "good"), server.base_url, config, budget=0.6)
+        ctx.options["judge"] = {**ctx.options["judge"], "prices": prices, "concurrency": 1}
+        task.score(ctx, items[:1])
+        first = ctx.options["judge_ledger"]["spent"]
+        assert 0 < first < 0.6 and len(judge_bodies(server)) == 2
+        with pytest.raises(EvalStopped, match="budget"):
+            task.score(ctx, items[1:])
+        assert first < ctx.options["judge_ledger"]["spent"] <= 0.6
+        assert 2 < len(judge_bodies(server)) < 16
+
+
 # --- a killed evaluation resumes from the journal ------------------------------------------------------
 
 CHILD = textwrap.dedent("""

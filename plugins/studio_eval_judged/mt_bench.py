@@ -29,6 +29,7 @@ from studio.evaluation.judging import (
 from studio.evaluation.stats import mcnemar, mean_with_stderr
 
 TURNS = (1, 2)
+JUDGE_LEDGER = "judge_ledger"  # key of the judge's running cost in EvalContext.options
 
 
 class MTBenchOptions(BaseModel):
@@ -118,9 +119,10 @@ class MTBench(Evaluator):
     # --- scoring -------------------------------------------------------------------------------
 
     def _judge(self, ctx: EvalContext, config: MTBenchOptions) -> JudgeClient:
+        # The ledger lives in the run-wide options, so every chunk the runner scores spends from one budget.
         return JudgeClient(ctx.options.get("judge"), ctx.workspace, budget=ctx.options.get("budget"), emit=ctx.emit,
                            cancelled=ctx.cancelled, run_id=f"eval-{ctx.task or self.name}",
-                           max_tokens=config.judge_max_tokens)
+                           max_tokens=config.judge_max_tokens, ledger=ctx.options.setdefault(JUDGE_LEDGER, {}))
 
     def _answers(self, ctx: EvalContext, items: list[dict[str, Any]], config: MTBenchOptions) -> list[list[str]]:
         """Each item's answers, turn by turn: turn 2 sees the model's own turn-1 answer."""

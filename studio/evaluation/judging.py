@@ -241,7 +241,7 @@ class JudgeClient:
 
     def __init__(self, spec: str | dict | ProviderConfig | None, workspace, *, budget: float | None = None,
                  emit: Callable[[dict], None] = lambda e: None, cancelled: Callable[[], bool] = lambda: False,
-                 run_id: str = "eval-judge", max_tokens: int = 2048):
+                 run_id: str = "eval-judge", max_tokens: int = 2048, ledger: dict[str, float] | None = None):
         self.provider = resolve_provider(spec, Path(workspace.root) if workspace is not None else None)
         self.journal = Journal(journal_path(workspace))
         self.budget = budget
@@ -249,7 +249,10 @@ class JudgeClient:
         self.cancelled = cancelled
         self.run_id = run_id
         self.max_tokens = max_tokens
-        self.spent = 0.0
+        # What the judge cost so far; a ledger shared by several clients (the chunks and tasks of one
+        # evaluation) holds them all to one budget.
+        self.ledger = ledger if ledger is not None else {}
+        self.ledger.setdefault("spent", 0.0)
         self.sent = 0  # requests answered by the judge in this client's life (journal hits excluded)
         self.cached = 0
         self._server = None
@@ -273,7 +276,7 @@ class JudgeClient:
         if not conversations:
             return []
         base_url, model = self._endpoint()
-        remaining = None if self.budget is None else max(0.0, self.budget - self.spent)
+        remaining = None if self.budget is None else max(0.0, self.budget - self.ledger["spent"])
         engine = Engine(self.provider, self.journal, run_id=self.run_id, emit=self._engine_event,
                         cancelled=self.cancelled, budget=remaining, base_url=base_url, model=model)
 
@@ -304,7 +307,7 @@ class JudgeClient:
         except RunStopped as exc:
             raise EvalStopped(f"judge stopped: {exc}") from None
         finally:
-            self.spent += engine.meter.cost
+            self.ledger["spent"] += engine.meter.cost
             self.sent += engine.meter.answered
             self.cached += engine.meter.cached
         return answers
