@@ -48,6 +48,9 @@ class HellaSwagOptions(ChoiceOptions):
 class TruthfulQAOptions(ChoiceOptions):
     path: str = Field(description="TruthfulQA MC JSON {question, mc1_targets, mc2_targets} (or mc_task.json), "
                                   "or TruthfulQA.csv")
+    num_fewshot: int | None = Field(None, ge=0, description="solved examples before each question, after the six "
+                                                             "fixed ones (default 0; lm-eval keeps TruthfulQA at 0 "
+                                                             "whatever its --num_fewshot says)")
 
 
 class MMLUOptions(BaseModel):
