@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import DATASETS, ROOT
 
@@ -59,42 +61,46 @@ def test_the_embedded_model_never_pretrains_on_benchmark_samples():
     assert not [p for p in files if p.is_relative_to(DATASETS / "eval")]
 
 
-def _eval_recipe(run_dir: Path):
-    from studio.recipes.loading import validate_recipe
+def test_the_eval_recipe_compares_the_base_with_the_step_before():
+    from studio.recipes import load_recipe
 
-    data = yaml.safe_load((ROOT / "recipes" / "eval-planted.yaml").read_text(encoding="utf-8"))
-    assert data["models"] == ["embedded", "previous"]  # a pipeline step after the training step
-    data["models"] = ["embedded", str(run_dir)]
-    for task in data["tasks"]:
-        task["path"] = str(ROOT / task["path"])
-    return validate_recipe(data, "evaluate", "eval-planted.yaml")
+    recipe = load_recipe(ROOT / "recipes" / "eval-planted.yaml")
+    assert recipe.models == ["embedded", "previous"] and recipe.labels == ["base", "tuned"]
+    assert [(t.task, Path(t.options()["path"])) for t in recipe.tasks] == [("arc_easy", EVAL), ("heldout", HELDOUT)]
+    train = load_recipe(ROOT / "recipes" / "train-planted.yaml")
+    assert [(t.task, Path(t.options()["path"])) for t in train.eval] == [("arc_easy", EVAL), ("heldout", HELDOUT)]
+    assert Path(train.dataset) == SFT
 
 
 @pytest.mark.slow
 def test_sft_on_the_planted_set_raises_accuracy_significantly_and_lowers_heldout_loss(tmp_path):
-    from studio.evaluation.runner import run_evaluation
-    from studio.recipe_runs import run_recipe
-    from studio.recipes import load_recipe
-    from studio.store import Workspace
+    # One command, as a user runs it: the training recipe trains, then its `eval:` tasks score the
+    # base model and the tuned one into one report.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    ws = tmp_path / "ws"
+    studio = [sys.executable, "-m", "studio"]
+    subprocess.run(studio + ["init", str(ws)], env=env, check=True, capture_output=True, timeout=120)
+    trained = subprocess.run(studio + ["run", "recipes/train-planted.yaml", "--workspace", str(ws), "--quiet"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    (run_dir,) = [p for p in (ws / "runs").iterdir() if (p / "status.json").is_file()]
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    assert status["status"] == "completed" and "evaluation_error" not in status, status
+    report = ws / "evaluations" / status["evaluation"]
+    result = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
 
-    ws = Workspace.init(tmp_path / "ws", name="planted")
-    recipe_text = (ROOT / "recipes" / "train-planted.yaml").read_text(encoding="utf-8")
-    assert recipe_text.startswith("# studio run recipes/train-planted.yaml\n")
-    trained = run_recipe(ws, load_recipe(ROOT / "recipes" / "train-planted.yaml"))
-    assert trained.ok, trained.reason
-    run_dir = Path(trained.model)
-
-    result = run_evaluation(ws, _eval_recipe(run_dir))
-    assert result["status"] == "completed"
     comparisons = {(c["task"], c["metric"]): c for c in result["comparisons"]}
     acc = comparisons[("arc_easy", "acc")]
+    assert result["tasks"]["arc_easy"]["base"]["acc"]["value"] < 0.5  # the base model does not know the rule
     assert acc["tuned_value"] > acc["base_value"] + 0.3
     assert acc["test"] == "mcnemar" and acc["p_value"] < 0.05 and acc["significant"] and acc["better"]
     assert len(acc["gained"]) > len(acc["lost"])
-    assert result["tasks"]["arc_easy"]["base"]["acc"]["value"] < 0.5  # the base model does not know the rule
     loss = comparisons[("heldout", "loss")]
     assert loss["lower_is_better"] and loss["tuned_value"] < loss["base_value"] and loss["better"]
-    # The report folder says the same.
-    saved = json.loads((Path(result["path"]) / "metrics.json").read_text(encoding="utf-8"))
-    saved_acc = next(c for c in saved["comparisons"] if (c["task"], c["metric"]) == ("arc_easy", "acc"))
-    assert saved_acc["significant"] and saved_acc["p_value"] == acc["p_value"]
+
+    # The report says so: `studio eval show` marks the accuracy change significant.
+    shown = subprocess.run(studio + ["eval", "show", status["evaluation"], "--workspace", str(ws)], env=env,
+                           capture_output=True, text=True, timeout=120, check=True).stdout
+    acc_row = next(line for line in shown.splitlines() if line.replace("│", " ").split()[:1] == ["acc"])
+    assert "*" in acc_row, shown

@@ -128,8 +128,7 @@ def token_weighted_loss(nlls: Sequence[float], tokens: Sequence[int]) -> dict[st
         stderr = float("nan")
     perplexity = math.exp(loss) if loss < 700 else float("inf")
     return {"loss": {"value": loss, "stderr": stderr, "n": n},
-            "perplexity": {"value": perplexity, "stderr": perplexity * stderr, "n": n},
-            "tokens": {"value": float(total_tokens), "stderr": float("nan"), "n": n}}
+            "perplexity": {"value": perplexity, "stderr": perplexity * stderr, "n": n}}
 
 
 def win_rate(base_rewards: Sequence[float], tuned_rewards: Sequence[float]) -> dict[str, Any]:
