@@ -321,3 +321,32 @@ def test_the_embedded_model_served_by_studio_serve_judges_with_structured_output
     assert all(j["parsed"] and 1 <= j["rating"] <= 10 for j in judgments), [j["judge"] for j in judgments]
     assert all(json.loads(j["judge"])["rating"] == j["rating"] for j in judgments)
     assert all(s["metrics"]["score"] is not None for s in samples)
+
+
+# --- through the evaluation runner -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_runner_evaluates_the_embedded_model_and_compares_with_the_judge(tmp_path):
+    from studio.evaluation.runner import run_evaluation
+    from studio.recipes.evaluate import EvalRecipe
+
+    ws = Workspace.init(tmp_path / "ws", name="eval")
+    with ScriptedServer(responder=grading_judge) as server:
+        recipe = EvalRecipe(models=["embedded", "embedded"], labels=["base", "tuned"], limit=2,
+                            judge={"name": "judge", "base_url": server.base_url, "model": "judge-model"},
+                            tasks=[{"task": "mt_bench", "path": str(SAMPLE), "max_new_tokens": 8}])
+        result = run_evaluation(ws, recipe)
+        asked = len(judge_bodies(server))
+        again = run_evaluation(ws, recipe)
+        assert len(judge_bodies(server)) == asked  # cached samples, journaled verdicts: nothing asked again
+    assert result["status"] == "completed" and again["scored"] == {"base": {"mt_bench": 0}, "tuned": {"mt_bench": 0}}
+    scores = result["tasks"]["mt_bench"]
+    # The embedded model's answers hold no "good answer": the scripted judge grades every turn 3.
+    assert scores["base"]["score"]["value"] == scores["tuned"]["score"]["value"] == 3.0
+    assert scores["base"]["score"]["n"] == 2 and scores["base"]["unparsed_grades"]["value"] == 0
+    # 2 questions x 2 turns graded once (both labels are the same weights: the cache serves the second),
+    # then 2 x 2 games compared: with equal answers both orders are one and the same request.
+    assert asked == 4 + 4
+    verdicts = result["pairwise"]["mt_bench"]["tuned"]["judge_pairwise"]
+    assert (verdicts["games"], verdicts["ties"], verdicts["wins"], verdicts["losses"]) == (4, 4, 0, 0)
