@@ -139,12 +139,18 @@ def test_grades_come_from_the_judge_and_a_rerun_asks_it_nothing(tmp_path):
     config = MTBenchOptions(path=str(SAMPLE), references=str(REFERENCES), max_new_tokens=16)
     items = task.load(config)
     model = ScriptedModel("tuned", "good")
+    events = []
     with ScriptedServer(responder=grading_judge) as server:
-        samples = task.score(make_ctx(tmp_path, model, server.base_url, config), items)
+        ctx = make_ctx(tmp_path, model, server.base_url, config)
+        ctx.emit = events.append
+        samples = task.score(ctx, items)
         first = len(judge_bodies(server))
         again = task.score(make_ctx(tmp_path, model, server.base_url, config), items)
         assert len(judge_bodies(server)) == first == 16  # 8 questions x 2 turns, then all from the journal
     assert [s["id"] for s in samples] == [i["id"] for i in items]
+    # Progress counts answers, then grades, on one scale: 16 turns answered and 16 graded.
+    done = [e["done"] for e in events if e["event"] == "progress"]
+    assert done == sorted(done) and done[-1] == 32 and {e["total"] for e in events if e["event"] == "progress"} == {32}
     assert all(s["metrics"] == {"score": 8.0, "score_turn1": 8.0, "score_turn2": 8.0, "unparsed_grades": 0.0}
                for s in samples)
     assert [s["metrics"] for s in again] == [s["metrics"] for s in samples]

@@ -124,10 +124,11 @@ class MTBench(Evaluator):
                            cancelled=ctx.cancelled, run_id=f"eval-{ctx.task or self.name}",
                            max_tokens=config.judge_max_tokens, ledger=ctx.options.setdefault(JUDGE_LEDGER, {}))
 
-    def _answers(self, ctx: EvalContext, items: list[dict[str, Any]], config: MTBenchOptions) -> list[list[str]]:
-        """Each item's answers, turn by turn: turn 2 sees the model's own turn-1 answer."""
+    def _answers(self, ctx: EvalContext, items: list[dict[str, Any]], config: MTBenchOptions,
+                 total: int) -> list[list[str]]:
+        """Each item's answers, turn by turn: turn 2 sees the model's own turn-1 answer. Progress
+        counts answers and grades alike (``total`` of both)."""
         answers: list[list[str]] = [[] for _ in items]
-        total = sum(len(item["turns"]) for item in items)
         done = 0
         for turn in TURNS:
             ctx.check_cancelled()
@@ -152,7 +153,9 @@ class MTBench(Evaluator):
 
     def score(self, ctx: EvalContext, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         config: MTBenchOptions = ctx.config
-        answers = self._answers(ctx, items, config)
+        turns = sum(len(item["turns"]) for item in items)
+        total = 2 * turns  # each turn answered, then graded
+        answers = self._answers(ctx, items, config, total)
         json_format = config.judge_format == "json"
         asks, where = [], []
         for i, item in enumerate(items):
@@ -161,16 +164,15 @@ class MTBench(Evaluator):
                 asks.append(single_prompt(item["turns"], answers[i], turn, reference, json_format))
                 where.append((i, turn))
         ctx.check_cancelled()
-        ctx.progress(0, len(asks), "judging")
         with self._judge(ctx, config) as judge:
-            replies = judge.ask(asks, rating_format() if json_format else None)
+            replies = judge.ask(asks, rating_format() if json_format else None,
+                                progress=lambda done, _: ctx.progress(turns + done, total, "grading"))
         judgments: list[list[dict[str, Any]]] = [[] for _ in items]
         for (i, turn), reply in zip(where, replies):
             rating = parse_rating(reply.text)
             judgments[i].append({"turn": turn, "rating": rating, "judge": reply.text, "error": reply.error,
                                  "reference_guided": self._reference(items[i], config) is not None,
                                  "parsed": rating is not None})
-        ctx.progress(len(asks), len(asks), "judged")
         samples = []
         for item, item_answers, item_judgments in zip(items, answers, judgments):
             ratings = {j["turn"]: j["rating"] for j in item_judgments}
@@ -218,7 +220,8 @@ class MTBench(Evaluator):
             asks.append(pairwise_prompt(game["turns"], game["tuned"], game["base"], game["turn"], game["reference"],
                                         json_format))
         with self._judge(ctx, config) as judge:
-            replies = judge.ask(asks, verdict_format() if json_format else None)
+            replies = judge.ask(asks, verdict_format() if json_format else None,
+                                progress=lambda done, total: ctx.progress(done, total, "comparing"))
         details, outcomes = [], []
         unparsed = inconsistent = 0
         for k, game in enumerate(games):

@@ -270,9 +270,11 @@ class JudgeClient:
             self._server = start_background_server(self.provider.serve_model, emit=self.emit)
         return self._server.base_url, self._server.model_name
 
-    def ask(self, conversations: list[Messages], response_format: dict | None = None) -> list[JudgeAnswer]:
+    def ask(self, conversations: list[Messages], response_format: dict | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[JudgeAnswer]:
         """One answer per judge conversation, in order. A request that fails for good is an answer
-        with ``error`` set; a budget stop, a refused key or cancellation raises ``EvalStopped``."""
+        with ``error`` set; a budget stop, a refused key or cancellation raises ``EvalStopped``.
+        ``progress(done, total)`` hears of each answer as it arrives."""
         if not conversations:
             return []
         base_url, model = self._endpoint()
@@ -280,7 +282,16 @@ class JudgeClient:
         engine = Engine(self.provider, self.journal, run_id=self.run_id, emit=self._engine_event,
                         cancelled=self.cancelled, budget=remaining, base_url=base_url, model=model)
 
+        answered = [0]
+
         async def one(messages: Messages) -> JudgeAnswer:
+            answer = await ask_one(messages)
+            answered[0] += 1
+            if progress is not None:
+                progress(answered[0], len(conversations))
+            return answer
+
+        async def ask_one(messages: Messages) -> JudgeAnswer:
             params: dict[str, Any] = {"messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens}
             if response_format is not None:
                 params["response_format"] = response_format
