@@ -184,6 +184,28 @@ def test_an_unparseable_grade_is_recorded_counted_and_left_out_of_the_mean(tmp_p
     assert aggregate["unparsed_grades"] == {"value": 2.0, "stderr": aggregate["unparsed_grades"]["stderr"], "n": 4}
 
 
+def test_a_grade_the_judge_failed_is_recorded_and_asked_again_by_a_rerun(tmp_path):
+    class OneFault(ScriptedModel):
+        def chat(self, conversations, **kwargs):
+            answers = super().chat(conversations, **kwargs)
+            # The scripted judge answers HTTP 500 to the first request holding this marker.
+            return [a + " [[500]]" if len(c) == 1 and i == 0 else a for i, (a, c) in enumerate(zip(answers, conversations))]
+
+    task = MTBench()
+    config = MTBenchOptions(path=str(SAMPLE), categories=["writing"], max_new_tokens=16)
+    items = task.load(config)
+    with ScriptedServer(responder=grading_judge) as server:
+        ctx = make_ctx(tmp_path, OneFault("m", "good"), server.base_url, config)
+        ctx.options["judge"] = {**ctx.options["judge"], "max_retries": 0}
+        (failed,) = task.score(ctx, items)
+        (again,) = task.score(ctx, items)
+    # Both grades failed: turn 2's judge sees the whole conversation, the faulty answer included.
+    assert all(j["rating"] is None and not j["parsed"] and "500" in j["error"] for j in failed["judgments"])
+    assert failed["metrics"] == {"score": None, "score_turn1": None, "score_turn2": None, "unparsed_grades": 2.0}
+    # The journal kept the failures, but a later evaluation asks again instead of replaying them.
+    assert again["metrics"] == {"score": 8.0, "score_turn1": 8.0, "score_turn2": 8.0, "unparsed_grades": 0.0}
+
+
 def test_pairwise_verdicts_are_judged_in_both_orders(tmp_path):
     task = MTBench()
     config = MTBenchOptions(path=str(SAMPLE), categories=["writing", "math", "stem"], max_new_tokens=16)

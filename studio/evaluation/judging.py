@@ -279,8 +279,11 @@ class JudgeClient:
             return []
         base_url, model = self._endpoint()
         remaining = None if self.budget is None else max(0.0, self.budget - self.ledger["spent"])
+        # retry_failed: a request that failed for good in an earlier evaluation is sent again rather
+        # than replayed as failed from the journal (answers that came back are still reused).
         engine = Engine(self.provider, self.journal, run_id=self.run_id, emit=self._engine_event,
-                        cancelled=self.cancelled, budget=remaining, base_url=base_url, model=model)
+                        cancelled=self.cancelled, budget=remaining, base_url=base_url, model=model,
+                        retry_failed=True)
 
         answered = [0]
 
