@@ -154,6 +154,7 @@ def test_grades_come_from_the_judge_and_a_rerun_asks_it_nothing(tmp_path):
     assert all(s["metrics"] == {"score": 8.0, "score_turn1": 8.0, "score_turn2": 8.0, "unparsed_grades": 0.0}
                for s in samples)
     assert [s["metrics"] for s in again] == [s["metrics"] for s in samples]
+    assert samples[0]["judge"] == {"provider": "judge", "model": "judge-model", "base_url": server.base_url}
     # Turn 2 was asked (in each of the two runs) with the model's own turn-1 answer in the conversation.
     second_turns = [c for c in model.seen if len(c) == 3]
     assert len(second_turns) == 16 and all(c[1]["role"] == "assistant" and "good answer 1" in c[1]["content"]

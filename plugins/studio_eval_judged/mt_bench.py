@@ -167,6 +167,7 @@ class MTBench(Evaluator):
         with self._judge(ctx, config) as judge:
             replies = judge.ask(asks, rating_format() if json_format else None,
                                 progress=lambda done, _: ctx.progress(turns + done, total, "grading"))
+            judged_by = judge.describe()
         judgments: list[list[dict[str, Any]]] = [[] for _ in items]
         for (i, turn), reply in zip(where, replies):
             rating = parse_rating(reply.text)
@@ -180,6 +181,7 @@ class MTBench(Evaluator):
             samples.append({
                 "id": item["id"], "category": item["category"], "prompt": item["turns"][0], "turns": item["turns"],
                 "prediction": item_answers, "target": item.get("reference"), "judgments": item_judgments,
+                "judge": judged_by,
                 "metrics": {"score": sum(parsed) / len(parsed) if parsed else None,
                             "score_turn1": ratings.get(1), "score_turn2": ratings.get(2),
                             "unparsed_grades": float(len(item_judgments) - len(parsed))},
