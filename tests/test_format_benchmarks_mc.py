@@ -86,6 +86,9 @@ def test_mmlu_header_less_csv_is_detected_and_rows_read_by_position(formats, tmp
     assert records[0].messages[0].content == raw[0][0]
     assert records[0].messages[1].content == raw[0][1 + "ABCD".index(raw[0][5])]
     assert [fmt.write(r).row for r in records] == keyed
+    letter = raw[0][5]
+    records[0].messages[1] = Turn("assistant", "An edited answer")
+    assert fmt.write(records[0]).row[letter] == "An edited answer"
     # ...and rows keyed by a first data row taken for a header read the same by position.
     assert fmt.read(dict(zip(raw[0], raw[1]))).messages == records[1].messages
 
@@ -126,3 +129,26 @@ def test_the_original_truthfulqa_mc_task_shape(formats, tmp_path):
     assert record.messages[1].content == "Right."
     record.messages[1] = Turn("assistant", "Correct.")
     assert formats["truthfulqa_mc"].write(record).row["mc1_targets"] == {"Correct.": 1, "Wrong.": 0}
+
+
+def test_mmlu_csv_reads_every_line_as_a_question_and_writes_back_without_a_header(formats, tmp_path):
+    path = EVAL / "mmlu_sample" / "test" / "astronomy_test.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    detection = detect(path, formats)
+    assert detection.columns == ["question", "A", "B", "C", "D", "answer"]
+    result = read_file(path, formats)
+    # The first line is a question, not a header: no question is lost.
+    assert len(result.records) == len(lines) and not result.rejects
+    assert result.records[0].messages[0].content == next(csv.reader([lines[0]]))[0]
+    out = tmp_path / "astronomy_test.csv"
+    write_file(result.records, formats["mmlu"], out)
+    assert out.read_text(encoding="utf-8").splitlines() == lines
+
+
+def test_a_csv_with_a_header_line_is_still_read_by_its_header(formats, tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+                    "Adversarial,Misc,Is water wet?,Yes,Yes; it is,No,here\n", encoding="utf-8")
+    detection = detect(path, formats)
+    assert detection.format == "truthfulqa" and detection.columns is None
+    assert len(read_file(path, formats).records) == 1

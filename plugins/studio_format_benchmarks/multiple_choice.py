@@ -248,10 +248,7 @@ class MMLUFormat(DatasetFormat):
         score = share(rows, _looks_like_mmlu)
         if score == 0:
             return None
-        keyed = share(rows, lambda r: set(MMLU_COLUMNS) <= r.keys())
         reason = f"{pct(score)} of sampled rows have six columns ending in an answer letter A-D (MMLU)"
-        if keyed < 0.5:
-            reason += "; the file has no header line, so its first row was read as one"
         return match_or_none(score, reason)
 
     def read(self, row):

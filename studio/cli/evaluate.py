@@ -198,6 +198,8 @@ def json_result(summary: dict[str, Any]) -> dict[str, Any]:
     for key in ("pairwise", "overlap"):
         if summary.get(key):
             data[key] = summary[key]
+    if "scored" in summary:
+        data["scored"] = summary["scored"]  # items scored now per model and task; the rest came from the cache
     data["path"] = summary.get("path")
     return data
 
@@ -292,7 +294,7 @@ def _show(args) -> int:
             c["flips"] = flip_details(report, report, c, args.flips)
     if args.json:
         print_json({"id": report.run_id, "path": str(report.path), "status": status, "config": report.config(),
-                    **{k: v for k, v in metrics.items() if k != "id"}})
+                    **{k: v for k, v in metrics.items() if k not in ("id", "status")}})
         return EXIT_OK
     out = console()
     out.print(f"[bold]{report.run_id}[/]  {status.get('status')}  ({report.path})")
