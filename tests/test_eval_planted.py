@@ -61,11 +61,11 @@ def test_the_embedded_model_never_pretrains_on_benchmark_samples():
     assert not [p for p in files if p.is_relative_to(DATASETS / "eval")]
 
 
-def test_the_eval_recipe_compares_the_base_with_the_step_before():
+def test_the_eval_recipe_and_the_training_recipe_score_the_same_tasks():
     from studio.recipes import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "eval-planted.yaml")
-    assert recipe.models == ["embedded", "previous"] and recipe.labels == ["base", "tuned"]
+    assert recipe.models == ["embedded"]  # the run goes beside it: models='["embedded","RUN_ID"]'
     assert [(t.task, Path(t.options()["path"])) for t in recipe.tasks] == [("arc_easy", EVAL), ("heldout", HELDOUT)]
     train = load_recipe(ROOT / "recipes" / "train-planted.yaml")
     assert [(t.task, Path(t.options()["path"])) for t in train.eval] == [("arc_easy", EVAL), ("heldout", HELDOUT)]
