@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 
+from studio.evaluation.loglikelihood import encode_requests, score_requests  # noqa: E402
 from studio.models.embedded import build_embedded_model  # noqa: E402
 from studio.models.loading import load_model  # noqa: E402
 from studio.serving.model_server import make_server  # noqa: E402
@@ -112,6 +113,18 @@ def test_echoed_token_prompts_score_like_a_forward_pass(server, loaded):
             top = logprobs["top_logprobs"][position]
             assert max(top.values()) == pytest.approx(float(expected[position - 1].max()), abs=TOLERANCE)
             assert top[logprobs["tokens"][position]] == logprobs["token_logprobs"][position]
+
+
+def test_echo_gives_what_the_studio_log_likelihood_scorer_gives(server, loaded):
+    # lm-eval's tokenisation of each (context, continuation), sent as token ids: the server's answer
+    # read the way lm-eval reads it equals the studio's own scorer's (the one evaluations use).
+    model, tokenizer = loaded
+    pairs = encode_requests(tokenizer, PAIRS)
+    reply = complete(server, prompt=[context + continuation for context, continuation in pairs], echo=True,
+                     logprobs=1, max_tokens=1)
+    served = [lm_eval_reading(choice, len(context)) for choice, (context, _) in zip(reply["choices"], pairs)]
+    for (total, greedy), (expected, expected_greedy) in zip(served, score_requests(model, tokenizer, PAIRS)):
+        assert abs(total - expected) < TOLERANCE and greedy == expected_greedy
 
 
 def greedy_ids(model, ids: list[int], count: int) -> list[int]:
