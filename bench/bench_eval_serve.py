@@ -15,6 +15,10 @@ lm-eval reads the file through a local task YAML that includes its installed ``a
 ``add_bos_token=True``: lm-eval's API models leave the BOS token out by default, while its ``hf``
 back-end (and the studio) use the tokenizer's own rule, which adds it for this model.
 
+It also checks that lm-eval's ``tokenizer_backend=auto`` finds the server's tokenizer endpoints
+(``/tokenizer_info``, ``/tokenize``, ``/detokenize``) and that they encode and decode the questions
+as the model folder's tokenizer does.
+
 It prints one row per item (gold answer, each side's prediction, whether acc and acc_norm agree,
 the largest log-likelihood difference) and the totals, and writes bench/results/eval_serve.json.
 
@@ -67,6 +71,16 @@ for label, model, args in job["runs"]:
     out[label] = {"seconds": seconds, "items": [
         {"id": s["doc"]["id"], "gold": int(s["target"]), "loglikelihoods": [float(r[0]) for r in s["filtered_resps"]],
          "acc": float(s["acc"]), "acc_norm": float(s["acc_norm"])} for s in samples]}
+
+# tokenizer_backend=auto (local-completions' default) picks the server's tokenizer when it answers.
+from lm_eval.utils import RemoteTokenizer, check_remote_tokenizer_support
+from transformers import AutoTokenizer
+detected = check_remote_tokenizer_support(job["base_url"])
+remote, local = RemoteTokenizer(job["base_url"]), AutoTokenizer.from_pretrained(job["tokenizer"])
+texts = job["texts"]
+same = sum(remote.encode(t) == local(t, add_special_tokens=False)["input_ids"] and remote.decode(remote.encode(t)) == t
+           for t in texts)
+out["remote_tokenizer"] = {"detected": detected, "texts": len(texts), "encoded_and_decoded_alike": same}
 print("RESULT " + json.dumps(out))
 """
 
@@ -128,9 +142,9 @@ def check_api_extra(python: Path, env: dict[str, str]) -> None:
 
 
 def lm_eval_runs(python: Path, env: dict[str, str], folder: Path, runs: list, fewshot: int, limit: int | None,
-                 batch_size: int) -> dict:
+                 batch_size: int, base_url: str, tokenizer: str, texts: list[str]) -> dict:
     job = {"folder": str(folder), "task": TASK, "runs": runs, "fewshot": fewshot, "limit": limit,
-           "batch_size": batch_size}
+           "batch_size": batch_size, "base_url": base_url, "tokenizer": tokenizer, "texts": texts}
     proc = subprocess.run([str(python), "-c", textwrap.dedent(LM_EVAL_SCRIPT), json.dumps(job)], capture_output=True,
                           text=True, env=env, cwd=folder, timeout=1800)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -188,7 +202,8 @@ def print_table(rows: list[dict], summary: dict, names: list[str]) -> None:
                                for n in names[1:])
         print(line)
     print()
-    print(f"{'':<26}{'acc':>8}{'acc_norm':>10}{'agreeing':>10}{'max |dll|':>11}{'seconds':>9}")
+    print(f"{'':<26}{'acc':>8}{'acc_norm':>10}{'agreeing':>10}{'max |dll|':>11}{'seconds':>9}  (seconds: scoring, "
+          "model load included)")
     for name in names:
         s = summary[name]
         agreeing = f"{s['items_agreeing']}/{len(rows)}" if "items_agreeing" in s else "-"
@@ -229,19 +244,27 @@ def main() -> int:
                 "max_length": window, "num_concurrent": 1, "max_retries": 1}]]
             if not args.no_hf:
                 runs.append(["lm_eval_hf", "hf", {"pretrained": model_dir, "dtype": "float32"}])
-            sides.update(lm_eval_runs(python, env, folder, runs, args.fewshot, args.limit, args.batch_size))
+            texts = [row["question"] for row in map(json.loads, data.read_text().splitlines())][:args.limit]
+            sides.update(lm_eval_runs(python, env, folder, runs, args.fewshot, args.limit, args.batch_size,
+                                      runs[0][2]["base_url"], model_dir, texts))
+            remote = sides.pop("remote_tokenizer")
             requests_served = server.logs().count("POST /v1/completions 200")
     names = list(sides)
     rows, summary = compare(sides)
     print_table(rows, summary, names)
     print(f"\nstudio serve answered {requests_served} /v1/completions requests")
+    print(f"lm-eval's tokenizer_backend=auto finds the server's tokenizer: {'yes' if remote['detected'] else 'NO'}; "
+          f"it encodes and decodes {remote['encoded_and_decoded_alike']}/{remote['texts']} questions as the "
+          f"model folder's tokenizer does")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": model_dir, "data": str(args.data), "fewshot": args.fewshot,
                                     "batch_size": args.batch_size, "tolerance": AGREE,
-                                    "requests_served": requests_served, "summary": summary, "items": rows}, indent=2))
+                                    "requests_served": requests_served, "remote_tokenizer": remote,
+                                    "summary": summary, "items": rows}, indent=2))
     print(f"wrote {args.out}")
     agreeing = all(summary[n]["items_agreeing"] == len(rows) for n in names if n != "studio")
-    return 0 if agreeing else 1
+    remote_ok = remote["detected"] and remote["encoded_and_decoded_alike"] == remote["texts"]
+    return 0 if agreeing and remote_ok else 1
 
 
 if __name__ == "__main__":

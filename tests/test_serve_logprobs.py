@@ -35,8 +35,8 @@ def loaded(tmp_path_factory):
     return model, tokenizer
 
 
-def running(model, tokenizer, name: str = "tiny"):
-    server = make_server(model, tokenizer, name)
+def running(model, tokenizer, name: str = "tiny", api_key: str | None = None):
+    server = make_server(model, tokenizer, name, api_key=api_key)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, thread
@@ -51,8 +51,10 @@ def server(loaded):
     thread.join(timeout=10)
 
 
-def post(server, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(server.base_url + "/completions", data=json.dumps(body).encode(),
+def post(server, body: dict | None, path: str = "/v1/completions") -> tuple[int, dict]:
+    """POST ``body`` (GET when None) to ``path`` on the server; (status, JSON answer)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.base_url.removesuffix("/v1") + path, data=data,
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -327,3 +329,40 @@ def test_the_legacy_object_keeps_the_likelier_of_two_same_text_tokens_and_has_no
     assert built["token_logprobs"] == [None, -2.0, FLOOR_LOGPROB]
     assert built["top_logprobs"] == [None, {"a": -0.5}, {"a": -0.1, "b": FLOOR_LOGPROB}]
     json.dumps(built, allow_nan=False)
+
+
+# --- vLLM's tokenizer endpoints, which lm-eval's local-completions looks for -----------------------
+
+
+def test_tokenizer_endpoints_answer_as_lm_eval_s_remote_tokenizer_expects(server, loaded):
+    _, tokenizer = loaded
+    status, info = post(server, None, "/tokenizer_info")
+    assert status == 200 and info["eos_token"] == tokenizer.eos_token and info["bos_token"] == tokenizer.bos_token
+    assert info["chat_template"] == tokenizer.chat_template
+    text = "Question: why is the sky blue?"
+    status, plain = post(server, {"prompt": text, "add_special_tokens": False}, "/tokenize")
+    assert status == 200 and plain["tokens"] == encode(tokenizer, text) and plain["count"] == len(plain["tokens"])
+    _, special = post(server, {"prompt": text}, "/tokenize")
+    assert special["tokens"] == tokenizer(text)["input_ids"] != plain["tokens"]  # the BOS token, by default
+    # lm-eval finds the end-of-text token's id by tokenizing its text.
+    _, eos = post(server, {"prompt": info["eos_token"], "add_special_tokens": False}, "/tokenize")
+    assert eos["tokens"] == [tokenizer.eos_token_id]
+    status, back = post(server, {"tokens": plain["tokens"]}, "/detokenize")
+    assert status == 200 and back["prompt"] == text
+    for path, body, param in [("/tokenize", {"prompt": 5}, "prompt"),
+                              ("/tokenize", {"prompt": "x", "add_special_tokens": "no"}, "add_special_tokens"),
+                              ("/detokenize", {"tokens": [1, 10 ** 9]}, "tokens")]:
+        status, reply = post(server, body, path)
+        assert status == 400 and reply["error"]["param"] == param
+
+
+def test_tokenizer_endpoints_need_the_key_when_there_is_one(loaded):
+    server, thread = running(*loaded, api_key="sk-tokenizer-test")
+    try:
+        assert post(server, {"prompt": "hi"}, "/tokenize")[0] == 401
+        assert post(server, None, "/tokenizer_info")[0] == 401
+        assert post(server, None, "/health")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -6,6 +6,9 @@
     POST /v1/chat/completions    messages -> chat completion (stream: SSE chunks, then [DONE])
     POST /v1/completions         prompt (a string, a list of strings, a list of token ids or a list
                                  of token-id lists) -> text completion
+    GET  /tokenizer_info         the tokenizer's special tokens and chat template   (vLLM's tokenizer
+    POST /tokenize               {prompt, add_special_tokens} -> {tokens, count}     endpoints, which
+    POST /detokenize             {tokens} -> {prompt}                                lm-eval looks for)
 
 Honoured: max_tokens / max_completion_tokens, temperature (0 = greedy), top_p, n, stop, seed,
 stream, stream_options.include_usage, and on chat ``response_format`` with a JSON schema
@@ -650,10 +653,13 @@ class Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
+            ("GET", "/tokenizer_info"): self._tokenizer_info,
+            ("POST", "/tokenize"): self._tokenize,
+            ("POST", "/detokenize"): self._detokenize,
         }
         try:
             body = self._body(method)
-            if path.startswith("/v1/"):
+            if path != "/health":
                 self._authorize()
             handler = routes.get((method, path))
             if handler is None and method == "GET" and path.startswith("/v1/models/"):
@@ -692,6 +698,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         self._send_json(200, {"status": "ok", "model": self.server.engine.name})
+
+    # vLLM's tokenizer endpoints: lm-eval's local-completions finds them and tokenizes through the
+    # server (tokenizer_backend=remote, its default choice when they answer), no tokenizer folder needed.
+
+    def _tokenizer_info(self) -> None:
+        engine = self.server.engine
+        tokenizer = engine.tokenizer
+        self._send_json(200, {"tokenizer_class": type(tokenizer).__name__, "bos_token": tokenizer.bos_token,
+                              "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token,
+                              "unk_token": tokenizer.unk_token,
+                              "chat_template": getattr(tokenizer, "chat_template", None) or None,
+                              "model_max_length": engine.context_length})
+
+    def _tokenize(self, body: dict[str, Any]) -> None:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be a string", param="prompt")
+        add_special = body.get("add_special_tokens", True)
+        if not isinstance(add_special, bool):
+            raise ApiError(400, f"add_special_tokens must be true or false, got {add_special!r}",
+                           param="add_special_tokens")
+        engine = self.server.engine
+        with engine.lock:
+            tokens = list(engine.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+        self._send_json(200, {"count": len(tokens), "max_model_len": engine.context_length, "tokens": tokens})
+
+    def _detokenize(self, body: dict[str, Any]) -> None:
+        engine = self.server.engine
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(_is_token(t) and 0 <= t < engine.vocab_size for t in tokens):
+            raise ApiError(400, f"tokens must be a list of token ids (0..{engine.vocab_size - 1})", param="tokens")
+        with engine.lock:
+            text = engine.tokenizer.decode(tokens)
+        self._send_json(200, {"prompt": text})
 
     def _models(self) -> None:
         self._send_json(200, {"object": "list", "data": [self._model_card()]})
@@ -757,7 +797,8 @@ class Handler(BaseHTTPRequestHandler):
         engine = self.server.engine
         prompts = _prompts(body.get("prompt"), engine.vocab_size)
         echo, top_k = _echo(body), _top_logprobs(body)
-        if not echo and any(_is_token(body.get(k)) and body.get(k) == 0 for k in ("max_tokens", "max_completion_tokens")):
+        if not echo and any(_is_token(body.get(k)) and body.get(k) == 0
+                            for k in ("max_tokens", "max_completion_tokens")):
             raise ApiError(400, "max_tokens 0 needs echo: true (it scores the prompt without generating)",
                            param="max_tokens")
         sampling = Sampling.from_body(body, min_tokens=0 if echo else 1)
@@ -772,18 +813,22 @@ class Handler(BaseHTTPRequestHandler):
             for i, ids in enumerate(encoded):
                 if not ids:
                     raise ApiError(400, f"prompt {i} is empty: it has no tokens", param="prompt")
-            budgets = [engine.budget(len(ids), sampling.max_tokens, COMPLETIONS_DEFAULT_TOKENS, "prompt") for ids in encoded]
+            budgets = [engine.budget(len(ids), sampling.max_tokens, COMPLETIONS_DEFAULT_TOKENS, "prompt")
+                       for ids in encoded]
             generator = engine.new_generator(sampling.seed)
             prompt_tokens = sum(len(ids) for ids in encoded)
             # Choice k belongs to prompt k // n, as in OpenAI's API.
-            jobs = [(k, ids, budget) for k, (ids, budget) in enumerate(zip(encoded, budgets)) for _ in range(sampling.n)]
+            jobs = [(k, ids, budget) for k, (ids, budget) in enumerate(zip(encoded, budgets))
+                    for _ in range(sampling.n)]
             if not body.get("stream"):
-                scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
+                # The echoed prompts, as sent (strings) or decoded (token ids); scored when logprobs are asked for.
                 texts = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else None
+                scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
                 choices, answers = [Choice() for _ in jobs], []
                 for i, ((k, ids, budget), choice) in enumerate(zip(jobs, choices)):
                     first = scored[k].next_logits if scored[k] is not None else None
-                    for _ in engine.generate(ids, sampling, budget, generator, choice, first_logits=first, top_k=top_k):
+                    for _ in engine.generate(ids, sampling, budget, generator, choice, first_logits=first,
+                                             top_k=top_k):
                         pass
                     answer = {"index": i, "text": choice.text, "finish_reason": choice.finish_reason, "logprobs": None}
                     if echo:
