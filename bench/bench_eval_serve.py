@@ -182,8 +182,8 @@ def compare(sides: dict[str, dict]) -> tuple[list[dict], dict]:
         rows.append(row)
     summary = {}
     for name, side in sides.items():
-        summary[name] = {"acc": mean([r[name]["acc"] for r in rows]), "acc_norm": mean([r[name]["acc_norm"] for r in rows]),
-                         "seconds": round(side["seconds"], 2)}
+        summary[name] = {"acc": mean([r[name]["acc"] for r in rows]),
+                         "acc_norm": mean([r[name]["acc_norm"] for r in rows]), "seconds": round(side["seconds"], 2)}
         if name != "studio":
             summary[name]["items_agreeing"] = sum(r[name]["agrees"] for r in rows)
             summary[name]["max_abs_loglikelihood_diff"] = max(r[name]["max_abs_diff"] for r in rows)

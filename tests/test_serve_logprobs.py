@@ -20,7 +20,8 @@ from studio.evaluation.loglikelihood import encode_requests, score_requests  # n
 from studio.models.embedded import build_embedded_model  # noqa: E402
 from studio.models.loading import load_model  # noqa: E402
 from studio.serving.model_server import make_server  # noqa: E402
-from studio.serving.token_logprobs import FLOOR_LOGPROB, TokenScore, char_offsets, legacy_logprobs  # noqa: E402
+from studio.serving.token_logprobs import (FLOOR_LOGPROB, TokenScore, char_offsets, join_logprobs,  # noqa: E402
+                                           legacy_logprobs)
 
 TOLERANCE = 1e-4
 PAIRS = [("Question: What do plants need to grow?\nAnswer:", " sunlight and water"),
@@ -221,6 +222,36 @@ def test_a_stop_string_leaves_out_the_tokens_it_cut(server, loaded):
     assert stopped["logprobs"]["tokens"] == tokens[:cut_token]
 
 
+def stream(server, body: dict) -> list[dict]:
+    """The chunks of a streamed completion, [DONE] checked and left out."""
+    request = urllib.request.Request(server.base_url + "/completions", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"model": "tiny", **body, "stream": True}).encode())
+    with urllib.request.urlopen(request, timeout=60) as response:
+        events = [line[len("data: "):] for line in response.read().decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(event) for event in events[:-1]]
+
+
+def test_a_stream_adds_up_to_the_whole_answer_with_its_logprobs(server, loaded):
+    _, tokenizer = loaded
+    ids = encode(tokenizer, "The weather today")
+    ask = {"prompt": ids, "echo": True, "logprobs": 2, "max_tokens": 12, "temperature": 1.0, "seed": 5}
+    whole = complete(server, **ask)["choices"][0]
+    # Also cut by a stop string: held-back text and the tokens it cuts must not reach the stream.
+    offsets = whole["logprobs"]["text_offset"]
+    cut = offsets[len(ids) + 4]
+    stop = whole["text"][cut:cut + 2]
+    for extra in ({}, {"stop": [stop]}):
+        plain = complete(server, **ask, **extra)["choices"][0]
+        chunks = [chunk["choices"][0] for chunk in stream(server, {**ask, **extra})]
+        assert chunks[0]["text"] == tokenizer.decode(ids)  # the echo comes first
+        assert "".join(c["text"] for c in chunks) == plain["text"]
+        assert join_logprobs([c["logprobs"] for c in chunks if c["logprobs"]]) == plain["logprobs"]
+        assert chunks[-1]["finish_reason"] == plain["finish_reason"]
+        assert [c["finish_reason"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert len(plain["text"]) < len(whole["text"]) and plain["finish_reason"] == "stop"
+
+
 def test_the_openai_client_reads_the_logprobs_object(server, loaded):
     _, tokenizer = loaded
     # Not the strict client: its types say float where the API (OpenAI's legacy one, vLLM, this
@@ -250,7 +281,6 @@ def test_the_openai_client_reads_the_logprobs_object(server, loaded):
     ({"prompt": [1, True]}, "prompt"),
     ({"prompt": [[5, 10 ** 9]]}, "prompt"),
     ({"prompt": [-1]}, "prompt"),
-    ({"stream": True}, "stream"),
     ({"max_tokens": -1}, "max_tokens"),
 ])
 def test_bad_values_are_refused_naming_the_parameter(server, change, param):
@@ -323,12 +353,15 @@ def test_offsets_of_a_split_character_point_at_its_start(loaded):
 
 def test_the_legacy_object_keeps_the_likelier_of_two_same_text_tokens_and_has_no_infinity():
     text = {1: "a", 2: "a", 3: "b"}.__getitem__
-    scores = [TokenScore(3, None), TokenScore(2, -2.0, [(1, -0.5), (2, -2.0)]), TokenScore(3, float("-inf"), [(1, -0.1)])]
+    scores = [TokenScore(3, None), TokenScore(2, -2.0, [(1, -0.5), (2, -2.0)]),
+              TokenScore(3, float("-inf"), [(1, -0.1)])]
     built = legacy_logprobs(text, scores, [0, 1, 2])
     assert built["tokens"] == ["b", "a", "b"]
     assert built["token_logprobs"] == [None, -2.0, FLOOR_LOGPROB]
     assert built["top_logprobs"] == [None, {"a": -0.5}, {"a": -0.1, "b": FLOOR_LOGPROB}]
     json.dumps(built, allow_nan=False)
+    with pytest.raises(ValueError):
+        legacy_logprobs(text, scores, [0, 1])
 
 
 # --- vLLM's tokenizer endpoints, which lm-eval's local-completions looks for -----------------------

@@ -15,8 +15,9 @@ stream, stream_options.include_usage, and on chat ``response_format`` with a JSO
 (structured outputs, decoded under the schema's constraint: :mod:`studio.serving.structured`).
 On completions also ``echo`` and ``logprobs`` (top-k, 0..20): the legacy logprobs object of
 :mod:`studio.serving.token_logprobs`, over the echoed prompt and the generated tokens;
-``max_tokens: 0`` with ``echo`` scores the prompt only. That is what lm-eval's
-``local-completions`` model sends and reads (``echo: true, logprobs: 1, max_tokens: 1``).
+``max_tokens: 0`` with ``echo`` scores the prompt only; streamed, each chunk carries the logprobs of
+the tokens whose text it starts. That is what lm-eval's ``local-completions`` model sends and reads
+(``echo: true, logprobs: 1, max_tokens: 1``, prompts as token ids).
 Errors have OpenAI's shape ``{"error": {message, type, param, code}}``. One model, so generation
 is serialized with a lock; requests queue on it. Each request logs one line (method, path without
 query, status, time) to stderr; headers, and with them API keys, are never logged.
@@ -40,7 +41,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from studio.serving.structured import Fixed, OneOf, Piece, SchemaError, TokenTable, min_tokens, plan_for
-from studio.serving.token_logprobs import MAX_LOGPROBS, TokenScore, char_offsets, legacy_logprobs
+from studio.serving.token_logprobs import (MAX_LOGPROBS, TextOffsets, TokenScore, char_offsets, join_logprobs,
+                                           legacy_logprobs)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CHOICES = 16
@@ -802,9 +804,6 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "max_tokens 0 needs echo: true (it scores the prompt without generating)",
                            param="max_tokens")
         sampling = Sampling.from_body(body, min_tokens=0 if echo else 1)
-        if body.get("stream") and (echo or top_k is not None):
-            raise ApiError(400, "stream can't be combined with echo or logprobs on this server", param="stream",
-                           code="unsupported_parameter")
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": completion_id, "object": "text_completion", "created": created, "model": engine.name}
         include_usage = _include_usage(body)
@@ -817,35 +816,33 @@ class Handler(BaseHTTPRequestHandler):
                        for ids in encoded]
             generator = engine.new_generator(sampling.seed)
             prompt_tokens = sum(len(ids) for ids in encoded)
+            # The echoed prompts, as sent (strings) or decoded (token ids); scored when logprobs are asked for.
+            echoed = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else [""] * len(prompts)
+            scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
             # Choice k belongs to prompt k // n, as in OpenAI's API.
-            jobs = [(k, ids, budget) for k, (ids, budget) in enumerate(zip(encoded, budgets))
-                    for _ in range(sampling.n)]
+            jobs = [(k, budget) for k, budget in enumerate(budgets) for _ in range(sampling.n)]
+
+            def pieces(k: int, budget: int, choice: Choice) -> Iterator[tuple[str, dict | None]]:
+                return self._completion_pieces(encoded[k], echoed[k] if echo else None, scored[k], sampling, budget,
+                                               generator, choice, top_k)
+
             if not body.get("stream"):
-                # The echoed prompts, as sent (strings) or decoded (token ids); scored when logprobs are asked for.
-                texts = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else None
-                scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
                 choices, answers = [Choice() for _ in jobs], []
-                for i, ((k, ids, budget), choice) in enumerate(zip(jobs, choices)):
-                    first = scored[k].next_logits if scored[k] is not None else None
-                    for _ in engine.generate(ids, sampling, budget, generator, choice, first_logits=first,
-                                             top_k=top_k):
-                        pass
-                    answer = {"index": i, "text": choice.text, "finish_reason": choice.finish_reason, "logprobs": None}
-                    if echo:
-                        answer["text"] = texts[k] + choice.text
-                    if top_k is not None:
-                        answer["logprobs"] = self._logprobs(ids, scored[k], texts[k] if echo else "", choice)
-                    answers.append(answer)
+                for i, ((k, budget), choice) in enumerate(zip(jobs, choices)):
+                    parts = list(pieces(k, budget, choice))
+                    logprobs = join_logprobs([lp for _, lp in parts if lp is not None]) if top_k is not None else None
+                    answers.append({"index": i, "text": "".join(text for text, _ in parts),
+                                    "finish_reason": choice.finish_reason, "logprobs": logprobs})
                 self._send_json(200, {**head, "choices": answers,
                                       "usage": _usage(prompt_tokens, sum(c.tokens for c in choices))})
                 return
             self._start_stream()
             completion_tokens = 0
-            for i, (_, ids, budget) in enumerate(jobs):
+            for i, (k, budget) in enumerate(jobs):
                 choice = Choice()
-                for delta in engine.generate(ids, sampling, budget, generator, choice):
-                    self._event({**head, "choices": [{"index": i, "text": delta, "finish_reason": None,
-                                                      "logprobs": None}]})
+                for text, logprobs in pieces(k, budget, choice):
+                    self._event({**head, "choices": [{"index": i, "text": text, "finish_reason": None,
+                                                      "logprobs": logprobs}]})
                 self._event({**head, "choices": [{"index": i, "text": "", "finish_reason": choice.finish_reason,
                                                   "logprobs": None}]})
                 completion_tokens += choice.tokens
@@ -853,22 +850,46 @@ class Handler(BaseHTTPRequestHandler):
                 self._event({**head, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
             self._end_stream()
 
-    def _logprobs(self, prompt_ids: list[int], prompt: PromptScores | None, echoed: str, choice: Choice) -> dict:
-        """One choice's logprobs object: the echoed prompt's tokens (when scored), then the generated ones.
+    def _completion_pieces(self, prompt_ids: list[int], echoed: str | None, prompt: PromptScores | None,
+                           sampling: Sampling, budget: int, generator, choice: Choice,
+                           top_k: int | None) -> Iterator[tuple[str, dict | None]]:
+        """One completion choice as (text, logprobs) pieces: the echoed prompt (``echoed`` not None), then
+        each text delta of the generation, and last, where tokens are left, their logprobs with no text.
 
-        Offsets index the choice's text; generated tokens that a stop string cut off entirely are left out."""
+        A piece carries the logprobs (``top_k`` not None) of the tokens whose text starts in it, so a
+        stream's chunks add up to the whole answer; a token whose text is held back (a possible stop
+        string, an unfinished character) waits for the piece that shows it, and tokens whose text a
+        stop string cut off are never reported. An end-of-text token, which has no text, comes last."""
         engine = self.server.engine
-        scores, offsets = [], []
-        if prompt is not None:
-            scores += prompt.scores
-            offsets += char_offsets(engine.decode, prompt_ids)
-        generated = char_offsets(engine.decode, prompt_ids + choice.ids, start=len(prompt_ids), base=len(echoed))
-        kept = len(choice.scores)
-        if choice.cut:
-            kept = sum(1 for offset in generated if offset < len(echoed) + len(choice.text))
-        scores += choice.scores[:kept]
-        offsets += generated[:kept]
-        return legacy_logprobs(engine.token_text, scores, offsets)
+        base = 0
+        if echoed is not None:
+            logprobs = None
+            if prompt is not None:
+                logprobs = legacy_logprobs(engine.token_text, prompt.scores, char_offsets(engine.decode, prompt_ids))
+            yield echoed, logprobs
+            base = len(echoed)
+        offsets = TextOffsets(engine.decode, prompt_ids, base)
+        sent = 0
+
+        def settled() -> list[int]:  # the offsets of every token sampled so far
+            return offsets.extend(choice.ids[len(offsets.offsets):])
+
+        def report(upto: int) -> dict:
+            nonlocal sent
+            part = legacy_logprobs(engine.token_text, choice.scores[sent:upto], settled()[sent:upto])
+            sent = upto
+            return part
+
+        def shown() -> int:  # tokens whose text starts before the end of the text given out so far
+            return sum(1 for offset in settled() if offset < base + len(choice.text))
+
+        first = prompt.next_logits if prompt is not None else None
+        for delta in engine.generate(prompt_ids, sampling, budget, generator, choice, first_logits=first, top_k=top_k):
+            yield delta, report(shown()) if top_k is not None else None
+        if top_k is not None:
+            upto = shown() if choice.cut else len(choice.ids)
+            if upto > sent:
+                yield "", report(upto)
 
 
 class ModelHTTPServer(ThreadingHTTPServer):

@@ -36,26 +36,48 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else FLOOR_LOGPROB
 
 
-def char_offsets(decode: Decode, ids: list[int], start: int = 0, base: int = 0) -> list[int]:
-    """The character offset, counted from ``base``, of each token of ``ids[start:]`` in the text they decode to.
+class TextOffsets:
+    """Character offsets of tokens that come one after another, after ``context`` tokens, counted from ``base``.
 
-    The offset of token i is the length of the text settled before it, measured on a short window of
+    The offset of a token is the length of the text settled before it, measured on a short window of
     left context (a whole-prefix decode per token would cost quadratic time on long prompts). A token
     that ends inside a UTF-8 character adds no settled text; the token completing the character does,
     so every byte of a character points at the character's start."""
-    offsets = []
-    position = base
-    for i in range(start, len(ids)):
-        low = max(0, i - OFFSET_WINDOW)
-        before = decode(ids[low:i]).rstrip("\ufffd")
-        after = decode(ids[low:i + 1]).rstrip("\ufffd")
-        offsets.append(position)
-        position += max(0, len(after) - len(before))
-    return offsets
+
+    def __init__(self, decode: Decode, context: list[int], base: int = 0):
+        self.decode = decode
+        self.ids = list(context[-OFFSET_WINDOW:])
+        self.skip = len(self.ids)
+        self.position = base
+        self.offsets: list[int] = []
+
+    def extend(self, tokens: list[int]) -> list[int]:
+        """Add ``tokens``; return every offset so far."""
+        for token in tokens:
+            low = max(0, len(self.ids) - OFFSET_WINDOW)
+            before = self.decode(self.ids[low:]).rstrip("\ufffd")
+            after = self.decode(self.ids[low:] + [token]).rstrip("\ufffd")
+            self.offsets.append(self.position)
+            self.position += max(0, len(after) - len(before))
+            self.ids.append(token)
+        return self.offsets
+
+
+def char_offsets(decode: Decode, ids: list[int], start: int = 0, base: int = 0) -> list[int]:
+    """The character offset, counted from ``base``, of each token of ``ids[start:]`` in the text they decode to."""
+    return TextOffsets(decode, ids[:start], base).extend(ids[start:])
+
+
+def join_logprobs(parts: list[dict]) -> dict:
+    """One logprobs object from the objects of consecutive pieces of a text (a stream's chunks)."""
+    keys = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+    return {key: [value for part in parts for value in part[key]] for key in keys}
 
 
 def legacy_logprobs(token_text: Callable[[int], str], scores: list[TokenScore], offsets: list[int]) -> dict:
-    """The ``logprobs`` object of one completion choice."""
+    """The ``logprobs`` object of one completion choice (or of one piece of a streamed one)."""
+    if len(scores) != len(offsets):
+        raise ValueError(f"{len(scores)} token scores but {len(offsets)} offsets")
     top_logprobs: list[dict[str, float] | None] = []
     for score in scores:
         if score.logprob is None:
