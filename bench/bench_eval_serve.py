@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -248,18 +249,20 @@ def main() -> int:
             sides.update(lm_eval_runs(python, env, folder, runs, args.fewshot, args.limit, args.batch_size,
                                       runs[0][2]["base_url"], model_dir, texts))
             remote = sides.pop("remote_tokenizer")
-            requests_served = server.logs().count("POST /v1/completions 200")
+            answered = [float(ms) for ms in re.findall(r"POST /v1/completions 200 (\d+)ms", server.logs())]
+    requests_served, server_seconds = len(answered), sum(answered) / 1000
     names = list(sides)
     rows, summary = compare(sides)
     print_table(rows, summary, names)
-    print(f"\nstudio serve answered {requests_served} /v1/completions requests")
+    print(f"\nstudio serve answered {requests_served} /v1/completions requests in {server_seconds:.2f} s")
     print(f"lm-eval's tokenizer_backend=auto finds the server's tokenizer: {'yes' if remote['detected'] else 'NO'}; "
           f"it encodes and decodes {remote['encoded_and_decoded_alike']}/{remote['texts']} questions as the "
           f"model folder's tokenizer does")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": model_dir, "data": str(args.data), "fewshot": args.fewshot,
                                     "batch_size": args.batch_size, "tolerance": AGREE,
-                                    "requests_served": requests_served, "remote_tokenizer": remote,
+                                    "requests_served": requests_served,
+                                    "server_seconds": round(server_seconds, 2), "remote_tokenizer": remote,
                                     "summary": summary, "items": rows}, indent=2))
     print(f"wrote {args.out}")
     agreeing = all(summary[n]["items_agreeing"] == len(rows) for n in names if n != "studio")
