@@ -24,6 +24,7 @@ query, status, time) to stderr; headers, and with them API keys, are never logge
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import hmac
 import json
@@ -817,14 +818,14 @@ class Handler(BaseHTTPRequestHandler):
             generator = engine.new_generator(sampling.seed)
             prompt_tokens = sum(len(ids) for ids in encoded)
             # The echoed prompts, as sent (strings) or decoded (token ids); scored when logprobs are asked for.
-            echoed = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else [""] * len(prompts)
+            echoed = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else [None] * len(prompts)
             scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
             # Choice k belongs to prompt k // n, as in OpenAI's API.
             jobs = [(k, budget) for k, budget in enumerate(budgets) for _ in range(sampling.n)]
 
             def pieces(k: int, budget: int, choice: Choice) -> Iterator[tuple[str, dict | None]]:
-                return self._completion_pieces(encoded[k], echoed[k] if echo else None, scored[k], sampling, budget,
-                                               generator, choice, top_k)
+                return self._completion_pieces(encoded[k], echoed[k], scored[k], sampling, budget, generator, choice,
+                                               top_k)
 
             if not body.get("stream"):
                 choices, answers = [Choice() for _ in jobs], []
@@ -881,7 +882,7 @@ class Handler(BaseHTTPRequestHandler):
             return part
 
         def shown() -> int:  # tokens whose text starts before the end of the text given out so far
-            return sum(1 for offset in settled() if offset < base + len(choice.text))
+            return bisect.bisect_left(settled(), base + len(choice.text))  # offsets never decrease
 
         first = prompt.next_logits if prompt is not None else None
         for delta in engine.generate(prompt_ids, sampling, budget, generator, choice, first_logits=first, top_k=top_k):
