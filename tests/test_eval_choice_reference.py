@@ -87,7 +87,9 @@ def _ours(evaluator, **options) -> list[list[str]]:
     return [list(pair) for it in items for pair in requests_for(it["context"], it["choices"])]
 
 
-def test_requests_match_lm_eval_string_for_string(tmp_path):
+def write_reference_tasks(tmp_path: Path) -> list[str]:
+    """Local lm-eval task YAMLs over the shipped samples (converted to the row shapes its templates
+    read where the studio reads AI2's or MMLU's own files); returns the task names."""
     data = tmp_path / "data"
     data.mkdir()
     arc_test = _flat_arc(EVAL / "arc_challenge_sample.jsonl", data / "arc_test.jsonl")
@@ -127,8 +129,14 @@ def test_requests_match_lm_eval_string_for_string(tmp_path):
                 "test": str(_mmlu_jsonl(mmlu / "test" / f"{subject}_test.csv", data / f"{subject}_test.jsonl",
                                         subject))}},
             "num_fewshot": 5})
-    names = ["ref_arc_challenge", "ref_arc_digits", "ref_hellaswag", "ref_truthfulqa_mc1", "ref_truthfulqa_mc2",
-             *[f"ref_mmlu_{s}" for s in subjects]]
+    return ["ref_arc_challenge", "ref_arc_digits", "ref_hellaswag", "ref_truthfulqa_mc1", "ref_truthfulqa_mc2",
+            *[f"ref_mmlu_{s}" for s in subjects]]
+
+
+def test_requests_match_lm_eval_string_for_string(tmp_path):
+    names = write_reference_tasks(tmp_path)
+    subjects = [n[len("ref_mmlu_"):] for n in names if n.startswith("ref_mmlu_")]
+    mmlu = EVAL / "mmlu_sample"
     ref = _lm_eval_requests(tmp_path, names)
 
     assert _ours(ArcChallenge(), path=str(EVAL / "arc_challenge_sample.jsonl"), num_fewshot=25) \

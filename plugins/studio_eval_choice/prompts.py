@@ -100,10 +100,11 @@ def pick_shots(docs: Sequence[Doc], pool: Sequence[Doc], k: int, *, first_n: boo
     if k <= 0:
         return [[] for _ in docs]
     rng = random.Random(seed)
+    pool = list(pool)
     out = []
     for doc in docs:
         if first_n:
-            candidates = [p for p in pool if p.key != doc.key] if exclude_self else list(pool)
+            candidates = [p for p in pool if p.key != doc.key] if exclude_self else pool
             if len(candidates) < k:
                 raise FewshotError(f"{k}-shot needs {k} examples; the few-shot file has {len(candidates)}")
             out.append(candidates[:k])
@@ -111,7 +112,7 @@ def pick_shots(docs: Sequence[Doc], pool: Sequence[Doc], k: int, *, first_n: boo
         want = k + 1 if exclude_self else k
         if want > len(pool):
             raise FewshotError(f"{k}-shot needs {want} examples to draw from; the few-shot file has {len(pool)}")
-        drawn = rng.sample(list(pool), want)
+        drawn = rng.sample(pool, want)
         if exclude_self:
             drawn = [p for p in drawn if p.key != doc.key][:k]
             if len(drawn) < k:

@@ -48,6 +48,9 @@ class HellaSwagOptions(ChoiceOptions):
 class TruthfulQAOptions(ChoiceOptions):
     path: str = Field(description="TruthfulQA MC JSON {question, mc1_targets, mc2_targets} (or mc_task.json), "
                                   "or TruthfulQA.csv")
+    num_fewshot: int | None = Field(None, ge=0, description="solved examples before each question, after the six "
+                                                             "fixed ones (default 0; lm-eval keeps TruthfulQA at 0 "
+                                                             "whatever its --num_fewshot says)")
 
 
 class MMLUOptions(BaseModel):
@@ -118,7 +121,11 @@ class ChoiceTask(Evaluator):
         if k > 0:
             pool_path = self.fewshot_file(config)
             same = pool_path.resolve() == data.resolve()
-            pool = loaded.docs if same else self.read(pool_path).docs
+            if same:
+                pool = loaded.docs
+            else:
+                pool_loaded = self.read(pool_path)
+                pool, skipped = pool_loaded.docs, skipped + pool_loaded.skipped
             shots = self._pick(data, loaded.docs, pool, k, first_n=False,
                                exclude_self=same or self.always_exclude_self)
         else:
@@ -278,7 +285,11 @@ class MMLU(ChoiceTask):
             if k > 0 and loaded.docs:
                 dev = self.dev_file(config, path, root)
                 same = dev.resolve() == path.resolve()
-                pool = loaded.docs if same else files.read_mmlu(dev, files.mmlu_subject(path)).docs
+                if same:
+                    pool = loaded.docs
+                else:
+                    dev_loaded = files.read_mmlu(dev, files.mmlu_subject(path))
+                    pool, skipped = dev_loaded.docs, skipped + dev_loaded.skipped
                 shots = self._pick(path, loaded.docs, pool, k, first_n=True, exclude_self=same)
             for doc, doc_shots in zip(loaded.docs, shots):
                 items.append(self.item(doc, context(doc, doc_shots, description(doc.subject or ""))))
