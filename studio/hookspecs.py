@@ -95,10 +95,14 @@ def register_backends(register):
 
 @hookspec
 def register_evaluators(register):
-    """Register evaluators (held-out loss, benchmarks, judged comparisons...).
+    """Register evaluators (benchmarks, held-out loss, judged comparisons...).
 
-    Call ``register(evaluator)`` with an object that has ``name``, ``summary``, a pydantic
-    ``config_model`` and ``evaluate(config, emit, cancelled)`` returning a report dict.
+    Call ``register(evaluator)`` with a :class:`studio.evaluation.base.Evaluator`: ``name``
+    (the task name of ``studio eval``), ``title``, ``summary``, a pydantic ``config_model`` (the
+    task's options in a recipe, the CLI and the Evaluate screen), what it asks of a model
+    (``uses``), ``load(config) -> items`` from local files, ``score(ctx, items) -> samples`` and
+    optionally ``aggregate`` and ``pairwise``. The runner caches samples per model fingerprint,
+    task, options and item, writes the report and compares models.
     """
 
 
