@@ -136,9 +136,13 @@ def test_chat_stops_at_the_end_of_turn_token_even_when_it_is_not_eos(untrained):
     end_of_text = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     prompt = chat_prompt(tokenizer, [{"role": "user", "content": "What is two plus two?"}])
-    turn_ends_at = len(encode_prompt(tokenizer, prompt)) + 3  # the 4th generated token ends the turn
+    # The logits at position p choose the token at p + 1: the 4th generated token ends the turn.
+    turn_ends_at = len(encode_prompt(tokenizer, prompt)) + 2
+
+    calls = []
 
     def end_turn(module, args, kwargs, output):
+        calls.append(1)
         if int(kwargs["position_ids"][0, -1]) == turn_ends_at:
             output.logits[:, -1, im_end] = 1e4
         return output
@@ -152,13 +156,17 @@ def test_chat_stops_at_the_end_of_turn_token_even_when_it_is_not_eos(untrained):
         assert im_end not in stop_token_ids(model, tokenizer)
         assert im_end in stop_token_ids(model, tokenizer, chat=True)
         chat = generate_texts(model, tokenizer, [prompt], until=[], max_new_tokens=12, chat=True)[0][0]
+        chat_calls = len(calls)
         plain = generate_texts(model, tokenizer, [prompt], until=[], max_new_tokens=12)[0][0]
+        plain_calls = len(calls) - chat_calls
         first_three = generate_texts(model, tokenizer, [prompt], until=[], max_new_tokens=3)[0][0]
     finally:
         hook.remove()
         tokenizer.eos_token, model.generation_config.eos_token_id, model.config.eos_token_id = saved
-    # Three tokens, then the turn ends; without the end-of-turn stop the model writes on past it.
-    assert chat == first_three and plain.startswith(chat) and len(plain) > len(chat)
+    # Three tokens, then the turn ends (4 forward passes); without the end-of-turn stop the model
+    # goes on past it.
+    assert chat == first_three and plain.startswith(chat)
+    assert chat_calls == 4 and plain_calls > 4
 
 
 def test_cut_at_stop_takes_the_earliest_stop():
