@@ -29,7 +29,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from studio.generation.engine import Engine
+from studio.generation.generator_base import GenerationFailed
 from studio.generation.journal import Journal
+from studio.generation.runner import generation_dir
 from studio.serving.model_server import END_OF_TURN_TOKENS, MAX_CHOICES, MAX_STOP_STRINGS
 
 Progress = Callable[[int, int], None]
@@ -222,8 +225,6 @@ def _generate_batch(model, tokenizer, encoded: list[list[int]], until: list[str]
 def _journal_path(endpoint_model, stack: ExitStack) -> Path:
     workspace = getattr(endpoint_model, "workspace", None)
     if workspace is not None and getattr(workspace, "root", None):
-        from studio.generation.runner import generation_dir
-
         return generation_dir(workspace) / "journal.sqlite"
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="studio-eval-journal-"))) / "journal.sqlite"
 
@@ -232,9 +233,6 @@ def _run_requests(endpoint_model, requests: list[tuple[str, dict[str, Any], int]
                   progress: Progress | None, total_items: int, item_of: list[int]) -> list[list[str]]:
     """Send ``(endpoint, payload, sample index)`` requests through the engine, all in flight at once
     under the provider's limits; returns each request's texts in order."""
-    from studio.generation.engine import Engine
-    from studio.generation.generator_base import GenerationFailed
-
     provider = endpoint_model.provider
     with ExitStack() as stack:
         journal = Journal(_journal_path(endpoint_model, stack))
