@@ -120,11 +120,13 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, until: Sequence[
     room = limit - max_new_tokens
     if room <= 0:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the model's context ({limit})")
-    encoded = [encode_prompt(tokenizer, p)[-room:] for p in prompts]
+    full = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [ids[-room:] for ids in full]
     samples = n if temperature > 0 else 1
-    # One row per (prompt, sample); longest first (lm-eval's order: length, then text).
+    # One row per (prompt, sample); longest first (lm-eval's order: untruncated length, then text),
+    # so batches hold the same prompts as lm-eval's at the same batch size.
     rows = [(i, j) for i in range(len(prompts)) for j in range(samples)]
-    rows.sort(key=lambda r: (-len(encoded[r[0]]), prompts[r[0]]))
+    rows.sort(key=lambda r: (-len(full[r[0]]), prompts[r[0]]))
     stops = stop_token_ids(model, tokenizer, chat=chat)
     results: dict[tuple[int, int], str] = {}
     total, done = len(rows), 0
