@@ -97,8 +97,9 @@ def test_gsm8k_prompts_take_five_shots_from_the_train_file_beside_the_test_file(
     assert all(block in {f"Question: {t['question']}\nAnswer: {t['answer']}" for t in train} for block in blocks[:5])
     # Shots differ from question to question (one generator advancing over the file, seed 1234).
     assert len({i["prompt"].rsplit("\n\nQuestion: ", 1)[0] for i in items}) > 10
-    # Loading twice gives the same items.
+    # Loading twice gives the same items; the samples folder names the same file.
     assert evaluator.load(config) == items
+    assert evaluator.load(Gsm8kOptions(path=str(EVAL))) == items
 
 
 def test_gsm8k_zero_shot_needs_no_train_file(tmp_path):
