@@ -105,8 +105,8 @@ def test_left_truncation_keeps_the_end_of_a_long_prompt(untrained):
     model.config.max_position_embeddings = 64
     try:
         out = generate_texts(model, tokenizer, [long_prompt], until=[], max_new_tokens=16)[0][0]
-        with pytest.raises(ValueError, match="max_new_tokens"):
-            generate_texts(model, tokenizer, ["hi"], until=[], max_new_tokens=64)
+        # Asking for the whole context leaves half of it to the prompt.
+        capped = generate_texts(model, tokenizer, [long_prompt], until=[], max_new_tokens=64)[0][0]
     finally:
         model.config.max_position_embeddings = saved
     kept = encode_prompt(tokenizer, long_prompt)[-(64 - 16):]
@@ -114,6 +114,11 @@ def test_left_truncation_keeps_the_end_of_a_long_prompt(untrained):
         reference = model.generate(torch.tensor([kept]), max_new_tokens=16, do_sample=False,
                                    pad_token_id=tokenizer.pad_token_id)
     assert out == tokenizer.decode(reference[0, len(kept):], skip_special_tokens=True)
+    half = encode_prompt(tokenizer, long_prompt)[-32:]
+    with torch.inference_mode():
+        reference = model.generate(torch.tensor([half]), max_new_tokens=32, do_sample=False,
+                                   pad_token_id=tokenizer.pad_token_id)
+    assert capped == tokenizer.decode(reference[0, len(half):], skip_special_tokens=True)
 
 
 def test_sampling_is_seeded_per_prompt_whatever_the_batch(untrained):
