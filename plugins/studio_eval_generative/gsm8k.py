@@ -122,14 +122,14 @@ class Gsm8k(Evaluator):
     primary_metric = "exact_match_strict"
 
     def test_file(self, config: Gsm8kOptions) -> Path:
-        return data_file(config.path, "GSM8K test", prefer="test")
+        return data_file(config.path, "GSM8K test", prefer=("test", "gsm8k"), avoid="train")
 
     def fewshot_file(self, config: Gsm8kOptions) -> Path | None:
         shots = DEFAULT_SHOTS if config.num_fewshot is None else config.num_fewshot
         if shots == 0:
             return None
         if config.fewshot_from:
-            return data_file(config.fewshot_from, "GSM8K train", prefer="train")
+            return data_file(config.fewshot_from, "GSM8K train", prefer=("train",))
         test = self.test_file(config)
         found = train_file_beside(test)
         if found is None:

@@ -82,7 +82,7 @@ class HumanEval(Evaluator):
     primary_metric = "pass@1"
 
     def data_files(self, config: HumanEvalOptions) -> list[Path]:
-        return [data_file(config.path, "HumanEval", prefer="humaneval")]
+        return [data_file(config.path, "HumanEval", prefer=("humaneval",))]
 
     def load(self, config: HumanEvalOptions) -> list[dict[str, Any]]:
         return [{"id": p["task_id"], **p} for p in read_problems(self.data_files(config)[0])]

@@ -38,16 +38,22 @@ def text_field(path: Path, number: int, row: dict[str, Any], name: str) -> str:
     return value
 
 
-def data_file(path: str | Path, what: str, prefer: str) -> Path:
-    """The file a task reads: ``path`` itself, or the one JSONL file in a folder whose name holds ``prefer``."""
+def data_file(path: str | Path, what: str, prefer: tuple[str, ...], avoid: str | None = None) -> Path:
+    """The file a task reads: ``path`` itself, or in a folder the one JSONL file whose name holds the
+    first of ``prefer`` that any name holds (names holding ``avoid`` left out)."""
     path = Path(path).expanduser()
     if path.is_file():
         return path
     if not path.exists():
         raise EvalDataError(path, None, None, f"no such file or folder ({what})")
-    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SUFFIXES))
-    preferred = [p for p in candidates if prefer in p.name.lower()]
-    chosen = preferred or candidates
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SUFFIXES)
+                        and not (avoid and avoid in p.name.lower()))
+    chosen = candidates
+    for word in prefer:
+        named = [p for p in candidates if word in p.name.lower()]
+        if named:
+            chosen = named
+            break
     if len(chosen) != 1:
         names = ", ".join(p.name for p in chosen) or "none"
         raise EvalDataError(path, None, None, f"expected one {what} file in this folder, found: {names}")

@@ -29,7 +29,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from studio.generation.engine import Engine
+from studio.generation.generator_base import GenerationFailed
 from studio.generation.journal import Journal
+from studio.generation.runner import generation_dir
 from studio.serving.model_server import END_OF_TURN_TOKENS, MAX_CHOICES, MAX_STOP_STRINGS
 
 Progress = Callable[[int, int], None]
@@ -114,14 +117,18 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, until: Sequence[
         raise ValueError("max_new_tokens must be at least 1")
     until = [s for s in until if s]
     limit = max_length(model, tokenizer)
+    if max_new_tokens >= limit:
+        # lm-eval refuses this; a small model (the embedded one has 1024 positions) asked for HumanEval's
+        # 1024 tokens still answers, with half its context for the prompt and half for the answer.
+        max_new_tokens = max(1, limit // 2)
     room = limit - max_new_tokens
-    if room <= 0:
-        raise ValueError(f"max_new_tokens ({max_new_tokens}) must be less than the model's context ({limit})")
-    encoded = [encode_prompt(tokenizer, p)[-room:] for p in prompts]
+    full = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [ids[-room:] for ids in full]
     samples = n if temperature > 0 else 1
-    # One row per (prompt, sample); longest first (lm-eval's order: length, then text).
+    # One row per (prompt, sample); longest first (lm-eval's order: untruncated length, then text),
+    # so batches hold the same prompts as lm-eval's at the same batch size.
     rows = [(i, j) for i in range(len(prompts)) for j in range(samples)]
-    rows.sort(key=lambda r: (-len(encoded[r[0]]), prompts[r[0]]))
+    rows.sort(key=lambda r: (-len(full[r[0]]), prompts[r[0]]))
     stops = stop_token_ids(model, tokenizer, chat=chat)
     results: dict[tuple[int, int], str] = {}
     total, done = len(rows), 0
@@ -222,8 +229,6 @@ def _generate_batch(model, tokenizer, encoded: list[list[int]], until: list[str]
 def _journal_path(endpoint_model, stack: ExitStack) -> Path:
     workspace = getattr(endpoint_model, "workspace", None)
     if workspace is not None and getattr(workspace, "root", None):
-        from studio.generation.runner import generation_dir
-
         return generation_dir(workspace) / "journal.sqlite"
     return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="studio-eval-journal-"))) / "journal.sqlite"
 
@@ -232,9 +237,6 @@ def _run_requests(endpoint_model, requests: list[tuple[str, dict[str, Any], int]
                   progress: Progress | None, total_items: int, item_of: list[int]) -> list[list[str]]:
     """Send ``(endpoint, payload, sample index)`` requests through the engine, all in flight at once
     under the provider's limits; returns each request's texts in order."""
-    from studio.generation.engine import Engine
-    from studio.generation.generator_base import GenerationFailed
-
     provider = endpoint_model.provider
     with ExitStack() as stack:
         journal = Journal(_journal_path(endpoint_model, stack))

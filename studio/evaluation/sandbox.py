@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -112,9 +112,6 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "stderr"}
 
 
 @dataclass(frozen=True)
