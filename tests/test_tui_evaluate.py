@@ -1,0 +1,270 @@
+"""The Evaluate mode (7) driven with Pilot: a recipe picked from the workspace fills the pickers
+and the task's options form, a tiny evaluation runs on the embedded tiny model against a second
+model (a run of the workspace), the results show both models side by side with the delta and
+the paired test, the flipped items open for drill-down, and the arena streams two answers.
+
+The task is a small multiple-choice evaluator defined here and registered on the plugin host
+like any plugin: it really scores with ``ctx.model.loglikelihood``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+pytest.importorskip("textual")
+
+from textual.widgets import DataTable, Input, Select, TabbedContent  # noqa: E402
+
+from studio.evaluation.base import EvalContext, Evaluator  # noqa: E402
+from studio.evaluation.reports import find_report, list_reports  # noqa: E402
+from studio.hookspecs import hookimpl  # noqa: E402
+from studio.models.embedded import build_embedded_model, ensure_embedded_model  # noqa: E402
+from studio.recipes.evaluate import EvalRecipe  # noqa: E402
+from studio.store import Workspace  # noqa: E402
+from studio.tui.app import StudioApp  # noqa: E402
+from studio.tui.screens.evaluate import EvaluateScreen, result_rows  # noqa: E402
+from studio.tui.screens.evaluate_flips import EvalFlipsScreen  # noqa: E402
+from studio.tui.widgets.arena import ArenaPane, load_engine, stream_answer  # noqa: E402
+from test_train_tui import make_run  # noqa: E402
+from test_tui import make_host, plain  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+SIZE = (150, 48)
+RUN_ID = "20260101-000000-sft-eval"
+QUESTIONS = [
+    ("The sky on a clear day is", ["blue", "green", "made of cheese"], 0),
+    ("Two plus two is", ["four", "seven", "a colour"], 0),
+    ("Water freezes at zero degrees", ["Celsius", "Kelvin", "per second"], 0),
+    ("The opposite of hot is", ["cold", "loud", "square"], 0),
+    ("A cat says", ["meow", "moo", "quack"], 0),
+    ("The sun rises in the", ["east", "west", "basement"], 0),
+]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+# --- the task under test -------------------------------------------------------------------------
+
+
+class TinyChoiceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a JSONL file of {id, question, choices, answer}")
+    num_fewshot: int | None = Field(None, ge=0, description="examples before each question (None: 0)")
+
+
+class TinyChoice(Evaluator):
+    """Multiple choice by log-likelihood: the choice the model finds likeliest after the question."""
+
+    name = "tiny_choice"
+    title = "Tiny choice"
+    summary = "multiple choice by log-likelihood over a small JSONL file"
+    config_model = TinyChoiceOptions
+    uses = ("loglikelihood",)
+
+    def load(self, config):
+        return [json.loads(line) for line in Path(config.path).read_text().splitlines() if line.strip()]
+
+    def score(self, ctx: EvalContext, items):
+        requests = [(item["question"], " " + choice) for item in items for choice in item["choices"]]
+        results = ctx.model.loglikelihood(requests, batch_size=ctx.batch_size)
+        samples, at = [], 0
+        for item in items:
+            scores = [logprob for logprob, _ in results[at:at + len(item["choices"])]]
+            at += len(item["choices"])
+            prediction = max(range(len(scores)), key=scores.__getitem__)
+            samples.append({"id": item["id"], "prompt": item["question"], "choices": item["choices"],
+                            "scores": scores, "target": item["answer"], "prediction": prediction,
+                            "metrics": {"acc": float(prediction == item["answer"])}})
+            ctx.progress(len(samples), len(items))
+        return samples
+
+
+class EvaluatorsPlugin:
+    @hookimpl
+    def register_evaluators(self, register):
+        register(TinyChoice())
+
+
+def evaluate_host():
+    return make_host((EvaluatorsPlugin(), "evaluators-test"))
+
+
+# --- the workspace -------------------------------------------------------------------------------
+
+
+def write_items(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "choices": c, "answer": a}) + "\n"
+                            for i, (q, c, a) in enumerate(QUESTIONS)))
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    ensure_embedded_model("tiny")  # cached for the session: built once
+    ws = Workspace.init(tmp_path / "ws")
+    items = write_items(tmp_path / "tiny_choice.jsonl")
+    # The compared model: a run of the workspace whose model was pretrained for only a few steps.
+    run = make_run(ws, RUN_ID)
+    build_embedded_model(run.path / "final", seed=7, pretrain_steps=3)
+    recipes = ws.root / "recipes"
+    recipes.mkdir()
+    (recipes / "eval-tiny.yaml").write_text(
+        "# studio eval eval-tiny\n# The tiny choice task, the embedded model against a short run.\n"
+        + yaml.safe_dump({"models": ["embedded", RUN_ID], "tasks": [{"task": "tiny_choice", "path": str(items)}],
+                          "limit": 5, "batch_size": 4}))
+    return ws
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def open_evaluate(pilot) -> EvaluateScreen:
+    await settle(pilot)
+    await pilot.press("7")
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, EvaluateScreen)
+    return screen
+
+
+async def pick_recipe(pilot, screen: EvaluateScreen, name: str) -> None:
+    select = screen.query_one("#eval-recipe", Select)
+    select.value = next(value for label, value in select._options if label.startswith(name))
+    await settle(pilot)
+    await pilot.pause()
+
+
+def table_rows(table: DataTable) -> list[list[str]]:
+    return [[plain(cell, width=300).strip() for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(workspace):
+    app = StudioApp(workspace, host=evaluate_host())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_evaluate(pilot)
+        assert screen.problems().choices == {}  # the embedded model and the one task: nothing to fix
+        await pick_recipe(pilot, screen, "eval-tiny")
+        assert screen.value("base") == "embedded" and screen.value("other") == RUN_ID
+        assert screen.value("task") == "tiny_choice" and screen.task_order == ["tiny_choice"]
+        path = screen.query_one("#eval-config #field-path", Input).value
+        assert path.endswith("tiny_choice.jsonl")
+        assert screen.query_one("#eval-settings-run #field-limit", Input).value == "5"
+        recipe, problems = screen.draft()
+        assert problems.messages() == []
+        assert isinstance(recipe, EvalRecipe)
+        assert recipe.models == ["embedded", RUN_ID] and recipe.limit == 5 and recipe.batch_size == 4
+        assert [t.task for t in recipe.tasks] == ["tiny_choice"] and recipe.tasks[0].options()["path"] == path
+        # A typed-in model joins the comparison; an emptied required option is said under its field.
+        screen.query_one("#eval-settings-models #field-more_models", Input).value = "some/folder"
+        screen.query_one("#eval-config #field-path", Input).value = ""
+        await pilot.pause()
+        recipe, problems = screen.draft()
+        assert recipe is None and "path" in problems.options
+        screen.query_one("#eval-config #field-path", Input).value = path
+        await pilot.pause()
+        assert screen.draft()[0].models == ["embedded", RUN_ID, "some/folder"]
+        # x takes the task out of the evaluation: nothing is left to run.
+        await pilot.press("escape")
+        await pilot.press("x")
+        await pilot.pause()
+        assert screen.task_order == [] and screen.draft()[0] is None
+        assert "choose a task" in screen.problems().choices["task"]
+
+
+async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
+    app = StudioApp(workspace, host=evaluate_host())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_evaluate(pilot)
+        await pick_recipe(pilot, screen, "eval-tiny")
+        screen.query_one("#eval-start-button").focus()
+        await pilot.press("r")
+        await settle(pilot)
+        assert screen.busy is None
+        reports = list_reports(workspace)
+        assert len(reports) == 1 and reports[0]["status"] == "completed"
+        report = find_report(workspace, reports[0]["id"])
+        assert screen.query_one("#eval-report", Select).value == reports[0]["id"]
+        # The table shows what the report holds: both models' acc, the delta and the test's p-value.
+        metrics = report.metrics()
+        comparison = next(c for c in metrics["comparisons"] if c["metric"] == "acc")
+        rows = table_rows(screen.query_one("#eval-results", DataTable))
+        acc_row = next(r for r in rows if r[:2] == ["tiny_choice", "acc"])
+        assert acc_row[2] == f"{comparison['base_value']:.4f}" and acc_row[3] == f"{comparison['tuned_value']:.4f}"
+        assert acc_row[4] == f"{comparison['delta']:+.4f}" and acc_row[5] == f"{comparison['p_value']:.3f}"
+        base_samples = report.samples("embedded", "tiny_choice")
+        tuned_samples = report.samples(RUN_ID, "tiny_choice")
+        assert len(base_samples) == len(tuned_samples) == 5  # the recipe's limit
+        flipped = {s["id"] for s, t in zip(base_samples, tuned_samples) if s["metrics"]["acc"] != t["metrics"]["acc"]}
+        assert flipped, "the two models should disagree on some of the items"
+        # Enter on the row: the items that flipped, each with its prompt, choices and both predictions.
+        table = screen.query_one("#eval-results", DataTable)
+        table.focus()
+        table.move_cursor(row=rows.index(acc_row))
+        await pilot.press("enter")
+        await pilot.pause()
+        flips = app.screen
+        assert isinstance(flips, EvalFlipsScreen)
+        assert {f["id"] for f in flips.flips} == flipped
+        shown = flips.flips[0]
+        sample = next(s for s in base_samples if s["id"] == shown["id"])
+        detail = plain(flips.query_one("#flips-detail").content, width=140)
+        assert sample["prompt"] in detail and all(choice in detail for choice in sample["choices"])
+        assert ("fixed" if shown["fixed"] else "broken") in detail
+        if len(flips.flips) > 1:
+            await pilot.press("down")
+            assert flips.index == 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+
+
+async def test_the_arena_streams_two_answers(workspace):
+    prompt = "What is the studio?"
+    expected = [stream_answer(load_engine(ref, workspace), prompt, lambda text: None)["text"]
+                for ref in ("embedded", RUN_ID)]
+    app = StudioApp(workspace, host=evaluate_host())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_evaluate(pilot)
+        await pick_recipe(pilot, screen, "eval-tiny")
+        await pilot.press("escape")
+        await pilot.press("a")
+        await pilot.pause()
+        assert screen.query_one("#eval-tabs", TabbedContent).active == "tab-arena"
+        arena = screen.query_one("#eval-arena", ArenaPane)
+        assert arena.models == {"left": "embedded", "right": RUN_ID}
+        assert app.focused is screen.query_one("#arena-prompt", Input)
+        await pilot.press(*prompt, "enter")
+        await settle(pilot)
+        assert not arena.busy
+        assert [arena.answers["left"], arena.answers["right"]] == expected
+        assert all(expected)
+        for side, text in zip(("left", "right"), expected):
+            assert plain(screen.query_one(f"#arena-{side}").content, width=200).split() == text.split()
+            assert "tokens" in plain(screen.query_one(f"#arena-{side}-title").content)
+
+
+def test_result_rows_of_one_model_list_each_metric():
+    metrics = {"models": [{"label": "embedded"}],
+               "tasks": {"arc_easy": {"embedded": {"acc": {"value": 0.5, "stderr": 0.1, "n": 20},
+                                                   "acc_norm": {"value": 0.25, "stderr": None, "n": 20}}}},
+               "comparisons": []}
+    rows = result_rows(metrics)
+    assert [(r["task"], r["metric"], r["base_value"], r["n"], r["other"]) for r in rows] == [
+        ("arc_easy", "acc", 0.5, 20, None), ("arc_easy", "acc_norm", 0.25, 20, None)]
+
