@@ -3,24 +3,18 @@ and the task's options form, a tiny evaluation runs on the embedded tiny model a
 model (a run of the workspace), the results show both models side by side with the delta and
 the paired test, the flipped items open for drill-down, and the arena streams two answers.
 
-The task is a small multiple-choice evaluator defined here and registered on the plugin host
-like any plugin: it really scores with ``ctx.model.loglikelihood``."""
+The task is the runner tests' small multiple-choice evaluator (:mod:`eval_tasks`), registered on
+the plugin host like any plugin: the models really score every choice."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
 pytest.importorskip("textual")
 
 from textual.widgets import DataTable, Input, Select, TabbedContent  # noqa: E402
 
-from studio.evaluation.base import EvalContext, Evaluator  # noqa: E402
 from studio.evaluation.reports import find_report, list_reports  # noqa: E402
-from studio.hookspecs import hookimpl  # noqa: E402
 from studio.models.embedded import build_embedded_model, ensure_embedded_model  # noqa: E402
 from studio.recipes.evaluate import EvalRecipe  # noqa: E402
 from studio.store import Workspace  # noqa: E402
@@ -28,20 +22,14 @@ from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.evaluate import EvaluateScreen, result_rows  # noqa: E402
 from studio.tui.screens.evaluate_flips import EvalFlipsScreen  # noqa: E402
 from studio.tui.widgets.arena import ArenaPane, load_engine, stream_answer  # noqa: E402
+import eval_tasks  # noqa: E402
 from test_train_tui import make_run  # noqa: E402
 from test_tui import make_host, plain  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 SIZE = (150, 48)
 RUN_ID = "20260101-000000-sft-eval"
-QUESTIONS = [
-    ("The sky on a clear day is", ["blue", "green", "made of cheese"], 0),
-    ("Two plus two is", ["four", "seven", "a colour"], 0),
-    ("Water freezes at zero degrees", ["Celsius", "Kelvin", "per second"], 0),
-    ("The opposite of hot is", ["cold", "loud", "square"], 0),
-    ("A cat says", ["meow", "moo", "quack"], 0),
-    ("The sun rises in the", ["east", "west", "basement"], 0),
-]
+TOKENS = 24  # answer length in the arena test
 
 
 @pytest.fixture
@@ -49,67 +37,19 @@ def anyio_backend():
     return "asyncio"
 
 
-# --- the task under test -------------------------------------------------------------------------
-
-
-class TinyChoiceOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(description="a JSONL file of {id, question, choices, answer}")
-    num_fewshot: int | None = Field(None, ge=0, description="examples before each question (None: 0)")
-
-
-class TinyChoice(Evaluator):
-    """Multiple choice by log-likelihood: the choice the model finds likeliest after the question."""
-
-    name = "tiny_choice"
-    title = "Tiny choice"
-    summary = "multiple choice by log-likelihood over a small JSONL file"
-    config_model = TinyChoiceOptions
-    uses = ("loglikelihood",)
-
-    def load(self, config):
-        return [json.loads(line) for line in Path(config.path).read_text().splitlines() if line.strip()]
-
-    def score(self, ctx: EvalContext, items):
-        requests = [(item["question"], " " + choice) for item in items for choice in item["choices"]]
-        results = ctx.model.loglikelihood(requests, batch_size=ctx.batch_size)
-        samples, at = [], 0
-        for item in items:
-            scores = [logprob for logprob, _ in results[at:at + len(item["choices"])]]
-            at += len(item["choices"])
-            prediction = max(range(len(scores)), key=scores.__getitem__)
-            samples.append({"id": item["id"], "prompt": item["question"], "choices": item["choices"],
-                            "scores": scores, "target": item["answer"], "prediction": prediction,
-                            "metrics": {"acc": float(prediction == item["answer"])}})
-            ctx.progress(len(samples), len(items))
-        return samples
-
-
-class EvaluatorsPlugin:
-    @hookimpl
-    def register_evaluators(self, register):
-        register(TinyChoice())
-
-
 def evaluate_host():
-    return make_host((EvaluatorsPlugin(), "evaluators-test"))
+    # The runner tests' small real task (multiple choice by summed log-probability), as a plugin.
+    return make_host((eval_tasks, "studio-test-evals"))
 
 
 # --- the workspace -------------------------------------------------------------------------------
-
-
-def write_items(path: Path) -> Path:
-    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "choices": c, "answer": a}) + "\n"
-                            for i, (q, c, a) in enumerate(QUESTIONS)))
-    return path
 
 
 @pytest.fixture
 def workspace(tmp_path) -> Workspace:
     ensure_embedded_model("tiny")  # cached for the session: built once
     ws = Workspace.init(tmp_path / "ws")
-    items = write_items(tmp_path / "tiny_choice.jsonl")
+    items = eval_tasks.write_items(tmp_path / "tiny_choice.jsonl", 8)
     # The compared model: a run of the workspace whose model was pretrained for only a few steps.
     run = make_run(ws, RUN_ID)
     build_embedded_model(run.path / "final", seed=7, pretrain_steps=3)
@@ -158,7 +98,8 @@ async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(works
     app = StudioApp(workspace, host=evaluate_host())
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_evaluate(pilot)
-        assert screen.problems().choices == {}  # the embedded model and the one task: nothing to fix
+        assert screen.value("base") == "embedded"
+        assert list(screen.problems().choices) == ["task"]  # a blank recipe: only the task is missing
         await pick_recipe(pilot, screen, "eval-tiny")
         assert screen.value("base") == "embedded" and screen.value("other") == RUN_ID
         assert screen.value("task") == "tiny_choice" and screen.task_order == ["tiny_choice"]
@@ -236,7 +177,7 @@ async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
 
 async def test_the_arena_streams_two_answers(workspace):
     prompt = "What is the studio?"
-    expected = [stream_answer(load_engine(ref, workspace), prompt, lambda text: None)["text"]
+    expected = [stream_answer(load_engine(ref, workspace), prompt, lambda text: None, max_tokens=TOKENS)["text"]
                 for ref in ("embedded", RUN_ID)]
     app = StudioApp(workspace, host=evaluate_host())
     async with app.run_test(size=SIZE) as pilot:
@@ -247,6 +188,7 @@ async def test_the_arena_streams_two_answers(workspace):
         await pilot.pause()
         assert screen.query_one("#eval-tabs", TabbedContent).active == "tab-arena"
         arena = screen.query_one("#eval-arena", ArenaPane)
+        arena.max_tokens = TOKENS
         assert arena.models == {"left": "embedded", "right": RUN_ID}
         assert app.focused is screen.query_one("#arena-prompt", Input)
         await pilot.press(*prompt, "enter")

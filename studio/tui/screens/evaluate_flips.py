@@ -109,9 +109,13 @@ class FlipList(Static):
             index = start + offset
             line = Text(no_wrap=True, overflow="ellipsis", end="")
             line.append("+ " if flip["fixed"] else "− ", style="green" if flip["fixed"] else "red")
+            # The end of a prompt is the item itself (a few-shot prompt starts with the examples).
             prompt = " ".join(str(flip.get("prompt") or "").split()[-12:])
-            line.append(f"{flip['id']} ", style="bold")
-            line.append(prompt, style="dim")
+            head = f"{flip['id']} "
+            line.append(head, style="bold")
+            room = max(0, width - 2 - len(head))
+            line.append(prompt if len(prompt) <= room else prompt[: max(0, room - 1)] + "…", style="dim")
+            line.truncate(width)
             if index == current:
                 line.pad_right(max(0, width - line.cell_len))
                 line.stylize("reverse")

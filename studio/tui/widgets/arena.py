@@ -74,6 +74,7 @@ class ArenaPane(Vertical):
     def __init__(self, workspace: Any = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.workspace = workspace
+        self.max_tokens = ARENA_MAX_TOKENS
         self.models: dict[str, str | None] = {side: None for side in SIDES}
         self.answers: dict[str, str] = {side: "" for side in SIDES}
         self.states: dict[str, str] = {side: "" for side in SIDES}  # "", "loading", "streaming", finish reason
@@ -157,7 +158,7 @@ class ArenaPane(Vertical):
                 engine = self._engine(ref)
                 emit({"event": "streaming"})
                 done = stream_answer(engine, prompt, lambda text: emit({"event": "delta", "text": text}),
-                                     cancelled=cancelled)
+                                     max_tokens=self.max_tokens, cancelled=cancelled)
             except Exception as exc:  # noqa: BLE001 - shown in that side's column; the other goes on
                 emit({"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 return
