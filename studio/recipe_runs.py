@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from studio.events import Emit, ignore
 from studio.recipes import RecipeError, load_recipe
 from studio.recipes.catalog import find_recipe, header
+from studio.recipes.evaluate import EvalRecipe
 from studio.recipes.kinds import kind_of_recipe
 from studio.recipes.pipeline import PREVIOUS, PipelineRecipe
 
@@ -27,7 +28,7 @@ Never: Callable[[], bool] = lambda: False
 class StepOutcome:
     kind: str
     status: str  # completed | failed | stopped | cancelled | checks_failed | started | checked
-    result: Any = None  # the service's own result: PipelineResult, RunSummary, TrainRun, a plan
+    result: Any = None  # the service's own result: PipelineResult, RunSummary, TrainRun, an evaluation summary, a plan
     model: str | None = None  # what a later step's `model: previous` takes
     dataset: str | None = None  # what a later step's `dataset: previous` takes
     reason: str = ""
@@ -75,13 +76,28 @@ def schema_problems(kind: str, recipe: BaseModel, host=None) -> list[str]:
 
         resolve(None, recipe, host)
         return []
+    if kind == "evaluate":
+        from studio.evaluation.runner import model_labels, plan_tasks
+
+        plan_tasks(recipe, host)
+        model_labels(recipe)
+        return []
+    problems = []
+    if recipe.eval:
+        from studio.evaluation.runner import plan_tasks
+        from studio.recipes.evaluate import EvalRecipe
+
+        try:
+            plan_tasks(EvalRecipe(tasks=recipe.eval), host)
+        except ValueError as exc:
+            problems.append(f"eval: {exc}")
     from studio.training.adapters import adapter_problems
     from studio.training.preflight import backend_config, find_backend
 
     backend, _ = find_backend(recipe.backend, host)
     config = backend_config(backend, recipe)
-    problems = [p for p in adapter_problems(recipe.adapter, tuple(backend.adapter_methods), backend.name)
-                if "QLoRA" not in p]  # a QLoRA recipe is valid; it needs a GPU to run
+    problems += [p for p in adapter_problems(recipe.adapter, tuple(backend.adapter_methods), backend.name)
+                 if "QLoRA" not in p]  # a QLoRA recipe is valid; it needs a GPU to run
     return problems + backend.check(recipe, config)
 
 
@@ -96,7 +112,7 @@ def _host():
 
 def run_recipe(ws, recipe: BaseModel, *, emit: Emit = ignore, cancelled: Callable[[], bool] = Never,
                check: bool = False, detach: bool = False, host=None) -> StepOutcome:
-    """Run (or, with ``check``, only check) one curation, generation or training recipe."""
+    """Run (or, with ``check``, only check) one curation, generation, training or evaluation recipe."""
     kind = kind_of_recipe(recipe)
     host = host or _host()
     if kind == "curate":
@@ -105,6 +121,8 @@ def run_recipe(ws, recipe: BaseModel, *, emit: Emit = ignore, cancelled: Callabl
         return _generate(ws, recipe, emit, cancelled, check, host)
     if kind == "train":
         return _train(ws, recipe, emit, cancelled, check, detach, host)
+    if kind == "evaluate":
+        return _evaluate(ws, recipe, emit, cancelled, check, host)
     raise RecipeError("a pipeline runs through run_pipeline")
 
 
@@ -128,6 +146,15 @@ def _generate(ws, recipe, emit, cancelled, check, host) -> StepOutcome:
     status = "checked" if check else summary.status
     dataset = f"{summary.output}@{summary.version}" if summary.version else None
     return StepOutcome("generate", status, summary, dataset=dataset, reason=summary.reason)
+
+
+def _evaluate(ws, recipe, emit, cancelled, check, host) -> StepOutcome:
+    from studio.evaluation.runner import check_evaluation, run_evaluation
+
+    if check:
+        return StepOutcome("evaluate", "checked", check_evaluation(ws, recipe, host))
+    summary = run_evaluation(ws, recipe, emit=emit, cancelled=cancelled, host=host)
+    return StepOutcome("evaluate", summary["status"], summary, reason=summary.get("reason") or "")
 
 
 def _train(ws, recipe, emit, cancelled, check, detach, host) -> StepOutcome:
@@ -164,16 +191,23 @@ def step_path(pipeline: Path, ref: str, ws=None) -> Path:
     return local if local.is_file() else find_recipe(ref, ws)
 
 
+def _made(previous: StepOutcome | None, key: str) -> str:
+    made = getattr(previous, key) if previous is not None else None
+    if made is None:
+        raise RecipeError(f"`{key}: previous` needs a step before it that made a {key}")
+    return made
+
+
 def _with_previous(overrides: dict[str, Any], previous: StepOutcome | None, check: bool) -> list[str]:
     pairs = []
     for key, value in overrides.items():
         if value == PREVIOUS and key in ("model", "dataset"):
             if check:
                 continue  # nothing has run to start from: check the step with its own value
-            made = getattr(previous, key) if previous is not None else None
-            if made is None:
-                raise RecipeError(f"`{key}: previous` needs a step before it that made a {key}")
-            value = made
+            value = _made(previous, key)
+        elif key == "models" and isinstance(value, list) and PREVIOUS in value and not check:
+            # An evaluation step: `models: [embedded, previous]` compares the base with what was trained.
+            value = [_made(previous, "model") if ref == PREVIOUS else ref for ref in value]
         pairs.append(f"{key}={value}" if isinstance(value, str) else f"{key}={_json(value)}")
     return pairs
 
@@ -199,6 +233,10 @@ def run_pipeline(ws, path: Path, overrides: list[str] | None = None, *, emit: Em
         if number == len(pipeline.steps) - 1:
             pairs += list(overrides or [])
         recipe = load_recipe(recipe_file, pairs)
+        if isinstance(recipe, EvalRecipe) and PREVIOUS in recipe.models and not check:
+            recipe = recipe.model_copy(update={"models": [
+                _made(outcomes[-1] if outcomes else None, "model") if ref == PREVIOUS else ref
+                for ref in recipe.models]})
         emit({"event": "pipeline_step", "step": number, "steps": len(pipeline.steps), "recipe": str(recipe_file),
               "recipe_kind": kind_of_recipe(recipe)})
         outcome = run_recipe(ws, recipe, emit=emit, cancelled=cancelled, check=check, host=host)

@@ -69,6 +69,12 @@ class Printer:
             self.console.print(f"imported {event['file']} as {event['dataset']} ({event['records']:,} records)")
         elif name == "serving":
             self.console.print(f"no API configured: serving the embedded model ({event['model']}) on 127.0.0.1")
+        elif name == "evaluation" and event.get("stage") == "task_done":
+            values = "  ".join(f"{k}={fmt(v.get('value'))}" for k, v in (event.get("metrics") or {}).items())
+            self.console.print(f"evaluation {event.get('model')} {event.get('task')}: {values}")
+        elif name == "task_done":  # an evaluation step of a pipeline
+            values = "  ".join(f"{k}={fmt(v.get('value'))}" for k, v in (event.get("metrics") or {}).items())
+            self.console.print(f"{event.get('model')} {event.get('task')}: {values}")
         elif name == "model_build" and build_event_text(event):
             self.console.print(build_event_text(event))
 
@@ -165,6 +171,10 @@ def _report(outcome, as_json: bool) -> None:
         from studio.cli.generate import report_generation
 
         report_generation(outcome.result, as_json)
+    elif outcome.kind == "evaluate" and outcome.status != "checked":
+        from studio.cli.evaluate import report_evaluation
+
+        report_evaluation(outcome.result, as_json)
     elif outcome.status == "checked":
         plan = outcome.result
         if as_json:
@@ -266,6 +276,11 @@ def cmd_runs_show(args) -> int:
               f"({status.get('train_records')} train / {status.get('eval_records')} held out)")
     if status.get("reason"):
         out.print(f"  reason: {status['reason']}")
+    if status.get("evaluation"):
+        out.print(f"  evaluation (base against tuned): {status['evaluation']}  "
+                  f"(studio eval show {status['evaluation']})")
+    elif status.get("evaluation_error"):
+        out.print(f"  evaluation failed: {status['evaluation_error']}")
     for name in sorted(latest):
         out.print(f"  {name:<32} {fmt(latest[name])}")
     for check in info["checks"]:

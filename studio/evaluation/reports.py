@@ -200,6 +200,12 @@ def compare_samples(task: str, base_label: str, tuned_label: str, base_samples: 
                "base_value": base_value, "tuned_value": tuned_value, "delta": delta,
                "lower_is_better": lower, "primary": metric == primary, "n_paired": len(shared),
                "test": None, "p_value": None, "significant": False, "better": None, "gained": [], "lost": []}
+        if shared and (len(shared) != len(a) or len(shared) != len(b)):
+            # Different item sets (a limit, another file version): compare like with like.
+            base_value = sum(a[i] for i in shared) / len(shared)
+            tuned_value = sum(b[i] for i in shared) / len(shared)
+            delta = tuned_value - base_value
+            row.update(base_value=base_value, tuned_value=tuned_value, delta=delta, paired_only=True)
         if shared:
             result = paired_test([a[i] for i in shared], [b[i] for i in shared])
             row["test"], row["p_value"] = result["test"], result["p_value"]

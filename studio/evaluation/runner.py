@@ -117,7 +117,7 @@ def _check_uses(model: EvalModel, planned: list[PlannedTask]) -> None:
             if use in MODEL_USES and not model.supports(use):
                 what = {"loglikelihood": "log-likelihoods"}.get(use, use)
                 raise ValueError(f"model {model.label!r} ({model.ref}) cannot run {task.key}: it needs {what}, "
-                                 f"which a {model.kind} model does not give (an endpoint runs generative and "
+                                 f"which {'an' if model.kind[0] in 'aeiou' else 'a'} {model.kind} model does not give (an endpoint runs generative and "
                                  f"judged tasks only)")
 
 
@@ -270,6 +270,25 @@ def check_evaluation(ws, recipe: EvalRecipe, host=None) -> dict[str, Any]:
     return {"models": models, "tasks": [{"task": t.key, "items": len(t.items), "options": t.config.model_dump(mode="json")}
                                         for t in planned],
             "limit": recipe.limit, "batch_size": recipe.batch_size}
+
+
+def score_into_cache(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Callable[[], bool] = Never,
+                     host=None, chunk_items: int = CHUNK_ITEMS) -> dict[str, dict[str, Any]]:
+    """Score the recipe's models into the cache only, writing no report: a training run scores its
+    base model before it trains, and its report after training finds those scores there.
+    Returns task -> label -> metrics."""
+    planned = plan_tasks(recipe, host)
+    models = open_models(ws, recipe, model_labels(recipe), planned)
+    load_items(planned, recipe.limit)
+    record = _Recorder(None, emit)
+    out: dict[str, dict[str, Any]] = {}
+    with open_cache(ws) as cache:
+        for model in models:
+            for task in planned:
+                got, _ = score_task(ws, model, task, cache, record, cancelled, recipe, chunk_items)
+                out.setdefault(task.key, {})[model.label] = task.evaluator.aggregate(got, task.config)
+            model.close()
+    return out
 
 
 def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Callable[[], bool] = Never,

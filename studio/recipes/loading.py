@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from studio.config_schema import dotted, error_text
 from studio.data.refs import resolve_data_path
+from studio.recipes.evaluate import EvalRecipe
 from studio.recipes.kinds import KINDS, kind_of
 
 
@@ -154,4 +155,38 @@ def load_recipe(source: Path | str | dict[str, Any], overrides: list[str] | None
         updates = {name: resolve_data_path(getattr(recipe, name), base)
                    for name in getattr(recipe, "DATA_FIELDS", ()) if getattr(recipe, name)}
         recipe = recipe.model_copy(update=updates)
+        recipe = _resolve_task_paths(recipe, base)
     return recipe
+
+
+def resolve_task_path(value: str, recipe_folder: Path) -> str:
+    """An evaluation task's data file or folder (MMLU's ``dev/val/test``), found like a recipe's
+    data files: the current folder, the recipe's folder, its parent, then the shipped files."""
+    from studio import resources
+
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    root = resources.shipped_root()
+    for candidate in (path, recipe_folder / path, recipe_folder.parent / path, root / path if root else None):
+        if candidate is not None and candidate.exists():
+            return str(candidate.resolve())
+    return value
+
+
+def _resolve_task_paths(recipe: BaseModel, base: Path) -> BaseModel:
+    """Data paths inside an evaluation recipe's task entries (and a training recipe's ``eval:``)."""
+    fields = getattr(recipe, "TASK_DATA_FIELDS", None)
+    holder = "tasks" if fields is not None else "eval"
+    tasks = getattr(recipe, holder, None)
+    if not tasks:
+        return recipe
+    fields = fields or EvalRecipe.TASK_DATA_FIELDS
+    resolved = []
+    for task in tasks:
+        data = task.model_dump()
+        for name in fields:
+            if isinstance(data.get(name), str) and data[name]:
+                data[name] = resolve_task_path(data[name], base)
+        resolved.append(type(task).model_validate(data))
+    return recipe.model_copy(update={holder: resolved})

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.recipes.evaluate import EvalTask
+
 # Every way of choosing which weights train; back-ends list the subset they support.
 AdapterMethod = Literal["none", "lora", "dora", "qlora", "prompt_tuning", "freeze"]
 ADAPTER_METHODS: tuple[str, ...] = typing.get_args(AdapterMethod)
@@ -93,4 +95,7 @@ class TrainRecipe(_Section):
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     launcher: LauncherSettings = Field(default_factory=LauncherSettings)
     expect: list[Expectation] = Field(default_factory=list, description="learning checks run at the end")
+    eval: list[EvalTask] = Field(default_factory=list,
+                                 description="evaluation tasks (as in an evaluate recipe) run on the base model and on "
+                                             "the trained one when the run completes, into one report")
     config: dict[str, Any] = Field(default_factory=dict, description="the back-end's own options")

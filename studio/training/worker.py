@@ -66,6 +66,8 @@ def _train(run: TrainRun, resume: bool, emit: Emitter, status: dict[str, Any], r
     emit("start", backend=recipe.backend, model=recipe.model, resume=resume, train_records=len(checked.train),
          eval_records=len(checked.eval), pid=os.getpid(),
          world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    if recipe.eval and rank0 and not resume:
+        _evaluate_base(ws, run, recipe, emit)
     ctx = TrainContext(recipe=recipe, config=checked.config, run_dir=run.path, train_records=checked.train,
                        eval_records=checked.eval, emit=emit, cancelled=run.cancel_requested, resume=resume)
     started = time.time()
@@ -84,10 +86,63 @@ def _train(run: TrainRun, resume: bool, emit: Emitter, status: dict[str, Any], r
     (run.path / "metrics.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     for check in failed:
         emit("warning", message="learning check failed: " + "; ".join(check["details"]))
+    if recipe.eval and ctx.final_dir.exists():
+        _evaluate_result(ws, run, recipe, emit)
     emit("end", status="completed", metrics=final, checks_passed=not failed)
     run.update_status(status="completed", ended=time.time(), checks_passed=not failed,
                       final_dir=summary["final_dir"], metrics=final)
     return 0
+
+
+# --- the recipe's `eval:` tasks ------------------------------------------------------------------
+# Evaluation events go into the run's events.jsonl as "evaluation" events (their own name under
+# "stage"), so they never read as the training's own progress.
+EVALUATION_STAGES = ("started", "task_started", "task_done", "finished", "error", "warning")
+
+
+def _evaluation_recipe(recipe, models: list[str], labels: list[str], name: str):
+    from studio.recipes.evaluate import EvalRecipe
+
+    return EvalRecipe(models=models, labels=labels, tasks=recipe.eval, name=name, seed=recipe.seed,
+                      trust_remote_code=recipe.trust_remote_code)
+
+
+def _forward(emit: Emitter):
+    from studio.events import event_name
+
+    def forward(event: dict[str, Any]) -> None:
+        stage = event_name(event)
+        if stage in EVALUATION_STAGES:
+            emit("evaluation", stage=stage, **{k: v for k, v in event.items() if k != "event"})
+
+    return forward
+
+
+def _evaluate_base(ws, run: TrainRun, recipe, emit: Emitter) -> None:
+    """Score the base model on the `eval:` tasks before training (into the evaluation cache)."""
+    from studio.evaluation.runner import score_into_cache
+
+    try:
+        metrics = score_into_cache(ws, _evaluation_recipe(recipe, [recipe.model], ["base"], run.run_id),
+                                   emit=_forward(emit), cancelled=run.cancel_requested)
+        emit("evaluation", stage="base_scored", metrics=metrics)
+    except Exception as exc:  # noqa: BLE001 - an evaluation problem must not cost the training
+        emit("warning", message=f"evaluation of the base model failed: {exc}")
+
+
+def _evaluate_result(ws, run: TrainRun, recipe, emit: Emitter) -> None:
+    """The base against the trained model on the `eval:` tasks: one report, linked from status.json."""
+    from studio.evaluation.runner import run_evaluation
+
+    try:
+        summary = run_evaluation(ws, _evaluation_recipe(recipe, [recipe.model, str(run.path)], ["base", "tuned"],
+                                                        run.run_id),
+                                 emit=_forward(emit), cancelled=run.cancel_requested)
+    except Exception as exc:  # noqa: BLE001 - the model is trained and saved whatever the evaluation does
+        emit("warning", message=f"evaluation after training failed: {exc}")
+        run.update_status(evaluation_error=str(exc))
+        return
+    run.update_status(evaluation=summary["id"])
 
 
 if __name__ == "__main__":
