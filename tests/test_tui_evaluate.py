@@ -87,6 +87,10 @@ async def pick_recipe(pilot, screen: EvaluateScreen, name: str) -> None:
     await pilot.pause()
 
 
+def text_of(screen, selector: str) -> str:
+    return " ".join(plain(screen.query_one(selector).content, width=200).split())
+
+
 def table_rows(table: DataTable) -> list[list[str]]:
     return [[plain(cell, width=300).strip() for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
@@ -108,6 +112,12 @@ async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(works
         assert screen.query_one("#eval-settings-run #field-limit", Input).value == "5"
         recipe, problems = screen.draft()
         assert problems.messages() == []
+        # c checks without scoring: the task's items are read (the recipe's limit) and the models found.
+        screen.query_one("#eval-check-button").focus()
+        await pilot.press("c")
+        await settle(pilot)
+        assert "tiny_choice (5 items)" in text_of(screen, "#eval-status")
+        assert RUN_ID in text_of(screen, "#eval-problems") and list_reports(workspace) == []
         assert isinstance(recipe, EvalRecipe)
         assert recipe.models == ["embedded", RUN_ID] and recipe.limit == 5 and recipe.batch_size == 4
         assert [t.task for t in recipe.tasks] == ["tiny_choice"] and recipe.tasks[0].options()["path"] == path
@@ -139,6 +149,9 @@ async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
         assert screen.busy is None
         reports = list_reports(workspace)
         assert len(reports) == 1 and reports[0]["status"] == "completed"
+        # The live progress followed both models through the task.
+        assert {key: (p["done"], p["total"], p["state"]) for key, p in screen.progress.items()} == {
+            ("embedded", "tiny_choice"): (5, 5, "done"), (RUN_ID, "tiny_choice"): (5, 5, "done")}
         report = find_report(workspace, reports[0]["id"])
         assert screen.query_one("#eval-report", Select).value == reports[0]["id"]
         # The table shows what the report holds: both models' acc, the delta and the test's p-value.
@@ -210,3 +223,30 @@ def test_result_rows_of_one_model_list_each_metric():
     assert [(r["task"], r["metric"], r["base_value"], r["n"], r["other"]) for r in rows] == [
         ("arc_easy", "acc", 0.5, 20, None), ("arc_easy", "acc_norm", 0.25, 20, None)]
 
+
+
+async def test_esc_stops_a_run_and_r_scores_only_the_rest(workspace, monkeypatch):
+    task = eval_tasks.EVALUATORS[0]
+    monkeypatch.setenv("STUDIO_TEST_SCORE_DELAY", "0.8")  # slow enough to stop half-way
+    app = StudioApp(workspace, host=evaluate_host())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_evaluate(pilot)
+        await pick_recipe(pilot, screen, "eval-tiny")
+        screen.query_one("#eval-start-button").focus()
+        await pilot.press("r")
+        # Stop once the base model is through: its samples are cached, the second model's are not.
+        for _ in range(1200):
+            if screen.progress.get(("embedded", "tiny_choice"), {}).get("state") == "done":
+                break
+            await pilot.pause(0.05)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert "stopped" in text_of(screen, "#eval-status")
+        assert [r["status"] for r in list_reports(workspace)] == ["stopped"]
+        monkeypatch.delenv("STUDIO_TEST_SCORE_DELAY")
+        before = task.scored_items
+        await pilot.press("r")
+        await settle(pilot)
+        assert [r["status"] for r in list_reports(workspace)] == ["completed", "stopped"]
+        assert task.scored_items - before == 5  # only the second model's items: the base's were cached
+        assert screen.query_one("#eval-report", Select).value == list_reports(workspace)[0]["id"]

@@ -199,7 +199,7 @@ SCENARIOS: dict[str, tuple[Scenario, Needs]] = {
                                            keys=("preview", "check", "start"))),
     "mode 6 runs": (keys(mode="6"), Needs("#run-table", "#plot-loss", keys=("mark",))),
     "mode 7 evaluate": (keys(mode="7"), Needs("#eval-recipe", "#eval-base", "#eval-task", "#eval-start-button",
-                                              "#eval-tabs", keys=("start",))),
+                                              "#eval-tabs", keys=("check", "start"))),
     "mode 7 arena": (keys("escape", "a", mode="7"), Needs("#arena-prompt", "#arena-left-title", "#arena-right-title")),
     "evaluation flipped items": (call(lambda app: app.push_screen(EvalFlipsScreen(FLIP_ROW, FLIP_DETAILS))),
                                  Needs("#flips-list", "#flips-detail", keys=("goto",))),

@@ -32,7 +32,7 @@ from textual.widgets import DataTable, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from studio.evaluation.reports import EvalReport, find_report, flip_details, list_reports
-from studio.evaluation.runner import run_evaluation
+from studio.evaluation.runner import check_evaluation, run_evaluation
 from studio.events import event_name
 from studio.recipes import load_recipe
 from studio.recipes.evaluate import EvalRecipe
@@ -132,9 +132,10 @@ class EvaluateScreen(RecipeFormScreen):
         Section("models", "More models", ModelSettings, primary=("more_models",)),
         Section("run", "Run", fields_model(EvalRecipe, RUN_FIELDS), primary=("limit", "batch_size", "name")),
     )
-    ACTIONS = (("start", "Run (r)"),)
-    IDLE_STATUS = "Pick models and tasks (each picked task joins the evaluation), then r runs it."
+    ACTIONS = (("check", "Check (c)"), ("start", "Run (r)"))
+    IDLE_STATUS = "Pick models and tasks (each picked task joins the evaluation); c checks, r runs."
     BINDINGS = [
+        Binding("c", "check", "Check"),
         Binding("r", "start", "Run"),
         Binding("x", "drop_task", "Drop task"),
         Binding("f", "flips", "Flipped items"),
@@ -330,6 +331,28 @@ class EvaluateScreen(RecipeFormScreen):
 
     # --- running -------------------------------------------------------------------------------
 
+    def action_check(self) -> None:
+        recipe = self.recipe_or_say_why()
+        if recipe is not None and self.begin("check", "checking the tasks, their files and the models …"):
+            self.show_service_problems(None)
+            self._worker = self._check(self.app.workspace, recipe, self.app.host)
+
+    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
+    def _check(self, ws, recipe, host):
+        try:
+            return check_evaluation(ws, recipe, host=host)
+        except ValueError as exc:  # a bad option, file or model: said in the problems panel
+            return {"problems": str(exc)}
+
+    def _checked(self, result: dict[str, Any]) -> None:
+        tasks = ", ".join(f"{t['task']} ({t['items']} items)" for t in result.get("tasks") or [])
+        self.status(Text(f"✓ ready: {tasks}", style="green"))
+        text = Text()
+        for model in result.get("models") or []:
+            text.append(f"{model['label']}", style="bold")
+            text.append(f"  {model['location']}\n", style="dim")
+        self.show_service_problems(text)
+
     def action_start(self) -> None:
         recipe = self.recipe_or_say_why()
         if recipe is None or not self.begin("run", "starting the evaluation … (Esc cancels)"):
@@ -345,8 +368,11 @@ class EvaluateScreen(RecipeFormScreen):
     def _evaluate(self, ws, recipe, host):
         worker = get_current_worker()
         with service_emitter(self, "evaluate", every=REDRAW_EVERY) as emit:
-            return run_evaluation(ws, recipe, emit=emit, host=host,
-                                  cancelled=lambda: self._stop.is_set() or worker.is_cancelled)
+            try:
+                return run_evaluation(ws, recipe, emit=emit, host=host,
+                                      cancelled=lambda: self._stop.is_set() or worker.is_cancelled)
+            except ValueError as exc:  # a bad option, file or model: said in the problems panel
+                return {"problems": str(exc)}
 
     def on_service_event(self, message: ServiceEvent) -> None:
         if message.source != "evaluate":
@@ -386,7 +412,17 @@ class EvaluateScreen(RecipeFormScreen):
         if state != WorkerState.SUCCESS:
             super().finished(what, state, worker)
             return
-        summary = worker.result or {}
+        result = worker.result or {}
+        if "problems" in result:
+            self.show_service_problems(Text(result["problems"], style="red"))
+            self.status(Text(f"✗ the {what or 'check'} found problems (below)", style="bold red"))
+            if what == "run":
+                self.refresh_reports()  # a run that failed part-way left its report folder
+            return
+        if what == "check":
+            self._checked(result)
+            return
+        summary = result
         self.last_id = summary.get("id")
         status = summary.get("status", "finished")
         if status == "stopped":
@@ -400,7 +436,7 @@ class EvaluateScreen(RecipeFormScreen):
     def action_escape(self) -> None:
         if self.busy == "run":
             self._stop.set()  # the runner checks it between chunks; what was scored is cached
-            self.status(Text("cancelling … (finishing the chunk in hand)", style="bold yellow"))
+            self.status(Text("stopping … (what was scored stays cached)", style="bold yellow"))
             return
         arena = self.query_one("#eval-arena", ArenaPane)
         if arena.busy:
