@@ -107,6 +107,7 @@ async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(works
         await pick_recipe(pilot, screen, "eval-tiny")
         assert screen.value("base") == "embedded" and screen.value("other") == RUN_ID
         assert screen.value("task") == "tiny_choice" and screen.task_order == ["tiny_choice"]
+        assert "in this evaluation: tiny_choice" in text_of(screen, "#eval-task-info")
         path = screen.query_one("#eval-config #field-path", Input).value
         assert path.endswith("tiny_choice.jsonl")
         assert screen.query_one("#eval-settings-run #field-limit", Input).value == "5"
@@ -159,8 +160,9 @@ async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
         comparison = next(c for c in metrics["comparisons"] if c["metric"] == "acc")
         rows = table_rows(screen.query_one("#eval-results", DataTable))
         acc_row = next(r for r in rows if r[:2] == ["tiny_choice", "acc"])
-        assert acc_row[2] == f"{comparison['base_value']:.4f}" and acc_row[3] == f"{comparison['tuned_value']:.4f}"
-        assert acc_row[4] == f"{comparison['delta']:+.4f}" and acc_row[5] == f"{comparison['p_value']:.3f}"
+        assert acc_row[2] == f"{comparison['delta']:+.4f}" and acc_row[3] == f"{comparison['p_value']:.3f}"
+        assert acc_row[5] == f"{comparison['base_value']:.4f}" and acc_row[6] == f"{comparison['tuned_value']:.4f}"
+        assert acc_row[4] == ("*" if comparison["significant"] else "")
         base_samples = report.samples("embedded", "tiny_choice")
         tuned_samples = report.samples(RUN_ID, "tiny_choice")
         assert len(base_samples) == len(tuned_samples) == 5  # the recipe's limit

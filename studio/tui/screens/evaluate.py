@@ -45,7 +45,7 @@ from studio.tui.widgets.arena import ArenaPane
 from studio.tui.widgets.op_form import fields_model, initial_raw, validate_form
 from studio.tui.widgets.selects import select_value
 
-EMBEDDED_MODELS = (("embedded  (tiny, built here)", "embedded"), ("embedded:small", "embedded:small"))
+EMBEDDED_MODELS = (("embedded (tiny)", "embedded"), ("embedded:small", "embedded:small"))
 RUN_FIELDS = ("name", "limit", "batch_size", "seed", "allow_code_execution", "judge", "budget", "reward_model",
               "trust_remote_code", "device")
 REDRAW_EVERY = 0.2
@@ -188,7 +188,7 @@ class EvaluateScreen(RecipeFormScreen):
         options = list(EMBEDDED_MODELS)
         for run in self.runs:
             detail = ", ".join(str(run[k]) for k in ("backend", "status") if run.get(k))
-            options.append((f"run {run['run_id']}" + (f"  ({detail})" if detail else ""), run["run_id"]))
+            options.append((run["run_id"] + f"  (run{': ' + detail if detail else ''})", run["run_id"]))
         wanted = self.base.get("base_model" if key == "base" else "compared_model")
         if wanted and wanted not in [value for _, value in options]:
             options.append((f"{wanted}  (the recipe's model)", wanted))
@@ -219,6 +219,7 @@ class EvaluateScreen(RecipeFormScreen):
             self.set_options("other", self.choice_options("other"), default=None)
             self.query_one("#eval-other", Select).clear()
         self._task_joined()
+        self.describe()
         self._arena_models()
         self._changed()
 
@@ -429,7 +430,7 @@ class EvaluateScreen(RecipeFormScreen):
             self.status(Text(f"stopped: what was scored is cached; r runs the rest ({self.last_id})",
                              style="yellow"))
         else:
-            self.status(Text(f"✓ evaluation {self.last_id} {status}", style="green"))
+            self.status(Text(f"✓ {status}: {self.last_id}", style="green"))
         self.refresh_reports(select=self.last_id)
         self.query_one("#eval-tabs", TabbedContent).active = "tab-results"
 
@@ -458,7 +459,8 @@ class EvaluateScreen(RecipeFormScreen):
         options = []
         for entry in reports:
             status = entry.get("status")
-            options.append((entry["id"] + (f"  ({status})" if status and status != "completed" else ""), entry["id"]))
+            label = entry["id"] + (f"  ({status})" if status and status != "completed" else "")
+            options.append((Text(label, no_wrap=True, overflow="ellipsis"), entry["id"]))
         select_widget = self.query_one("#eval-report", Select)
         current = select_value(select_widget)
         wanted = select or current or (options[0][1] if options else None)
@@ -486,17 +488,18 @@ class EvaluateScreen(RecipeFormScreen):
         table.clear(columns=True)
         self.rows = result_rows(metrics)
         compared = any(row["other"] is not None for row in self.rows)
-        columns = (("task", "metric", "base", "compared", "Δ", "p", "") if compared
+        # The delta and its test first: on a narrow terminal they are what stays on screen.
+        columns = (("task", "metric", "Δ", "p", "", "base", "compared") if compared
                    else ("task", "metric", "value", "± stderr", "n"))
         for index, label in enumerate(columns):
             table.add_column(label, key=str(index))
         for index, row in enumerate(self.rows):
             if compared:
                 significant = row["significant"]
-                table.add_row(row["task"], row["metric"], fmt(row["base_value"]), fmt(row["other_value"]),
-                              delta_text(row["delta"], row["lower_is_better"]),
+                table.add_row(row["task"], row["metric"], delta_text(row["delta"], row["lower_is_better"]),
                               Text(fmt(row["p_value"], 3), style="bold" if significant else "dim"),
-                              Text("*", style="bold green") if significant else Text(""), key=str(index))
+                              Text("*", style="bold green") if significant else Text(""),
+                              fmt(row["base_value"]), fmt(row["other_value"]), key=str(index))
             else:
                 table.add_row(row["task"], row["metric"], fmt(row["base_value"]), fmt(row["base_stderr"]),
                               "—" if row["n"] is None else str(row["n"]), key=str(index))
