@@ -59,6 +59,9 @@ def workspace(tmp_path) -> Workspace:
         "# studio eval eval-tiny\n# The tiny choice task, the embedded model against a short run.\n"
         + yaml.safe_dump({"models": ["embedded", RUN_ID], "tasks": [{"task": "tiny_choice", "path": str(items)}],
                           "limit": 5, "batch_size": 4}))
+    (recipes / "eval-twice.yaml").write_text(yaml.safe_dump(
+        {"tasks": [{"task": "tiny_choice", "path": str(items)}, {"task": "tiny_choice", "path": str(items),
+                                                                 "num_fewshot": 2}]}))
     return ws
 
 
@@ -137,6 +140,10 @@ async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(works
         await pilot.pause()
         assert screen.task_order == [] and screen.draft()[0] is None
         assert "choose a task" in screen.problems().choices["task"]
+        # A recipe listing a task twice is not flattened into one entry: the form says to run it headless.
+        await pick_recipe(pilot, screen, "eval-twice")
+        recipe, problems = screen.draft()
+        assert recipe is None and "tiny_choice more than once" in problems.recipe
 
 
 async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):

@@ -214,7 +214,13 @@ class EvaluateScreen(RecipeFormScreen):
         self.options_raw.clear()  # the recipe's task options win over earlier edits
         self.options_extra.clear()
         super().load_base(path)
-        self.task_order = [t["task"] for t in self.base.get("tasks") or []]
+        names = [t["task"] for t in self.base.get("tasks") or []]
+        self.task_order = list(dict.fromkeys(names))
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice and not self.recipe_error:
+            # The form holds one entry per task; running it would silently drop the others.
+            self.recipe_error = (f"it lists {', '.join(twice)} more than once; the form edits one entry per task: "
+                                 f"run it with `studio eval {Path(path or '').name}`")
         if not self.base.get("compared_model"):
             self.set_options("other", self.choice_options("other"), default=None)
             self.query_one("#eval-other", Select).clear()
