@@ -88,9 +88,9 @@ def schema_problems(kind: str, recipe: BaseModel, host=None) -> list[str]:
         from studio.recipes.evaluate import EvalRecipe
 
         try:
-            plan_tasks(EvalRecipe(tasks=recipe.eval), host)
+            plan_tasks(EvalRecipe(tasks=recipe.eval), host, "eval")
         except ValueError as exc:
-            problems.append(f"eval: {exc}")
+            problems.append(str(exc))
     from studio.training.adapters import adapter_problems
     from studio.training.preflight import backend_config, find_backend
 
@@ -157,16 +157,30 @@ def _evaluate(ws, recipe, emit, cancelled, check, host) -> StepOutcome:
     return StepOutcome("evaluate", summary["status"], summary, reason=summary.get("reason") or "")
 
 
+def _check_eval_tasks(recipe, host) -> dict[str, int]:
+    """A training recipe's `eval:` tasks, checked (options, data) before anything trains."""
+    if not recipe.eval:
+        return {}
+    from studio.evaluation.runner import load_items, plan_tasks
+
+    planned = plan_tasks(EvalRecipe(tasks=recipe.eval), host, "eval")
+    load_items(planned, None)
+    return {task.key: len(task.items) for task in planned}
+
+
 def _train(ws, recipe, emit, cancelled, check, detach, host) -> StepOutcome:
     from studio.training import runs
     from studio.training.preflight import preflight
 
+    eval_items = _check_eval_tasks(recipe, host)
     if check:
         checked = preflight(ws, recipe, host)
         plan = {"backend": recipe.backend, "model": recipe.model, "dataset": checked.source["ref"],
                 "train_records": len(checked.train), "eval_records": len(checked.eval),
                 "max_steps": recipe.training.max_steps, "adapter": recipe.adapter.method,
                 "config": checked.config.model_dump(), "warnings": checked.warnings}
+        if eval_items:
+            plan["eval"] = eval_items
         return StepOutcome("train", "checked", plan)
     run = runs.prepare_run(ws, recipe, host)
     process = runs.start(run)

@@ -150,3 +150,22 @@ def write_plugin_distribution(site: Path) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: studio-test-evals\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[studio.plugins]\n{ENTRY_POINT}\n")
     return site
+
+
+def perturbed_copy(dest: Path, scale: float = 0.3, seed: int = 0) -> Path:
+    """The embedded tiny model with noise on every weight, saved as a model folder: a second model
+    that ranks some answers differently (building the embedded small model costs minutes)."""
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+
+    from studio.models.loading import load_model, resolve_model_ref
+
+    model, tokenizer = load_model(resolve_model_ref("embedded"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale * float(param.std() or 1.0))
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest

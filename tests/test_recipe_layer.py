@@ -20,7 +20,7 @@ from studio.store import Workspace
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 # What each kind's command takes to check a recipe without running it.
-CHECK_FLAG = {"curate": "--dry-run", "generate": "--estimate", "run": "--check"}
+CHECK_FLAG = {"curate": "--dry-run", "generate": "--estimate", "run": "--check", "eval": "--check"}
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

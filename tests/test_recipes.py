@@ -20,8 +20,9 @@ GENERATION_RECIPES = sorted((ROOT / "recipes").glob("generate-*.yaml"))
 def test_there_are_recipes():
     assert len(RECIPES) >= 3 and len(GENERATION_RECIPES) >= 6
     kinds = {p.stem.split("-")[0] for p in (ROOT / "recipes").glob("*.yaml")}
-    # curate-* and generate-* run here; train-* and the quickstart pipeline in tests/test_train*.py
-    assert kinds == {"curate", "generate", "train", "quickstart"}
+    # curate-* and generate-* run here; train-* and the quickstart pipeline in tests/test_train*.py;
+    # eval-* in tests/test_cli_eval.py
+    assert kinds == {"curate", "generate", "train", "quickstart", "eval"}
 
 
 def test_every_training_recipe_is_run_by_a_test():

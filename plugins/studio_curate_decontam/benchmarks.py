@@ -122,8 +122,8 @@ def _item_id(row: Any, index: int) -> str:
     return f"#{index}"
 
 
-def _raw_rows(path: Path, container: str | None = None) -> Iterator[tuple[int, Any]]:
-    for item in containers.read_rows(path, container):
+def _raw_rows(path: Path, container: str | None = None, columns: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+    for item in containers.read_rows(path, container, columns):
         if isinstance(item, containers.RawRow):
             yield item.index, item.data
 
@@ -164,7 +164,7 @@ def read_benchmark(path: Path, formats: dict[str, Any], include_answers: bool,
         return "generic", _generic_items(path, include_answers)
     fmt = formats[detection.format]
     items = []
-    for index, row in _raw_rows(path, detection.container):
+    for index, row in _raw_rows(path, detection.container, detection.columns):
         data = apply_column_map(row, detection.column_map)
         if not isinstance(data, dict):
             continue

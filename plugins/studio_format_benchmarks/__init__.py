@@ -5,6 +5,8 @@ against them and evaluators can use them:
 * ``humaneval``: ``{"task_id", "prompt", "entry_point", "canonical_solution", "test"}``
 * ``truthfulqa``: CSV with Type, Category, Question, Best Answer, Correct Answers, Incorrect Answers, Source
 * ``mt_bench``: ``{"question_id", "category", "turns": [...], "reference"?: [...]}``
+* ``arc``, ``hellaswag``, ``mmlu``, ``truthfulqa_mc``: the multiple-choice benchmarks
+  (:mod:`studio_format_benchmarks.multiple_choice`)
 
 The question (or prompt) is the user turn and the reference answer the assistant turn; every
 other field is kept in ``meta`` so writing back is exact.
@@ -18,6 +20,8 @@ from studio.data.format_kit import (
     pct, seen, share, source_meta, type_name, unheld, want_list, want_str, without_system,
 )
 from studio.hookspecs import hookimpl
+
+from studio_format_benchmarks.multiple_choice import MULTIPLE_CHOICE_FORMATS
 
 
 def _qa_turns(record: Record, what: str) -> tuple[list[Turn] | None, list[str]]:
@@ -207,3 +211,5 @@ class MTBenchFormat(DatasetFormat):
 def register_formats(register):
     for fmt in (GSM8KFormat(), HumanEvalFormat(), TruthfulQAFormat(), MTBenchFormat()):
         register(fmt)
+    for cls in MULTIPLE_CHOICE_FORMATS:
+        register(cls())

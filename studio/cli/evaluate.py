@@ -18,7 +18,9 @@ only what is missing. RECIPE is a YAML path or the name of a shipped or workspac
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Any
 
 from studio.cli.shared import (
@@ -51,7 +53,8 @@ def _parser(action: str) -> argparse.ArgumentParser:
         p.add_argument("--fewshot-from", metavar="PATH", help="file the few-shot examples come from (GSM8K)")
         p.add_argument("--limit", type=int, metavar="N", help="score only the first N items of each task")
         p.add_argument("--batch-size", type=int, default=16, metavar="B")
-        p.add_argument("--judge", metavar="PROVIDER", help="OpenAI-compatible judge (a saved provider) for judged tasks")
+        p.add_argument("--judge", metavar="PROVIDER",
+                       help="OpenAI-compatible judge (a saved provider) for judged tasks")
         p.add_argument("--allow-code-execution", action="store_true",
                        help="run model-written code (HumanEval) in the sandbox; off by default")
         p.add_argument("--name", help="evaluation name (part of its id)")
@@ -143,12 +146,42 @@ def _evaluate(args, recipe, ws=None) -> int:
         console(stderr=True).print("[yellow]note:[/] generated code is not run unless you pass "
                                    "--allow-code-execution (it runs model-written programs, sandboxed)")
     emit, finish = progress_emitter(args.json)
+    stop = StopOnInterrupt()
     try:
-        summary = run_evaluation(ws, recipe, emit=emit, host=host())
+        with stop:
+            summary = run_evaluation(ws, recipe, emit=emit, cancelled=stop, host=host())
     finally:
         finish()
     report_evaluation(summary, args.json)
     return EXIT_STOPPED if summary["status"] == "stopped" else EXIT_OK
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C stops the evaluation after the item being scored (scored items stay
+    cached); a second one stops at once."""
+
+    def __init__(self):
+        self.asked = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def _handle(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        console(stderr=True).print("stopping after the current item: what is scored stays cached "
+                                   "(Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def progress_emitter(quiet: bool):
@@ -198,6 +231,8 @@ def json_result(summary: dict[str, Any]) -> dict[str, Any]:
     for key in ("pairwise", "overlap"):
         if summary.get(key):
             data[key] = summary[key]
+    if "scored" in summary:
+        data["scored"] = summary["scored"]  # items scored now per model and task; the rest came from the cache
     data["path"] = summary.get("path")
     return data
 
@@ -292,7 +327,7 @@ def _show(args) -> int:
             c["flips"] = flip_details(report, report, c, args.flips)
     if args.json:
         print_json({"id": report.run_id, "path": str(report.path), "status": status, "config": report.config(),
-                    **{k: v for k, v in metrics.items() if k != "id"}})
+                    **{k: v for k, v in metrics.items() if k not in ("id", "status")}})
         return EXIT_OK
     out = console()
     out.print(f"[bold]{report.run_id}[/]  {status.get('status')}  ({report.path})")

@@ -76,7 +76,10 @@ def sniff_container(path: Path) -> str:
     return "json" if name.endswith(".json") else "jsonl"
 
 
-def read_rows(path: Path, container: str | None = None) -> Iterator[RawRow | BrokenRow]:
+def read_rows(path: Path, container: str | None = None,
+              columns: list[str] | tuple[str, ...] | None = None) -> Iterator[RawRow | BrokenRow]:
+    """Rows of a data file. ``columns`` names a header-less CSV's columns (MMLU's files have no
+    header line); without it a CSV's first line is its header."""
     path = Path(path)
     container = container or sniff_container(path)
     if container == "jsonl":
@@ -84,7 +87,7 @@ def read_rows(path: Path, container: str | None = None) -> Iterator[RawRow | Bro
     elif container == "json":
         yield from _read_json(path)
     elif container == "csv":
-        yield from _read_csv(path)
+        yield from _read_csv(path, columns)
     elif container == "parquet":
         yield from _read_parquet(path)
     else:
@@ -204,13 +207,16 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _read_csv(path: Path) -> Iterator[RawRow | BrokenRow]:
+def _read_csv(path: Path, columns: list[str] | tuple[str, ...] | None = None) -> Iterator[RawRow | BrokenRow]:
     text = _whole_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
+    if columns:
+        header = list(columns)
+    else:
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
     index = 0
     while True:
         start = reader.line_num + 1
@@ -258,9 +264,11 @@ def container_for_output(path: Path, default: str) -> str:
     return default
 
 
-def write_rows(path: Path, rows: Iterator[dict[str, Any]] | list[dict[str, Any]], container: str) -> int:
+def write_rows(path: Path, rows: Iterator[dict[str, Any]] | list[dict[str, Any]], container: str,
+               headerless: bool = False) -> int:
     """Write rows atomically: a temp file in the same folder is renamed over the target, so an
-    interrupted write never leaves a half file behind."""
+    interrupted write never leaves a half file behind. ``headerless`` writes a CSV without its
+    header line (for formats whose files have none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     gz = path.name.lower().endswith(".gz") and container != "parquet"
@@ -289,7 +297,7 @@ def write_rows(path: Path, rows: Iterator[dict[str, Any]] | list[dict[str, Any]]
                         count += 1
                     out.write("\n]\n" if count else "]\n")
                 elif container == "csv":
-                    count = _write_csv(out, rows)
+                    count = _write_csv(out, rows, headerless)
                 else:
                     raise ValueError(f"unknown container {container!r}")
         # mkstemp creates 0600 files; an exported dataset should get the user's usual mode.
@@ -303,13 +311,14 @@ def write_rows(path: Path, rows: Iterator[dict[str, Any]] | list[dict[str, Any]]
     return count
 
 
-def _write_csv(out, rows) -> int:
+def _write_csv(out, rows, headerless: bool = False) -> int:
     rows = list(rows)
     header: list[str] = []
     for row in rows:
         header.extend(k for k in row if k not in header)
     writer = csv.DictWriter(out, fieldnames=header)
-    writer.writeheader()
+    if not headerless:
+        writer.writeheader()
     for row in rows:
         # Nested values (lists of turns) become JSON text; CSV has no other way to hold them.
         writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v)

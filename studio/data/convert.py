@@ -137,7 +137,8 @@ def write_file(records: Iterable[Record], fmt: DatasetFormat, out: Path,
         holders = None if formats is None else formats_that_hold(head, formats, fmt.name)
         raise NothingWritten(out, fmt.name, report, holders)
     container = containers.container_for_output(Path(out), fmt.default_extension.lstrip("."))
-    containers.write_rows(Path(out), chain([first], rows), container)
+    containers.write_rows(Path(out), chain([first], rows), container,
+                          headerless=bool(getattr(fmt, "headerless_csv", None)) and container == "csv")
     return report
 
 

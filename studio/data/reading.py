@@ -58,6 +58,8 @@ class Detection:
     column_map: dict[str, str] = field(default_factory=dict)
     candidates: list[tuple[str, float, str]] = field(default_factory=list)
     overridden: bool = False
+    # A header-less CSV's column names (from its format's ``headerless_csv``); None = first line is the header.
+    columns: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class Detection:
             "container": self.container,
             "column_map": self.column_map,
             "overridden": self.overridden,
+            **({"columns": self.columns} if self.columns else {}),
             "candidates": [{"format": n, "score": round(s, 3), "reason": r} for n, s, r in self.candidates],
         }
 
@@ -92,9 +95,10 @@ def apply_column_map(data: Any, column_map: dict[str, str]) -> Any:
     return out
 
 
-def sample_rows(path: Path, container: str, column_map: dict[str, str], size: int = SAMPLE_SIZE) -> list[Any]:
+def sample_rows(path: Path, container: str, column_map: dict[str, str], size: int = SAMPLE_SIZE,
+                columns: list[str] | None = None) -> list[Any]:
     rows = []
-    for item in containers.read_rows(path, container):
+    for item in containers.read_rows(path, container, columns):
         if isinstance(item, RawRow):
             rows.append(apply_column_map(item.data, column_map))
             if len(rows) >= size:
@@ -131,6 +135,12 @@ def detect(
     if not rows:
         raise DetectionError(f"{path}: no readable rows (empty file, or every row is broken)")
     scored = score_formats(rows, formats)
+    headerless = {name: (match, columns) for name, match, columns in
+                  _headerless_matches(path, container, formats, column_map)}
+    if headerless:
+        # A header-less format is judged on rows read with its own columns, not with the first row as a header.
+        scored = [(n, m) for n, m in scored if n not in headerless] + [(n, m) for n, (m, _) in headerless.items()]
+        scored.sort(key=lambda item: (item[1].score, formats[item[0]].specificity), reverse=True)
     candidates = [(n, m.score, m.reason) for n, m in scored]
     if override:
         if override not in formats:
@@ -143,7 +153,8 @@ def detect(
                 f"{path} does not look like {override}: its rows have {keys}{best}. "
                 f"Drop --format, or map columns with --map TARGET=SOURCE")
         return Detection(override, f"chosen by the user ({match.reason})", match.score, container,
-                         column_map, candidates, overridden=True)
+                         column_map, candidates, overridden=True,
+                         columns=headerless[override][1] if override in headerless else None)
     if not scored or scored[0][1].score < MIN_SCORE:
         keys = sorted(rows[0].keys()) if isinstance(rows[0], dict) else type(rows[0]).__name__
         closest = f" Closest: {scored[0][0]} ({scored[0][1].reason})." if scored else ""
@@ -151,13 +162,34 @@ def detect(
             f"{path}: no format explains these rows (first row has {keys}).{closest} "
             f"Name one with --format and map columns with --map TARGET=SOURCE")
     name, match = scored[0]
-    return Detection(name, match.reason, match.score, container, column_map, candidates)
+    return Detection(name, match.reason, match.score, container, column_map, candidates,
+                     columns=headerless[name][1] if name in headerless else None)
+
+
+def _headerless_matches(path: Path, container: str, formats: dict[str, DatasetFormat],
+                        column_map: dict[str, str]) -> list[tuple[str, Match, list[str]]]:
+    """Formats whose CSV files have no header line, scored on the file read with their columns."""
+    if container != "csv":
+        return []
+    found = []
+    for name, fmt in formats.items():
+        columns = getattr(fmt, "headerless_csv", None)
+        if not columns:
+            continue
+        rows = sample_rows(path, container, column_map, columns=list(columns))
+        if rows:
+            scored = score_formats(rows, {name: fmt})
+            if scored:
+                match = scored[0][1]
+                note = f"; read with no header line, as columns {', '.join(columns)}"
+                found.append((name, Match(match.score, match.reason + note), list(columns)))
+    return found
 
 
 def read_records(path: Path, fmt: DatasetFormat, detection: Detection) -> Iterator[Record | Reject]:
     """Yield a Record per good row and a Reject per bad one, in file order."""
     display = str(path)
-    for item in containers.read_rows(Path(path), detection.container):
+    for item in containers.read_rows(Path(path), detection.container, detection.columns):
         if isinstance(item, BrokenRow):
             yield Reject(display, item.line, item.index, None, item.message, item.raw)
             continue

@@ -252,8 +252,8 @@ def compare(base: EvalReport, tuned: EvalReport, base_label: str | None = None,
             a_info.get("lower_is_better", ()), a_info.get("primary_metric"))
     if not comparisons:
         notes.append("the two reports share no task")
-    return {"base": {"report": base.run_id, "label": base_label}, "tuned": {"report": tuned.run_id, "label": tuned_label},
-            "comparisons": comparisons, "notes": notes}
+    return {"base": {"report": base.run_id, "label": base_label},
+            "tuned": {"report": tuned.run_id, "label": tuned_label}, "comparisons": comparisons, "notes": notes}
 
 
 def flip_details(base: EvalReport, tuned: EvalReport, comparison: dict[str, Any],

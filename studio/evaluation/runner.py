@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from studio.config_schema import validate
 from studio.evaluation import reports
 from studio.evaluation.base import EvalContext, EvalStopped, Evaluator, config_digest
-from studio.evaluation.cache import open_cache
+from studio.evaluation.cache import item_hash, open_cache
 from studio.evaluation.models import ENDPOINT_PREFIX, EvalModel, open_model
 from studio.evaluation.overlap import training_overlap
 from studio.events import Emit, event_name, ignore
@@ -63,19 +63,20 @@ def _host(host):
     return get_host()
 
 
-def plan_tasks(recipe: EvalRecipe, host=None) -> list[PlannedTask]:
-    """Each task entry's evaluator and validated options; errors name the entry and the field."""
+def plan_tasks(recipe: EvalRecipe, host=None, field_name: str = "tasks") -> list[PlannedTask]:
+    """Each task entry's evaluator and validated options; errors name the entry (``tasks.N``, or
+    ``eval.N`` in a training recipe) and the field."""
     evaluators = _host(host).items("evaluator")
     names = [entry.task for entry in recipe.tasks]
     planned = []
     for index, entry in enumerate(recipe.tasks):
-        where = f"tasks.{index} ({entry.task})"
+        where = f"{field_name}.{index} ({entry.task})"
         evaluator = evaluators.get(entry.task)
         if evaluator is None:
             close = difflib.get_close_matches(entry.task, list(evaluators), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             known = ", ".join(sorted(evaluators)) or "none registered"
-            raise ValueError(f"tasks.{index}: unknown task {entry.task!r} ({hint}registered: {known}; "
+            raise ValueError(f"{field_name}.{index}: unknown task {entry.task!r} ({hint}registered: {known}; "
                              f"`studio eval tasks` describes them)")
         config = validate(evaluator.config_model, entry.options(), what=where)
         key = entry.task if names.count(entry.task) == 1 else f"{entry.task}.{index}"
@@ -116,9 +117,9 @@ def _check_uses(model: EvalModel, planned: list[PlannedTask]) -> None:
         for use in task.evaluator.uses:
             if use in MODEL_USES and not model.supports(use):
                 what = {"loglikelihood": "log-likelihoods"}.get(use, use)
+                kind = f"{'an' if model.kind[0] in 'aeiou' else 'a'} {model.kind} model"
                 raise ValueError(f"model {model.label!r} ({model.ref}) cannot run {task.key}: it needs {what}, "
-                                 f"which {'an' if model.kind[0] in 'aeiou' else 'a'} {model.kind} model does not give (an endpoint runs generative and "
-                                 f"judged tasks only)")
+                                 f"which {kind} does not give (an endpoint runs generative and judged tasks only)")
 
 
 def open_models(ws, recipe: EvalRecipe, labels: list[str], planned: list[PlannedTask]) -> list[EvalModel]:
@@ -167,7 +168,8 @@ def resolved_config(report_id: str, recipe: EvalRecipe, models: list[EvalModel],
     model_rows = []
     for model in models:
         row = model.describe()
-        row["location"] = getattr(model, "location", None) or getattr(getattr(model, "provider", None), "base_url", None)
+        provider = getattr(model, "provider", None)
+        row["location"] = getattr(model, "location", None) or getattr(provider, "base_url", None)
         model_rows.append(row)
     tasks = []
     for task in planned:
@@ -213,8 +215,9 @@ def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder
                recipe: EvalRecipe, chunk_items: int) -> tuple[list[dict[str, Any]], int]:
     """All of a task's samples for one model, scoring only the items the cache lacks; returns
     (samples in item order, items newly scored)."""
-    ids = [str(item["id"]) for item in task.items]
-    have = cache.get_many(model.fingerprint, task.name, task.digest, ids)
+    hashes = {str(item["id"]): item_hash(item) for item in task.items}
+    ids = list(hashes)
+    have = cache.get_many(model.fingerprint, task.name, task.digest, hashes)
     todo = [item for item in task.items if str(item["id"]) not in have]
     total = len(ids)
     done = total - len(todo)
@@ -240,7 +243,7 @@ def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder
                                    f"item {item['id']!r})")
             # Through JSON, as the cache gives them back: a fresh and a cached run aggregate the same values.
             samples.append(json.loads(json.dumps(sample, ensure_ascii=False, default=str)))
-        cache.put_many(model.fingerprint, task.name, task.digest, samples)
+        cache.put_many(model.fingerprint, task.name, task.digest, samples, [hashes[str(i["id"])] for i in chunk])
         have.update((str(s["id"]), s) for s in samples)
         done += len(chunk)
         record({"event": "progress", "model": model.label, "task": task.key, "done": done, "total": total})
@@ -267,8 +270,8 @@ def check_evaluation(ws, recipe: EvalRecipe, host=None) -> dict[str, Any]:
             location = resolve_model_ref(ref, build=False, workspace=ws)
         models.append({"label": label, "ref": ref, "location": location})
     load_items(planned, recipe.limit)
-    return {"models": models, "tasks": [{"task": t.key, "items": len(t.items), "options": t.config.model_dump(mode="json")}
-                                        for t in planned],
+    tasks = [{"task": t.key, "items": len(t.items), "options": t.config.model_dump(mode="json")} for t in planned]
+    return {"models": models, "tasks": tasks,
             "limit": recipe.limit, "batch_size": recipe.batch_size}
 
 
@@ -324,12 +327,15 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
                 values = task.evaluator.aggregate(got, task.config)
                 metrics[task.key][model.label] = values
                 report.write_samples(model.label, task.key, got)
-                record({"event": "task_done", "model": model.label, "task": task.key, "metrics": reports.plain_json(values),
-                        "scored": new, "cached": len(got) - new})
+                record({"event": "task_done", "model": model.label, "task": task.key,
+                        "metrics": reports.plain_json(values), "scored": new, "cached": len(got) - new})
             model.close()  # its weights go; a pairwise metric that needs them loads them again
         pairwise = _pairwise(ws, recipe, models, planned, samples, cancelled, record)
     except EvalStopped:
         status, reason, pairwise = "stopped", "cancelled; what was scored is cached, a re-run continues", {}
+    except KeyboardInterrupt:
+        report.update_status(status="stopped", reason="interrupted; what was scored is cached", ended=time.time())
+        raise
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
         report.update_status(status="failed", reason=message, ended=time.time())
