@@ -7,6 +7,8 @@ The task is the runner tests' small multiple-choice evaluator (:mod:`eval_tasks`
 the plugin host like any plugin: the models really score every choice."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -16,6 +18,8 @@ from textual.widgets import DataTable, Input, Select, TabbedContent  # noqa: E40
 
 from studio.evaluation.reports import find_report, list_reports  # noqa: E402
 from studio.models.embedded import build_embedded_model, ensure_embedded_model  # noqa: E402
+from studio.plugins import get_host  # noqa: E402
+from studio.recipes import load_recipe  # noqa: E402
 from studio.recipes.evaluate import EvalRecipe  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
@@ -85,7 +89,7 @@ async def open_evaluate(pilot) -> EvaluateScreen:
 
 async def pick_recipe(pilot, screen: EvaluateScreen, name: str) -> None:
     select = screen.query_one("#eval-recipe", Select)
-    select.value = next(value for label, value in select._options if label.startswith(name))
+    select.value = next(value for label, value in select._options if str(label).split()[0] == name)
     await settle(pilot)
     await pilot.pause()
 
@@ -259,3 +263,23 @@ async def test_esc_stops_a_run_and_r_scores_only_the_rest(workspace, monkeypatch
         assert [r["status"] for r in list_reports(workspace)] == ["completed", "stopped"]
         assert task.scored_items - before == 5  # only the second model's items: the base's were cached
         assert screen.query_one("#eval-report", Select).value == list_reports(workspace)[0]["id"]
+
+
+async def test_every_shipped_evaluation_recipe_round_trips_through_the_form(workspace):
+    # With the real plugins: what the form would run is the recipe as the CLI loads it.
+    host = get_host()
+    app = StudioApp(workspace, host=host)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_evaluate(pilot)
+        shipped = [r for r in screen.recipes if r["shipped"]]
+        assert shipped, "the project ships evaluation recipes"
+        for entry in shipped:
+            await pick_recipe(pilot, screen, entry["name"])
+            recipe, problems = screen.draft()
+            assert problems.messages() == [], entry["name"]
+            loaded = load_recipe(Path(entry["path"]), kind="evaluate")
+            assert recipe.models == loaded.models and recipe.labels == loaded.labels, entry["name"]
+            assert recipe.limit == loaded.limit and recipe.batch_size == loaded.batch_size, entry["name"]
+            assert [t.task for t in recipe.tasks] == [t.task for t in loaded.tasks], entry["name"]
+            for drafted, given in zip(recipe.tasks, loaded.tasks):
+                assert given.options().items() <= drafted.options().items(), (entry["name"], given.task)
