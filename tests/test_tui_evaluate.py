@@ -7,6 +7,7 @@ The task is the runner tests' small multiple-choice evaluator (:mod:`eval_tasks`
 the plugin host like any plugin: the models really score every choice."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from textual.widgets import DataTable, Input, Select, TabbedContent  # noqa: E40
 
 from studio.evaluation.reports import find_report, list_reports  # noqa: E402
 from studio.models.embedded import build_embedded_model, ensure_embedded_model  # noqa: E402
+from studio.models.loading import load_model, resolve_model_ref  # noqa: E402
 from studio.plugins import get_host  # noqa: E402
 from studio.recipes import load_recipe  # noqa: E402
 from studio.recipes.evaluate import EvalRecipe  # noqa: E402
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.anyio
 SIZE = (150, 48)
 RUN_ID = "20260101-000000-sft-eval"
 TOKENS = 24  # answer length in the arena test
+LIMIT = 6  # items per model in the recipe
 
 
 @pytest.fixture
@@ -49,20 +52,38 @@ def evaluate_host():
 # --- the workspace -------------------------------------------------------------------------------
 
 
+def plant_flips(path: Path, other: Path) -> Path:
+    """Where the two models pick different choices, make the compared model's pick the right
+    answer: those items flip (base wrong, compared right) whatever the models' weights are."""
+    picks = []
+    for location in (resolve_model_ref("embedded"), str(other)):
+        model, tokenizer = load_model(location)
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        picks.append([max(range(len(row["choices"])), key=lambda i: eval_tasks._continuation_logprob(
+            model, tokenizer, f"Question: {row['question']}\nAnswer:", " " + row["choices"][i])) for row in rows])
+    planted = 0
+    for row, base, tuned in zip(rows[:LIMIT], *picks):
+        if base != tuned and planted < 3:
+            row["answer"], planted = tuned, planted + 1
+    assert planted, "the two test models pick the same choice everywhere"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 @pytest.fixture
 def workspace(tmp_path) -> Workspace:
     ensure_embedded_model("tiny")  # cached for the session: built once
     ws = Workspace.init(tmp_path / "ws")
-    items = eval_tasks.write_items(tmp_path / "tiny_choice.jsonl", 8)
-    # The compared model: a run of the workspace whose model was pretrained for only a few steps.
+    # The compared model: a run of the workspace whose model is the embedded one never pretrained.
     run = make_run(ws, RUN_ID)
-    build_embedded_model(run.path / "final", seed=7, pretrain_steps=3)
+    build_embedded_model(run.path / "final", seed=1, pretrain_steps=0)
+    items = plant_flips(eval_tasks.write_items(tmp_path / "tiny_choice.jsonl", 8), run.path / "final")
     recipes = ws.root / "recipes"
     recipes.mkdir()
     (recipes / "eval-tiny.yaml").write_text(
         "# studio eval eval-tiny\n# The tiny choice task, the embedded model against a short run.\n"
         + yaml.safe_dump({"models": ["embedded", RUN_ID], "tasks": [{"task": "tiny_choice", "path": str(items)}],
-                          "limit": 5, "batch_size": 4}))
+                          "limit": LIMIT, "batch_size": 4}))
     (recipes / "eval-twice.yaml").write_text(yaml.safe_dump(
         {"tasks": [{"task": "tiny_choice", "path": str(items)}, {"task": "tiny_choice", "path": str(items),
                                                                  "num_fewshot": 2}]}))
@@ -117,17 +138,17 @@ async def test_a_picked_recipe_fills_the_form_and_the_draft_is_that_recipe(works
         assert "in this evaluation: tiny_choice" in text_of(screen, "#eval-task-info")
         path = screen.query_one("#eval-config #field-path", Input).value
         assert path.endswith("tiny_choice.jsonl")
-        assert screen.query_one("#eval-settings-run #field-limit", Input).value == "5"
+        assert screen.query_one("#eval-settings-run #field-limit", Input).value == str(LIMIT)
         recipe, problems = screen.draft()
         assert problems.messages() == []
         # c checks without scoring: the task's items are read (the recipe's limit) and the models found.
         screen.query_one("#eval-check-button").focus()
         await pilot.press("c")
         await settle(pilot)
-        assert "tiny_choice (5 items)" in text_of(screen, "#eval-status")
+        assert f"tiny_choice ({LIMIT} items)" in text_of(screen, "#eval-status")
         assert RUN_ID in text_of(screen, "#eval-problems") and list_reports(workspace) == []
         assert isinstance(recipe, EvalRecipe)
-        assert recipe.models == ["embedded", RUN_ID] and recipe.limit == 5 and recipe.batch_size == 4
+        assert recipe.models == ["embedded", RUN_ID] and recipe.limit == LIMIT and recipe.batch_size == 4
         assert [t.task for t in recipe.tasks] == ["tiny_choice"] and recipe.tasks[0].options()["path"] == path
         # A typed-in model joins the comparison; an emptied required option is said under its field.
         screen.query_one("#eval-settings-models #field-more_models", Input).value = "some/folder"
@@ -163,7 +184,7 @@ async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
         assert len(reports) == 1 and reports[0]["status"] == "completed"
         # The live progress followed both models through the task.
         assert {key: (p["done"], p["total"], p["state"]) for key, p in screen.progress.items()} == {
-            ("embedded", "tiny_choice"): (5, 5, "done"), (RUN_ID, "tiny_choice"): (5, 5, "done")}
+            ("embedded", "tiny_choice"): (LIMIT, LIMIT, "done"), (RUN_ID, "tiny_choice"): (LIMIT, LIMIT, "done")}
         report = find_report(workspace, reports[0]["id"])
         assert screen.query_one("#eval-report", Select).value == reports[0]["id"]
         # The table shows what the report holds: both models' acc, the delta and the test's p-value.
@@ -176,7 +197,7 @@ async def test_run_a_tiny_evaluation_see_results_and_open_the_flips(workspace):
         assert acc_row[4] == ("*" if comparison["significant"] else "")
         base_samples = report.samples("embedded", "tiny_choice")
         tuned_samples = report.samples(RUN_ID, "tiny_choice")
-        assert len(base_samples) == len(tuned_samples) == 5  # the recipe's limit
+        assert len(base_samples) == len(tuned_samples) == LIMIT
         flipped = {s["id"] for s, t in zip(base_samples, tuned_samples) if s["metrics"]["acc"] != t["metrics"]["acc"]}
         assert flipped, "the two models should disagree on some of the items"
         # Enter on the row: the items that flipped, each with its prompt, choices and both predictions.
@@ -261,7 +282,7 @@ async def test_esc_stops_a_run_and_r_scores_only_the_rest(workspace, monkeypatch
         await pilot.press("r")
         await settle(pilot)
         assert [r["status"] for r in list_reports(workspace)] == ["completed", "stopped"]
-        assert task.scored_items - before == 5  # only the second model's items: the base's were cached
+        assert task.scored_items - before == LIMIT  # only the second model's items: the base's were cached
         assert screen.query_one("#eval-report", Select).value == list_reports(workspace)[0]["id"]
 
 
