@@ -33,7 +33,7 @@ def ensure_env(name: str, installs: list[list[str]], log=print) -> Path:
     return python
 
 
-LM_EVAL = ("lm-eval-0.4.13", [["torch==2.13.0"], ["lm-eval[hf]==0.4.13", "transformers>=5,<6"]])
+LM_EVAL = ("lm-eval-0.4.13", [["torch==2.13.0"], ["lm-eval[hf,api]==0.4.13", "transformers>=5,<6"]])
 
 
 def lm_eval_python(log=print) -> Path:

@@ -21,11 +21,12 @@ def sample_files() -> list[Path]:
     folder = resources.datasets_dir()
     if folder is None:
         return []
-    # train/ holds the planted-signal sets the training recipes must learn: the embedded model
-    # pretrains on these samples, so it must never see them.
-    training = resources.training_sets_dir()
+    # train/ holds the planted-signal sets the training recipes must learn, eval/ the benchmark
+    # samples models are scored on: the embedded model pretrains on these samples, so it must
+    # never see either (a base model that saw a test is contaminated).
+    unseen = [d for d in (resources.training_sets_dir(), folder / "eval") if d is not None]
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)
-                  and (training is None or not p.is_relative_to(training)))
+                  and not any(p.is_relative_to(d) for d in unseen))
 
 
 def studio_home() -> Path:

@@ -51,6 +51,7 @@ class TinyChoice(Evaluator):
     def __init__(self):
         self.scored_items = 0
         self.score_calls = 0
+        self.options_seen: list[dict] = []  # the run-wide options dict of each call
 
     def load(self, config: ChoiceOptions) -> list[dict[str, Any]]:
         items = []
@@ -67,6 +68,7 @@ class TinyChoice(Evaluator):
     def score(self, ctx, items):
         self.score_calls += 1
         self.scored_items += len(items)
+        self.options_seen.append(ctx.options)
         delay = float(os.environ.get("STUDIO_TEST_SCORE_DELAY", "0"))
         model, tokenizer = ctx.model.model, ctx.model.tokenizer
         samples = []

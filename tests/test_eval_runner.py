@@ -28,6 +28,7 @@ def host():
     host = eval_tasks.install_in_process()
     for evaluator in eval_tasks.EVALUATORS:
         evaluator.scored_items = evaluator.score_calls = 0
+        evaluator.options_seen = []
     yield host
     reset_host()
 
@@ -58,6 +59,9 @@ def test_a_second_run_scores_nothing_and_gives_the_same_metrics(ws, items, host)
     first = run_evaluation(ws, recipe(items), emit=events.append, host=host, chunk_items=5)
     assert first["status"] == "completed"
     assert evaluator.scored_items == 12 and evaluator.score_calls == 3  # chunks of 5, 5 and 2
+    # One options dict for the whole run: what a task keeps there (a judge's spending) spans its chunks.
+    assert all(options is evaluator.options_seen[0] for options in evaluator.options_seen)
+    assert evaluator.options_seen[0]["seed"] == 0 and evaluator.options_seen[0]["allow_code_execution"] is False
     assert first["scored"] == {"embedded": {"tiny_choice": 12}}
     names = [event_name(e) for e in events]
     for name in ("started", "model_loaded", "task_started", "progress", "task_done", "finished"):
@@ -112,6 +116,8 @@ def test_a_cancelled_run_keeps_its_chunks_and_a_rerun_finishes_with_the_same_met
 
 def test_the_report_folder_pins_models_and_data_and_keeps_every_sample(ws, items, host, other):
     summary = run_evaluation(ws, recipe(items, models=("embedded", other), name="pins"), host=host)
+    seen = eval_tasks.EVALUATORS[0].options_seen
+    assert len(seen) == 2 and seen[0] is seen[1]  # one options dict across models (a judge's budget spans them)
     report = reports.find_report(ws, summary["id"])
     assert report.path == ws.root / "evaluations" / summary["id"] and "pins" in summary["id"]
     assert summary["id"].endswith("embedded-vs-noisy")

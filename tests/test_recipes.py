@@ -26,7 +26,9 @@ def test_there_are_recipes():
 
 
 def test_every_training_recipe_is_run_by_a_test():
-    tests = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_train*.py"))
+    # Training tests, and the evaluation tests whose proof is a training run (train-planted).
+    files = [*(ROOT / "tests").glob("test_train*.py"), *(ROOT / "tests").glob("test_eval*.py")]
+    tests = "".join(p.read_text(encoding="utf-8") for p in files)
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         if path.stem.startswith(("train-", "quickstart")):
             assert path.name in tests, f"{path.name} is run by no test"

@@ -212,9 +212,10 @@ def _chunk_emit(record: _Recorder, label: str, task: str, before: int, size: int
 
 
 def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder, cancelled: Callable[[], bool],
-               recipe: EvalRecipe, chunk_items: int) -> tuple[list[dict[str, Any]], int]:
+               recipe: EvalRecipe, chunk_items: int, options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """All of a task's samples for one model, scoring only the items the cache lacks; returns
-    (samples in item order, items newly scored)."""
+    (samples in item order, items newly scored). ``options`` is one dict for the whole run, so
+    what a task keeps there (a judge's spending against the budget) spans its chunks and tasks."""
     hashes = {str(item["id"]): item_hash(item) for item in task.items}
     ids = list(hashes)
     have = cache.get_many(model.fingerprint, task.name, task.digest, hashes)
@@ -223,7 +224,6 @@ def score_task(ws, model: EvalModel, task: PlannedTask, cache, record: _Recorder
     done = total - len(todo)
     record({"event": "task_started", "model": model.label, "task": task.key, "total": total, "cached": done})
     record({"event": "progress", "model": model.label, "task": task.key, "done": done, "total": total})
-    options = run_options(recipe)
     for lo in range(0, len(todo), chunk_items):
         if cancelled():
             raise EvalStopped("cancelled")
@@ -284,11 +284,12 @@ def score_into_cache(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: 
     models = open_models(ws, recipe, model_labels(recipe), planned)
     load_items(planned, recipe.limit)
     record = _Recorder(None, emit)
+    options = run_options(recipe)
     out: dict[str, dict[str, Any]] = {}
     with open_cache(ws) as cache:
         for model in models:
             for task in planned:
-                got, _ = score_task(ws, model, task, cache, record, cancelled, recipe, chunk_items)
+                got, _ = score_task(ws, model, task, cache, record, cancelled, recipe, chunk_items, options)
                 out.setdefault(task.key, {})[model.label] = task.evaluator.aggregate(got, task.config)
             model.close()
     return out
@@ -315,13 +316,14 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
     metrics: dict[str, dict[str, Any]] = {t.key: {} for t in planned}
     scored: dict[str, dict[str, int]] = {label: {} for label in labels}
     status, reason = "completed", ""
+    options = run_options(recipe)
     cache = open_cache(ws)
     try:
         for model in models:
             record({"event": "model_loaded", "model": model.label, "ref": model.ref, "kind": model.kind,
                     "fingerprint": model.fingerprint})
             for task in planned:
-                got, new = score_task(ws, model, task, cache, record, cancelled, recipe, chunk_items)
+                got, new = score_task(ws, model, task, cache, record, cancelled, recipe, chunk_items, options)
                 samples[model.label][task.key] = got
                 scored[model.label][task.key] = new
                 values = task.evaluator.aggregate(got, task.config)
@@ -330,7 +332,7 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
                 record({"event": "task_done", "model": model.label, "task": task.key,
                         "metrics": reports.plain_json(values), "scored": new, "cached": len(got) - new})
             model.close()  # its weights go; a pairwise metric that needs them loads them again
-        pairwise = _pairwise(ws, recipe, models, planned, samples, cancelled, record)
+        pairwise = _pairwise(ws, recipe, models, planned, samples, cancelled, record, options)
     except EvalStopped:
         status, reason, pairwise = "stopped", "cancelled; what was scored is cached, a re-run continues", {}
     except KeyboardInterrupt:
@@ -355,7 +357,7 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
     return {**reports.plain_json(result), "path": str(report.path), "reason": reason, "scored": scored}
 
 
-def _pairwise(ws, recipe, models, planned, samples, cancelled, record) -> dict[str, Any]:
+def _pairwise(ws, recipe, models, planned, samples, cancelled, record, options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     base = models[0]
     for model in models[1:]:
@@ -364,7 +366,7 @@ def _pairwise(ws, recipe, models, planned, samples, cancelled, record) -> dict[s
                 raise EvalStopped("cancelled")
             ctx = EvalContext(model=model, config=task.config, emit=_chunk_emit(record, model.label, task.key, 0, 0, 0),
                               cancelled=cancelled, batch_size=recipe.batch_size, workspace=ws,
-                              options=run_options(recipe), task=task.name)
+                              options=options, task=task.name)
             result = task.evaluator.pairwise(ctx, samples[base.label][task.key], samples[model.label][task.key],
                                              base, model)
             if result is not None:

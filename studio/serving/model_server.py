@@ -4,17 +4,27 @@
     GET  /v1/models              the one served model
     GET  /v1/models/{name}
     POST /v1/chat/completions    messages -> chat completion (stream: SSE chunks, then [DONE])
-    POST /v1/completions         prompt (string or list of strings) -> text completion
+    POST /v1/completions         prompt (a string, a list of strings, a list of token ids or a list
+                                 of token-id lists) -> text completion
+    GET  /tokenizer_info         the tokenizer's special tokens and chat template   (vLLM's tokenizer
+    POST /tokenize               {prompt, add_special_tokens} -> {tokens, count}     endpoints, which
+    POST /detokenize             {tokens} -> {prompt}                                lm-eval looks for)
 
 Honoured: max_tokens / max_completion_tokens, temperature (0 = greedy), top_p, n, stop, seed,
 stream, stream_options.include_usage, and on chat ``response_format`` with a JSON schema
 (structured outputs, decoded under the schema's constraint: :mod:`studio.serving.structured`).
+On completions also ``echo`` and ``logprobs`` (top-k, 0..20): the legacy logprobs object of
+:mod:`studio.serving.token_logprobs`, over the echoed prompt and the generated tokens;
+``max_tokens: 0`` with ``echo`` scores the prompt only; streamed, each chunk carries the logprobs of
+the tokens whose text it starts. That is what lm-eval's ``local-completions`` model sends and reads
+(``echo: true, logprobs: 1, max_tokens: 1``, prompts as token ids).
 Errors have OpenAI's shape ``{"error": {message, type, param, code}}``. One model, so generation
 is serialized with a lock; requests queue on it. Each request logs one line (method, path without
 query, status, time) to stderr; headers, and with them API keys, are never logged.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import hmac
 import json
@@ -24,7 +34,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +42,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from studio.serving.structured import Fixed, OneOf, Piece, SchemaError, TokenTable, min_tokens, plan_for
+from studio.serving.token_logprobs import (MAX_LOGPROBS, TextOffsets, TokenScore, char_offsets, join_logprobs,
+                                           legacy_logprobs)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CHOICES = 16
@@ -39,6 +51,7 @@ MAX_STOP_STRINGS = 4
 COMPLETIONS_DEFAULT_TOKENS = 16  # OpenAI's default for /v1/completions
 CHAT_DEFAULT_TOKEN_CAP = 1024  # chat has no default limit; a tiny model may never stop on its own
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>")
+SCORE_BATCH_LOGITS = 2 ** 26  # logits (tokens x vocabulary) one scoring forward may hold: 256 MB of float32
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
@@ -88,10 +101,11 @@ class Sampling:
     seed: int | None
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "Sampling":
-        max_tokens = _int(body, "max_completion_tokens", 1)
+    def from_body(cls, body: dict[str, Any], min_tokens: int = 1) -> "Sampling":
+        """``min_tokens`` 0 lets an echo request score its prompt without generating."""
+        max_tokens = _int(body, "max_completion_tokens", min_tokens)
         if max_tokens is None:
-            max_tokens = _int(body, "max_tokens", 1)
+            max_tokens = _int(body, "max_tokens", min_tokens)
         stop = body.get("stop")
         if isinstance(stop, str):
             stop = [stop]
@@ -156,13 +170,51 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
-def _prompts(value: Any) -> list[str]:
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _prompts(value: Any, vocab_size: int) -> list[str | list[int]]:
+    """The prompts of a completions request: each a string, or token ids (what lm-eval sends)."""
     if isinstance(value, str):
         return [value]
-    if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
-        return value
-    raise ApiError(400, "prompt must be a string or a non-empty list of strings (token ids are not supported)",
-                   param="prompt")
+    if isinstance(value, list) and value:
+        if all(isinstance(p, str) for p in value):
+            return value
+        if all(_is_token(t) for t in value):
+            prompts = [value]
+        elif all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in value):
+            prompts = value
+        else:
+            prompts = None
+        if prompts is not None:
+            for i, ids in enumerate(prompts):
+                wrong = next((t for t in ids if not 0 <= t < vocab_size), None)
+                if wrong is not None:
+                    raise ApiError(400, f"prompt {i} has token id {wrong}, outside this model's vocabulary "
+                                        f"(0..{vocab_size - 1})", param="prompt")
+            return prompts
+    raise ApiError(400, "prompt must be a string, a non-empty list of strings, a non-empty list of token ids, "
+                        "or a list of non-empty token-id lists", param="prompt")
+
+
+def _echo(body: dict[str, Any]) -> bool:
+    value = body.get("echo")
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, f"echo must be true or false, got {value!r}", param="echo")
+    return bool(value)
+
+
+def _top_logprobs(body: dict[str, Any]) -> int | None:
+    """How many alternatives per token ``logprobs`` asks for; None: no logprobs object."""
+    value = body.get("logprobs")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LOGPROBS:
+        hint = " (true/false is the chat API's form; completions take a count)" if isinstance(value, bool) else ""
+        raise ApiError(400, f"logprobs must be an integer between 0 and {MAX_LOGPROBS}, got {value!r}{hint}",
+                       param="logprobs")
+    return value
 
 
 # --- generation -----------------------------------------------------------------------------
@@ -173,6 +225,15 @@ class Choice:
     text: str = ""
     finish_reason: str = "length"
     tokens: int = 0
+    ids: list[int] = field(default_factory=list)  # every sampled token, an end-of-turn one included
+    scores: list[TokenScore] = field(default_factory=list)  # per sampled token, when logprobs were asked for
+    cut: bool = False  # a stop string ended the text, possibly inside the last tokens
+
+
+@dataclass
+class PromptScores:
+    scores: list[TokenScore]  # one per prompt token; the first has no logprob
+    next_logits: Any  # the model's logits for the token after the prompt, to start generating from
 
 
 class _Detokenizer:
@@ -226,6 +287,7 @@ class Engine:
         self.device = next(model.parameters()).device
         config = getattr(model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", None) or 2048)
+        self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
         self.stop_ids = self._stop_ids()
         self._token_table: TokenTable | None = None
 
@@ -251,7 +313,7 @@ class Engine:
 
     def budget(self, prompt_tokens: int, requested: int | None, default: int, param: str) -> int:
         room = self.context_length - prompt_tokens
-        if room <= 0:
+        if room < (0 if requested == 0 else 1):
             raise ApiError(400, f"the prompt has {prompt_tokens} tokens; this model's context is "
                                 f"{self.context_length}", param=param, code="context_length_exceeded")
         return min(room, requested if requested is not None else default)
@@ -274,6 +336,62 @@ class Engine:
             sorted_probs[outside] = 0.0
             return int(order[torch.multinomial(sorted_probs, 1, generator=generator)])
         return int(torch.multinomial(probs, 1, generator=generator))
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @staticmethod
+    def _step_score(token: int, logits, top_k: int | None) -> TokenScore:
+        """The score of a token sampled from ``logits``: the model's own distribution, before temperature."""
+        import torch
+
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        top = []
+        if top_k:
+            values, indices = torch.topk(logprobs, top_k)
+            top = list(zip(indices.tolist(), values.tolist()))
+        return TokenScore(token, float(logprobs[token]), top)
+
+    def score_prompts(self, prompts: list[list[int]], top_k: int) -> list[PromptScores]:
+        """Each prompt token's log-probability given the tokens before it, with its ``top_k`` alternatives.
+
+        Prompts go through the model in right-padded batches (longest first, so padding stays small),
+        as many as ``SCORE_BATCH_LOGITS`` allows; the chosen tokens' values and the alternatives come
+        from the same log-softmax, so a greedy token's value equals the top one exactly."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        per_batch = max(1, SCORE_BATCH_LOGITS // self.vocab_size)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        results: list[PromptScores | None] = [None] * len(prompts)
+        with torch.inference_mode():
+            start = 0
+            while start < len(order):
+                width = len(prompts[order[start]])
+                batch = order[start:start + max(1, per_batch // width)]
+                start += len(batch)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, :len(prompts[i])] = torch.tensor(prompts[i])
+                    mask[row, :len(prompts[i])] = 1
+                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                for row, i in enumerate(batch):
+                    ids = prompts[i]
+                    logprobs = torch.log_softmax(logits[row, :len(ids) - 1].float(), dim=-1)
+                    chosen = logprobs.gather(1, torch.tensor(ids[1:], device=logprobs.device)[:, None])[:, 0].tolist()
+                    if top_k:
+                        values, indices = torch.topk(logprobs, top_k, dim=-1)
+                        tops = [list(zip(t, v)) for t, v in zip(indices.tolist(), values.tolist())]
+                    else:
+                        tops = [[] for _ in chosen]
+                    scores = [TokenScore(ids[0], None)]
+                    scores += [TokenScore(t, lp, top) for t, lp, top in zip(ids[1:], chosen, tops)]
+                    results[i] = PromptScores(scores, logits[row, len(ids) - 1])
+        return results
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -366,22 +484,28 @@ class Engine:
             choice.finish_reason = "stop"
 
     def generate(self, prompt_ids: list[int], sampling: Sampling, max_new: int, generator,
-                 choice: Choice) -> Iterator[str]:
-        """Yield text deltas for one choice; fills ``choice`` (text, finish_reason, tokens) as it goes.
+                 choice: Choice, first_logits=None, top_k: int | None = None) -> Iterator[str]:
+        """Yield text deltas for one choice; fills ``choice`` (text, finish_reason, tokens, ids) as it goes.
 
         A plain token loop over the KV cache rather than ``model.generate``: streaming, stop strings and
-        a seeded generator per request stay in one place."""
+        a seeded generator per request stay in one place. ``first_logits`` (from scoring the prompt)
+        spares the prompt's forward when only one token is wanted, lm-eval's case; ``top_k`` not None
+        records each sampled token's score in ``choice.scores``."""
         import torch
 
         detok = _Detokenizer(self.tokenizer, sampling.stop)
-        input_ids = torch.tensor([prompt_ids], device=self.device)
-        past = None
+        pending, past, logits = list(prompt_ids), None, first_logits
         with torch.inference_mode():
             for _ in range(max_new):
-                out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                token = self._pick(out.logits[0, -1], sampling, generator)
+                if logits is None:
+                    out = self.model(input_ids=torch.tensor([pending], device=self.device), past_key_values=past,
+                                     use_cache=True)
+                    past, logits = out.past_key_values, out.logits[0, -1]
+                token = self._pick(logits, sampling, generator)
                 choice.tokens += 1
+                choice.ids.append(token)
+                if top_k is not None:
+                    choice.scores.append(self._step_score(token, logits, top_k))
                 if token in self.stop_ids:
                     choice.finish_reason = "stop"
                     break
@@ -390,9 +514,11 @@ class Engine:
                     choice.text += delta
                     yield delta
                 if detok.stopped:
-                    choice.finish_reason = "stop"
+                    choice.finish_reason, choice.cut = "stop", True
                     return
-                input_ids = torch.tensor([[token]], device=self.device)
+                # Without a cache yet (the first logits came from scoring), the next forward reads it all.
+                pending = [token] if past is not None else pending + [token]
+                logits = None
         tail = detok.finish()
         if tail:
             choice.text += tail
@@ -530,10 +656,13 @@ class Handler(BaseHTTPRequestHandler):
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
+            ("GET", "/tokenizer_info"): self._tokenizer_info,
+            ("POST", "/tokenize"): self._tokenize,
+            ("POST", "/detokenize"): self._detokenize,
         }
         try:
             body = self._body(method)
-            if path.startswith("/v1/"):
+            if path != "/health":
                 self._authorize()
             handler = routes.get((method, path))
             if handler is None and method == "GET" and path.startswith("/v1/models/"):
@@ -572,6 +701,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def _health(self) -> None:
         self._send_json(200, {"status": "ok", "model": self.server.engine.name})
+
+    # vLLM's tokenizer endpoints: lm-eval's local-completions finds them and tokenizes through the
+    # server (tokenizer_backend=remote, its default choice when they answer), no tokenizer folder needed.
+
+    def _tokenizer_info(self) -> None:
+        engine = self.server.engine
+        tokenizer = engine.tokenizer
+        self._send_json(200, {"tokenizer_class": type(tokenizer).__name__, "bos_token": tokenizer.bos_token,
+                              "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token,
+                              "unk_token": tokenizer.unk_token,
+                              "chat_template": getattr(tokenizer, "chat_template", None) or None,
+                              "model_max_length": engine.context_length})
+
+    def _tokenize(self, body: dict[str, Any]) -> None:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be a string", param="prompt")
+        add_special = body.get("add_special_tokens", True)
+        if not isinstance(add_special, bool):
+            raise ApiError(400, f"add_special_tokens must be true or false, got {add_special!r}",
+                           param="add_special_tokens")
+        engine = self.server.engine
+        with engine.lock:
+            tokens = list(engine.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+        self._send_json(200, {"count": len(tokens), "max_model_len": engine.context_length, "tokens": tokens})
+
+    def _detokenize(self, body: dict[str, Any]) -> None:
+        engine = self.server.engine
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(_is_token(t) and 0 <= t < engine.vocab_size for t in tokens):
+            raise ApiError(400, f"tokens must be a list of token ids (0..{engine.vocab_size - 1})", param="tokens")
+        with engine.lock:
+            text = engine.tokenizer.decode(tokens)
+        self._send_json(200, {"prompt": text})
 
     def _models(self) -> None:
         self._send_json(200, {"object": "list", "data": [self._model_card()]})
@@ -633,42 +796,101 @@ class Handler(BaseHTTPRequestHandler):
 
     def _completions(self, body: dict[str, Any]) -> None:
         self._check_model(body)
-        _refuse_unsupported(body, ("logprobs", "echo", "suffix"))
-        prompts = _prompts(body.get("prompt"))
-        sampling = Sampling.from_body(body)
+        _refuse_unsupported(body, ("suffix",))
         engine = self.server.engine
+        prompts = _prompts(body.get("prompt"), engine.vocab_size)
+        echo, top_k = _echo(body), _top_logprobs(body)
+        if not echo and any(_is_token(body.get(k)) and body.get(k) == 0
+                            for k in ("max_tokens", "max_completion_tokens")):
+            raise ApiError(400, "max_tokens 0 needs echo: true (it scores the prompt without generating)",
+                           param="max_tokens")
+        sampling = Sampling.from_body(body, min_tokens=0 if echo else 1)
         completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": completion_id, "object": "text_completion", "created": created, "model": engine.name}
         include_usage = _include_usage(body)
         with engine.lock:
-            encoded = [engine.text_prompt(p) for p in prompts]
-            budgets = [engine.budget(len(ids), sampling.max_tokens, COMPLETIONS_DEFAULT_TOKENS, "prompt") for ids in encoded]
+            encoded = [engine.text_prompt(p) if isinstance(p, str) else list(p) for p in prompts]
+            for i, ids in enumerate(encoded):
+                if not ids:
+                    raise ApiError(400, f"prompt {i} is empty: it has no tokens", param="prompt")
+            budgets = [engine.budget(len(ids), sampling.max_tokens, COMPLETIONS_DEFAULT_TOKENS, "prompt")
+                       for ids in encoded]
             generator = engine.new_generator(sampling.seed)
             prompt_tokens = sum(len(ids) for ids in encoded)
+            # The echoed prompts, as sent (strings) or decoded (token ids); scored when logprobs are asked for.
+            echoed = [p if isinstance(p, str) else engine.decode(p) for p in prompts] if echo else [None] * len(prompts)
+            scored = engine.score_prompts(encoded, top_k) if echo and top_k is not None else [None] * len(encoded)
             # Choice k belongs to prompt k // n, as in OpenAI's API.
-            jobs = [(ids, budget) for ids, budget in zip(encoded, budgets) for _ in range(sampling.n)]
+            jobs = [(k, budget) for k, budget in enumerate(budgets) for _ in range(sampling.n)]
+
+            def pieces(k: int, budget: int, choice: Choice) -> Iterator[tuple[str, dict | None]]:
+                return self._completion_pieces(encoded[k], echoed[k], scored[k], sampling, budget, generator, choice,
+                                               top_k)
+
             if not body.get("stream"):
-                choices = [Choice() for _ in jobs]
-                for (ids, budget), choice in zip(jobs, choices):
-                    for _ in engine.generate(ids, sampling, budget, generator, choice):
-                        pass
-                self._send_json(200, {**head, "choices": [
-                    {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                    for i, c in enumerate(choices)], "usage": _usage(prompt_tokens, sum(c.tokens for c in choices))})
+                choices, answers = [Choice() for _ in jobs], []
+                for i, ((k, budget), choice) in enumerate(zip(jobs, choices)):
+                    parts = list(pieces(k, budget, choice))
+                    logprobs = join_logprobs([lp for _, lp in parts if lp is not None]) if top_k is not None else None
+                    answers.append({"index": i, "text": "".join(text for text, _ in parts),
+                                    "finish_reason": choice.finish_reason, "logprobs": logprobs})
+                self._send_json(200, {**head, "choices": answers,
+                                      "usage": _usage(prompt_tokens, sum(c.tokens for c in choices))})
                 return
             self._start_stream()
             completion_tokens = 0
-            for i, (ids, budget) in enumerate(jobs):
+            for i, (k, budget) in enumerate(jobs):
                 choice = Choice()
-                for delta in engine.generate(ids, sampling, budget, generator, choice):
-                    self._event({**head, "choices": [{"index": i, "text": delta, "finish_reason": None,
-                                                      "logprobs": None}]})
+                for text, logprobs in pieces(k, budget, choice):
+                    self._event({**head, "choices": [{"index": i, "text": text, "finish_reason": None,
+                                                      "logprobs": logprobs}]})
                 self._event({**head, "choices": [{"index": i, "text": "", "finish_reason": choice.finish_reason,
                                                   "logprobs": None}]})
                 completion_tokens += choice.tokens
             if include_usage:
                 self._event({**head, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
             self._end_stream()
+
+    def _completion_pieces(self, prompt_ids: list[int], echoed: str | None, prompt: PromptScores | None,
+                           sampling: Sampling, budget: int, generator, choice: Choice,
+                           top_k: int | None) -> Iterator[tuple[str, dict | None]]:
+        """One completion choice as (text, logprobs) pieces: the echoed prompt (``echoed`` not None), then
+        each text delta of the generation, and last, where tokens are left, their logprobs with no text.
+
+        A piece carries the logprobs (``top_k`` not None) of the tokens whose text starts in it, so a
+        stream's chunks add up to the whole answer; a token whose text is held back (a possible stop
+        string, an unfinished character) waits for the piece that shows it, and tokens whose text a
+        stop string cut off are never reported. An end-of-text token, which has no text, comes last."""
+        engine = self.server.engine
+        base = 0
+        if echoed is not None:
+            logprobs = None
+            if prompt is not None:
+                logprobs = legacy_logprobs(engine.token_text, prompt.scores, char_offsets(engine.decode, prompt_ids))
+            yield echoed, logprobs
+            base = len(echoed)
+        offsets = TextOffsets(engine.decode, prompt_ids, base)
+        sent = 0
+
+        def settled() -> list[int]:  # the offsets of every token sampled so far
+            return offsets.extend(choice.ids[len(offsets.offsets):])
+
+        def report(upto: int) -> dict:
+            nonlocal sent
+            part = legacy_logprobs(engine.token_text, choice.scores[sent:upto], settled()[sent:upto])
+            sent = upto
+            return part
+
+        def shown() -> int:  # tokens whose text starts before the end of the text given out so far
+            return bisect.bisect_left(settled(), base + len(choice.text))  # offsets never decrease
+
+        first = prompt.next_logits if prompt is not None else None
+        for delta in engine.generate(prompt_ids, sampling, budget, generator, choice, first_logits=first, top_k=top_k):
+            yield delta, report(shown()) if top_k is not None else None
+        if top_k is not None:
+            upto = shown() if choice.cut else len(choice.ids)
+            if upto > sent:
+                yield "", report(upto)
 
 
 class ModelHTTPServer(ThreadingHTTPServer):
