@@ -27,7 +27,7 @@ from test_tui_curate import build_pipeline, curate_host, notes_records, table_ro
 
 pytestmark = pytest.mark.anyio
 SIZE = (140, 44)
-MODES = {"1": "datasets", "2": "plugins", "3": "curate", "4": "generate", "5": "train", "6": "runs"}
+MODES = {"1": "datasets", "2": "plugins", "3": "curate", "4": "generate", "5": "train", "6": "runs", "7": "evaluate"}
 
 
 @pytest.fixture

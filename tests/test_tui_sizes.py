@@ -33,6 +33,7 @@ from studio.sample_workspace import ensure_sample_workspace  # noqa: E402
 from studio.store import Workspace  # noqa: E402
 from studio.tui.app import StudioApp  # noqa: E402
 from studio.tui.screens.dialogs import ErrorDialog  # noqa: E402
+from studio.tui.screens.evaluate_flips import EvalFlipsScreen  # noqa: E402
 from test_train_tui import dpo_events, finished_sft_run, make_run  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +41,18 @@ pytestmark = pytest.mark.anyio
 CHECKED_SIZES = [(80, 24), (100, 30), (200, 50)]
 CRASH_ONLY_SIZES = [(60, 20)]
 SFT_RUN = "20260101-000000-sft-aaaa"
+# One comparison's flipped items as the reports module gives them (flip_details), for the drill-down.
+FLIP_ROW = {"task": "arc_challenge", "metric": "acc", "base": "embedded", "other": "sft-chat-lora"}
+FLIP_DETAILS = {
+    "gained": [{"id": f"Mercury_{i}", "prompt": f"Question: Which gas do plants take in, case {i}?\nAnswer:",
+                "choices": ["carbon dioxide", "oxygen", "nitrogen", "helium"], "target": 0,
+                "base_prediction": 1, "tuned_prediction": 0, "base_value": 0.0, "tuned_value": 1.0,
+                "base_scores": [-4.1, -3.2, -5.0, -7.3], "tuned_scores": [-2.0, -3.9, -5.2, -7.0]}
+               for i in range(30)],
+    "lost": [{"id": "Mercury_99", "prompt": "Question: What is the boiling point of water at sea level?\nAnswer:",
+              "choices": ["100 °C", "90 °C", "0 °C"], "target": 0, "base_prediction": 0, "tuned_prediction": 2,
+              "base_value": 1.0, "tuned_value": 0.0}],
+}
 DPO_RUN = "20260101-000100-dpo-bbbb"
 
 
@@ -185,6 +198,11 @@ SCENARIOS: dict[str, tuple[Scenario, Needs]] = {
     "mode 5 train": (keys(mode="5"), Needs("#train-recipe", "#train-dataset", "#train-start-button",
                                            keys=("preview", "check", "start"))),
     "mode 6 runs": (keys(mode="6"), Needs("#run-table", "#plot-loss", keys=("mark",))),
+    "mode 7 evaluate": (keys(mode="7"), Needs("#eval-recipe", "#eval-base", "#eval-task", "#eval-start-button",
+                                              "#eval-tabs", keys=("check", "start"))),
+    "mode 7 arena": (keys("escape", "a", mode="7"), Needs("#arena-prompt", "#arena-left-title", "#arena-right-title")),
+    "evaluation flipped items": (call(lambda app: app.push_screen(EvalFlipsScreen(FLIP_ROW, FLIP_DETAILS))),
+                                 Needs("#flips-list", "#flips-detail", keys=("goto",))),
     "record browser": (call(lambda app: app.open_dataset("dolly")),
                        Needs("#record-list", "#record-view", keys=("search", "review"))),
     "browser statistics": (call(lambda app: app.open_dataset("dolly"), "s"), Needs("#stats-panel")),

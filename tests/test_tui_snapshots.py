@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("textual")
 pytest.importorskip("pytest_textual_snapshot")
 
+import eval_tasks  # noqa: E402
 from generation_fakes import EchoGenerator  # noqa: E402
 from test_generate_tui import GeneratorsPlugin  # noqa: E402
 from test_train_tui import BackendsPlugin, ToyBackend, finished_sft_run  # noqa: E402
@@ -119,3 +120,9 @@ def test_snapshot_every_mode_at_80x24(snap_compare, workspace, key):
         finished_sft_run(workspace)
     app = StudioApp(workspace, host=every_kind_host())
     assert snap_compare(app, terminal_size=SMALL, run_before=prepare(None, (key,)))
+
+
+def test_snapshot_evaluate_mode_at_80x24(snap_compare, workspace):
+    # Mode 7 with a task to pick (the runner tests' small evaluator): its pickers, forms and tabs.
+    app = StudioApp(workspace, host=make_host((eval_tasks, "studio-test-evals")))
+    assert snap_compare(app, terminal_size=SMALL, run_before=prepare(None, ("7",)))

@@ -1,10 +1,11 @@
 """The studio's terminal app.
 
-Six modes (Datasets, Plugins, Curate, Generate, Train, Runs) plus any screens plugins register
-through ``register_screens``; review mode is pushed on the Datasets stack from the record browser.
-Train (5) sets up and starts a training run, which always runs in its own process; Runs (6)
-watches, cancels, resumes and compares those runs.
-A mode key (1-6) always shows that mode's own screen, closing what was pushed on it.
+Seven modes (Datasets, Plugins, Curate, Generate, Train, Runs, Evaluate) plus any screens plugins
+register through ``register_screens``; review mode is pushed on the Datasets stack from the record
+browser. Train (5) sets up and starts a training run, which always runs in its own process; Runs (6)
+watches, cancels, resumes and compares those runs; Evaluate (7) scores models on benchmarks, base
+against tuned, and puts one prompt to two models side by side.
+A mode key (1-7) always shows that mode's own screen, closing what was pushed on it.
 Everything blocking runs in thread workers; a failed worker anywhere ends up in
 :meth:`StudioApp.report_worker_error`, which shows it instead of crashing, and a widget that
 cannot be laid out or drawn is replaced by an error line (:mod:`studio.tui.render_guard`).
@@ -32,6 +33,7 @@ from studio.tui.screens.curate import CurateScreen
 from studio.tui.screens.curate_results import CurateResultsScreen
 from studio.tui.screens.datasets import DatasetsScreen
 from studio.tui.screens.dialogs import ConvertDialog, ErrorDialog, ExportDialog, ImportDialog
+from studio.tui.screens.evaluate import EvaluateScreen
 from studio.tui.screens.generate import GenerateScreen
 from studio.tui.screens.help import HelpScreen
 from studio.tui.screens.plugins import InstallPluginDialog, PluginsScreen
@@ -55,7 +57,7 @@ class StudioApp(App):
     TITLE = "Alignment Studio"
     COMMANDS = App.COMMANDS | {StudioCommands}
     MODES = {"datasets": DatasetsScreen, "plugins": PluginsScreen, "curate": CurateScreen,
-             "generate": GenerateScreen, "train": TrainScreen, "runs": RunsScreen}
+             "generate": GenerateScreen, "train": TrainScreen, "runs": RunsScreen, "evaluate": EvaluateScreen}
     DEFAULT_MODE = "datasets"
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -66,6 +68,7 @@ class StudioApp(App):
         Binding("4", "mode('generate')", "Generate"),
         Binding("5", "mode('train')", "Train"),
         Binding("6", "mode('runs')", "Runs"),
+        Binding("7", "mode('evaluate')", "Evaluate"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -259,6 +262,8 @@ class StudioApp(App):
              lambda: self.action_mode("train")),
             ("Runs screen", "Training runs live: plots, metrics, alerts, checks; cancel, resume, compare",
              lambda: self.action_mode("runs")),
+            ("Evaluate screen", "Benchmarks base against tuned: deltas, significance, flipped items; the arena",
+             lambda: self.action_mode("evaluate")),
             ("Import a file…", "Detect a file's format and import it as a dataset version", self.import_dialog),
             ("Convert a file…", "Rewrite a file in another format", self.convert_dialog),
             ("Install a plugin…", "pip-install a plugin into the studio's environment",
