@@ -316,3 +316,19 @@ def test_a_pipeline_trains_then_evaluates_previous_against_its_base(ws, tmp_path
     assert summary["comparisons"] and summary["comparisons"][0]["tuned"] == "sft"
     assert summary["overlap"]["sft"]["dataset"].endswith("sft_chat.jsonl")
     assert summary["overlap"]["sft"]["tasks"]["tiny_choice"]["items"] == 6
+
+
+def test_a_judged_task_is_cached_per_judge_and_other_tasks_ignore_the_judge():
+    from studio.evaluation.runner import plan_tasks
+    from studio.recipes.evaluate import EvalRecipe
+
+    def digests(judge):
+        recipe = EvalRecipe(tasks=[{"task": "mt_bench", "path": "datasets/eval/mt_bench_sample.jsonl"},
+                                   {"task": "arc_easy", "path": "datasets/eval/arc_challenge_sample.jsonl"}],
+                            judge=judge)
+        return [task.digest for task in plan_tasks(recipe)]
+
+    one, other, again = digests("judge-a"), digests({"base_url": "http://127.0.0.1:9/v1"}), digests("judge-a")
+    assert one == again
+    assert one[0] != other[0]          # another judge's grades are never reused
+    assert one[1] == other[1]          # a log-likelihood task does not consult the judge

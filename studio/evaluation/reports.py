@@ -269,6 +269,7 @@ def flip_details(base: EvalReport, tuned: EvalReport, comparison: dict[str, Any]
         return {"id": i, "prompt": x.get("prompt", y.get("prompt")), "choices": x.get("choices", y.get("choices")),
                 "target": x.get("target", y.get("target")),
                 "base_prediction": x.get("prediction"), "tuned_prediction": y.get("prediction"),
+                "base_scores": x.get("scores"), "tuned_scores": y.get("scores"),
                 "base_value": (x.get("metrics") or {}).get(metric), "tuned_value": (y.get("metrics") or {}).get(metric)}
 
     return {side: [item(i) for i in comparison[side][:limit]] for side in ("gained", "lost")}

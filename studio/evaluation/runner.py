@@ -15,6 +15,7 @@ Events (``emit``): ``started``, ``model_loaded``, ``task_started``, ``progress``
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import time
@@ -80,8 +81,21 @@ def plan_tasks(recipe: EvalRecipe, host=None, field_name: str = "tasks") -> list
                              f"`studio eval tasks` describes them)")
         config = validate(evaluator.config_model, entry.options(), what=where)
         key = entry.task if names.count(entry.task) == 1 else f"{entry.task}.{index}"
-        planned.append(PlannedTask(key, evaluator, config, config_digest(config)))
+        planned.append(PlannedTask(key, evaluator, config, _cache_digest(recipe, evaluator, config)))
     return planned
+
+
+def _cache_digest(recipe: EvalRecipe, evaluator: Evaluator, config) -> str:
+    """The options a cached sample depends on: the task's own, plus the judge or reward model a
+    task consults (another judge's grades must not be reused)."""
+    digest = config_digest(config)
+    consulted = {use: value for use, value in (("judge", getattr(recipe, "judge", None)),
+                                               ("reward", getattr(recipe, "reward_model", None)))
+                 if use in evaluator.uses and value}
+    if not consulted:
+        return digest
+    text = json.dumps(consulted, sort_keys=True, default=str)
+    return hashlib.sha256(f"{digest}|{text}".encode()).hexdigest()[:16]
 
 
 def _default_label(ref: str) -> str:
