@@ -9,12 +9,14 @@ Each inner list is one ``pip install``; torch goes first so its CPU build is the
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
-ENVS = Path(__file__).resolve().parent / "envs"
+# STUDIO_BENCH_ENVS shares one set of reference venvs between checkouts (each is over 1 GB).
+ENVS = Path(os.environ.get("STUDIO_BENCH_ENVS") or Path(__file__).resolve().parent / "envs")
 
 
 def ensure_env(name: str, installs: list[list[str]], log=print) -> Path:
