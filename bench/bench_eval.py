@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,15 +51,16 @@ def lm_eval_child(spec_path: str, out_path: str) -> None:
     from lm_eval.tasks import TaskManager
 
     spec = json.loads(Path(spec_path).read_text())
-    scoring = {"seconds": 0.0, "requests": 0}
+    scoring = {"seconds": 0.0, "cpu_seconds": 0.0, "requests": 0}
     original = HFLM.loglikelihood
 
     def timed(self, requests, disable_tqdm=False):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return original(self, requests, disable_tqdm=True)
         finally:
             scoring["seconds"] += time.perf_counter() - start
+            scoring["cpu_seconds"] += time.process_time() - cpu
             scoring["requests"] += len(requests)
 
     HFLM.loglikelihood = timed
@@ -68,15 +70,23 @@ def lm_eval_child(spec_path: str, out_path: str) -> None:
                                   task_manager=TaskManager(include_defaults=False, include_path=spec["yaml_dir"]))
     tasks = {}
     for name in names:
-        samples = []
-        for s in sorted(out["samples"][name], key=lambda s: s["doc_id"]):
-            lls = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in s["resps"]]
-            samples.append({"doc_id": s["doc_id"], "lls": lls,
-                            "metrics": {k: float(s[k]) for k in ("acc", "acc_norm") if k in s}})
-        results = out["results"][name]
-        tasks[name] = {"samples": samples,
-                       "metrics": {key.split(",")[0]: value for key, value in results.items()
-                                   if "," in key and isinstance(value, (int, float))}}
+        by_doc: dict[int, dict] = {}
+        for s in out["samples"][name]:
+            entry = by_doc.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "metrics": {}})
+            first = s["resps"][0][0]
+            if isinstance(first, str):  # generated text: one logged sample per filter
+                entry["completion"] = first
+                entry.setdefault("extracted", {})[s["filter"]] = s["filtered_resps"][0]
+                entry["metrics"][f"exact_match,{s['filter']}"] = float(s["exact_match"])
+            else:
+                entry["lls"] = [float(r[0][0] if isinstance(r[0], (list, tuple)) else r[0]) for r in s["resps"]]
+                entry["metrics"] = {k: float(s[k]) for k in ("acc", "acc_norm") if k in s}
+        metrics = {}
+        for key, value in out["results"][name].items():
+            metric, _, filter_name = key.partition(",")
+            if filter_name and isinstance(value, (int, float)):
+                metrics[metric if filter_name == "none" else key] = value
+        tasks[name] = {"samples": [by_doc[d] for d in sorted(by_doc)], "metrics": metrics}
     Path(out_path).write_text(json.dumps({"tasks": tasks, "scoring": scoring}))
 
 
@@ -90,15 +100,16 @@ def studio_child(spec_path: str, out_path: str) -> None:
     from studio.plugins import PluginHost
 
     spec = json.loads(Path(spec_path).read_text())
-    scoring = {"seconds": 0.0, "requests": 0}
+    scoring = {"seconds": 0.0, "cpu_seconds": 0.0, "requests": 0}
     original = loglikelihood.score_requests
 
     def timed(model, tokenizer, requests, batch_size=16, progress=None):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return original(model, tokenizer, requests, batch_size=batch_size, progress=progress)
         finally:
             scoring["seconds"] += time.perf_counter() - start
+            scoring["cpu_seconds"] += time.process_time() - cpu
             scoring["requests"] += len(requests)
 
     loglikelihood.score_requests = timed  # LocalModel looks it up on the module at each call
@@ -116,8 +127,8 @@ def studio_child(spec_path: str, out_path: str) -> None:
         seconds = time.perf_counter() - start
         metrics = evaluator.aggregate(samples, config)
         tasks[task["lm_eval_task"]] = {
-            "samples": [{"id": s["id"], "scores": s["scores"], "prediction": s["prediction"],
-                         "subject": s.get("subject"), "metrics": s["metrics"]} for s in samples],
+            "samples": [{"id": s["id"], "scores": s.get("scores"), "prediction": s["prediction"],
+                         "extracted": s.get("extracted"), "metrics": s["metrics"]} for s in samples],
             "metrics": {name: m["value"] for name, m in metrics.items()},
             "stderr": {name: m.get("stderr") for name, m in metrics.items()},
             "score_seconds": seconds}
@@ -226,6 +237,17 @@ def truthfulqa_task(yaml_dir: Path, tasks_dir: Path, name: str, variant: str, pa
     return {"lm_eval_task": name, "studio_task": f"truthfulqa_{variant}", "shots": 0, "options": {"path": str(path)}}
 
 
+def gsm8k_task(yaml_dir: Path, tasks_dir: Path, name: str, test: Path, train: Path, shots: int) -> dict:
+    yaml_file(yaml_dir, name, {
+        "include": str(tasks_dir / "gsm8k" / "gsm8k.yaml"), "task": name, "tag": [], "dataset_path": "json",
+        "dataset_name": None, "dataset_kwargs": {"data_files": {"train": str(train), "test": str(test)}},
+        "num_fewshot": shots})
+    return {"lm_eval_task": name, "studio_task": "gsm8k", "shots": shots, "generated": True,
+            "options": {"path": str(test), "fewshot_from": str(train), "num_fewshot": shots},
+            "metric_names": {"exact_match,strict-match": "exact_match_strict",
+                             "exact_match,flexible-extract": "exact_match_flexible"}}
+
+
 def mmlu_tasks(yaml_dir: Path, tasks_dir: Path, name: str, folder: Path, shots: int) -> tuple[list[dict], dict]:
     """One lm-eval task per subject (as lm-eval's mmlu group has), one studio task over the folder."""
     names = []
@@ -265,6 +287,8 @@ def parity_tasks(work: Path, tasks_dir: Path) -> tuple[Path, list[dict], dict[st
     for variant in ("mc1", "mc2"):
         tasks.append(truthfulqa_task(yaml_dir, tasks_dir, f"p_truthfulqa_{variant}", variant,
                                      SAMPLES / "truthfulqa_mc_sample.json"))
+    tasks.append(gsm8k_task(yaml_dir, tasks_dir, "p_gsm8k_5", SAMPLES / "gsm8k_sample.jsonl",
+                            SAMPLES / "gsm8k_train_sample.jsonl", 5))
     return yaml_dir, tasks, parts
 
 
@@ -325,7 +349,8 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(python: Path | str, flag: str, spec: dict, work: Path, tag: str) -> tuple[dict, float]:
+def run_child(python: Path | str, flag: str, spec: dict, work: Path, tag: str) -> tuple[dict, dict]:
+    """Runs one side in its own process: (its output, {"wall_s", "cpu_s"} of the whole process)."""
     spec_path, out_path = work / f"{tag}.spec.json", work / f"{tag}.out.json"
     spec_path.write_text(json.dumps(spec))
     env = child_env()
@@ -333,13 +358,16 @@ def run_child(python: Path | str, flag: str, spec: dict, work: Path, tag: str) -
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins")])
     else:
         env["HF_HOME"] = str(work / "hf")  # lm-eval's datasets cache, away from the user's
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([str(python), str(Path(__file__).resolve()), flag, str(spec_path), str(out_path)],
                           env=env, capture_output=True, text=True, cwd=work)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{tag} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(out_path.read_text()), wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(out_path.read_text()), {"wall_s": wall, "cpu_s": cpu}
 
 
 def lm_eval_spec(model: Path, yaml_dir: Path, tasks: list[dict], parts: dict[str, list[str]], batch: int) -> dict:
@@ -359,25 +387,35 @@ def merged_reference(ref: dict, task: dict, parts: dict[str, list[str]]) -> dict
 
 
 def compare(task: dict, ours: dict, ref: dict) -> dict:
+    """Per-item agreement (same prediction, same per-item metrics) and the aggregates side by side."""
     mine, theirs = ours["samples"], ref["samples"]
     if len(mine) != len(theirs):
         return {"task": task["lm_eval_task"], "error": f"{len(mine)} studio items vs {len(theirs)} lm-eval docs"}
+    names = task.get("metric_names", {})
     agree, worst = 0, 0.0
     for a, b in zip(mine, theirs):
-        lls = b["lls"]
-        diff = max(abs(x - y) for x, y in zip(a["scores"], lls))
-        worst = max(worst, diff)
-        same_prediction = a["prediction"] == lls.index(max(lls))
-        same_metrics = all(abs(a["metrics"][k] - v) <= 1e-4 for k, v in b["metrics"].items() if k in a["metrics"])
+        if task.get("generated"):
+            same_prediction = a["prediction"] == b["completion"] and \
+                [a["extracted"]["strict"], a["extracted"]["flexible"]] == \
+                [b["extracted"]["strict-match"], b["extracted"]["flexible-extract"]]
+        else:
+            lls = b["lls"]
+            worst = max(worst, max(abs(x - y) for x, y in zip(a["scores"], lls)))
+            same_prediction = a["prediction"] == lls.index(max(lls))
+        same_metrics = all(abs(a["metrics"][names.get(k, k)] - v) <= 1e-4 for k, v in b["metrics"].items())
         agree += same_prediction and same_metrics
     metrics = {}
     for name, value in ref["metrics"].items():
-        if name.endswith("_stderr") or name not in ours["metrics"]:
+        ours_name = names.get(name, name)
+        if name.endswith("_stderr") or ours_name not in ours["metrics"]:
             continue
-        metrics[name] = {"studio": round(ours["metrics"][name], 6), "lm_eval": round(value, 6),
-                         "equal_4dp": round(ours["metrics"][name], 4) == round(value, 4)}
-    return {"task": task["lm_eval_task"], "studio_task": task["studio_task"], "shots": task["shots"],
-            "items": len(mine), "agreement": agree / len(mine), "max_abs_loglik_diff": worst, "metrics": metrics}
+        metrics[ours_name] = {"studio": round(ours["metrics"][ours_name], 6), "lm_eval": round(value, 6),
+                              "equal_4dp": round(ours["metrics"][ours_name], 4) == round(value, 4)}
+    row = {"task": task["lm_eval_task"], "studio_task": task["studio_task"], "shots": task["shots"],
+           "items": len(mine), "agreement": agree / len(mine), "metrics": metrics}
+    if not task.get("generated"):
+        row["max_abs_loglik_diff"] = worst
+    return row
 
 
 def run_parity(work: Path, lm_python: Path, tasks_dir: Path, models: dict[str, Path], batch: int, log) -> list[dict]:
@@ -396,26 +434,34 @@ def run_parity(work: Path, lm_python: Path, tasks_dir: Path, models: dict[str, P
     return rows
 
 
-def run_speed(work: Path, lm_python: Path, tasks_dir: Path, model: Path, items: int, batch: int, log) -> list[dict]:
+def run_speed(work: Path, lm_python: Path, tasks_dir: Path, model: Path, items: int, batch: int, rounds: int,
+              log) -> list[dict]:
+    """Each task run by each side in turn, ``rounds`` times; the fastest round of each side counts (the
+    machine is shared, so the minimum is the least disturbed measurement)."""
     yaml_dir, tasks, parts = speed_tasks(work, tasks_dir, items)
     rows = []
     for task in tasks:
-        log(f"speed {task['lm_eval_task']}: lm-eval ...")
-        ref, ref_wall = run_child(lm_python, "--lm-eval-child", lm_eval_spec(model, yaml_dir, [task], parts, batch),
-                                  work, f"speed-{task['lm_eval_task']}-lm-eval")
-        log(f"speed {task['lm_eval_task']}: studio ...")
-        ours, our_wall = run_child(sys.executable, "--studio-child",
-                                   {"model": str(model), "tasks": [task], "batch_size": batch}, work,
-                                   f"speed-{task['lm_eval_task']}-studio")
-        parity = compare(task, ours["tasks"][task["lm_eval_task"]], merged_reference(ref, task, parts))
+        name = task["lm_eval_task"]
+        runs: dict[str, list[dict]] = {"lm_eval": [], "studio": []}
+        for round_ in range(rounds):
+            log(f"speed {name} (round {round_ + 1}/{rounds}): lm-eval ...")
+            ref, ref_process = run_child(lm_python, "--lm-eval-child", lm_eval_spec(model, yaml_dir, [task], parts, batch),
+                                         work, f"speed-{name}-lm-eval")
+            runs["lm_eval"].append({**ref_process, "scoring_s": ref["scoring"]["seconds"],
+                                    "scoring_cpu_s": ref["scoring"]["cpu_seconds"]})
+            log(f"speed {name} (round {round_ + 1}/{rounds}): studio ...")
+            ours, our_process = run_child(sys.executable, "--studio-child",
+                                          {"model": str(model), "tasks": [task], "batch_size": batch}, work,
+                                          f"speed-{name}-studio")
+            runs["studio"].append({**our_process, "scoring_s": ours["scoring"]["seconds"],
+                                   "scoring_cpu_s": ours["scoring"]["cpu_seconds"]})
+        parity = compare(task, ours["tasks"][name], merged_reference(ref, task, parts))
+        best = {side: {key: round(min(r[key] for r in side_runs), 2) for key in side_runs[0]}
+                for side, side_runs in runs.items()}
         rows.append({
-            "task": task["lm_eval_task"], "shots": task["shots"], "items": parity.get("items"),
-            "requests": ours["scoring"]["requests"],
-            "lm_eval": {"wall_s": round(ref_wall, 2), "scoring_s": round(ref["scoring"]["seconds"], 2)},
-            "studio": {"wall_s": round(our_wall, 2), "scoring_s": round(ours["scoring"]["seconds"], 2),
-                       "evaluator_score_s": round(ours["tasks"][task["lm_eval_task"]]["score_seconds"], 2)},
-            "wall_ratio": round(ref_wall / our_wall, 2),
-            "scoring_ratio": round(ref["scoring"]["seconds"] / ours["scoring"]["seconds"], 2),
+            "task": name, "shots": task["shots"], "items": parity.get("items"), "requests": ours["scoring"]["requests"],
+            "lm_eval": best["lm_eval"], "studio": best["studio"], "rounds": runs,
+            "ratios": {key: round(best["lm_eval"][key] / best["studio"][key], 2) for key in best["studio"]},
             "agreement": parity.get("agreement"), "max_abs_loglik_diff": parity.get("max_abs_loglik_diff")})
     return rows
 
@@ -429,15 +475,17 @@ def print_tables(result: dict) -> None:
             continue
         shown = "  ".join(f"{k} {v['studio']:.4f}/{v['lm_eval']:.4f}{'' if v['equal_4dp'] else ' !'}"
                           for k, v in row["metrics"].items())
-        print(f"{row['model']:8} {row['task']:22} {row['items']:5d} {row['agreement']:6.1%} "
-              f"{row['max_abs_loglik_diff']:9.1e}  {shown}")
-    print(f"\nspeed (embedded small, batch {result['batch_size']}, {result['machine']['cpus']} CPUs)")
-    print(f"{'task':20} {'reqs':>5} {'lm-eval wall':>12} {'studio wall':>11} {'x':>5} "
-          f"{'lm-eval score':>13} {'studio score':>12} {'x':>5} {'agree':>6}")
+        worst = f"{row['max_abs_loglik_diff']:9.1e}" if "max_abs_loglik_diff" in row else f"{'-':>9}"
+        print(f"{row['model']:8} {row['task']:22} {row['items']:5d} {row['agreement']:6.1%} {worst}  {shown}")
+    print(f"\nspeed (embedded small, batch {result['batch_size']}, {result['machine']['cpus']} CPUs; "
+          f"best of {result['rounds']} round(s); ratio = lm-eval / studio)")
+    print(f"{'task':20} {'reqs':>5} {'':>6} {'lm-eval':>9} {'studio':>9} {'ratio':>6}")
     for row in result["speed"]:
-        print(f"{row['task']:20} {row['requests']:5d} {row['lm_eval']['wall_s']:11.1f}s {row['studio']['wall_s']:10.1f}s "
-              f"{row['wall_ratio']:5.2f} {row['lm_eval']['scoring_s']:12.1f}s {row['studio']['scoring_s']:11.1f}s "
-              f"{row['scoring_ratio']:5.2f} {row['agreement']:6.1%}")
+        for key, label in (("wall_s", "wall"), ("cpu_s", "cpu"), ("scoring_s", "score"),
+                           ("scoring_cpu_s", "scorecpu")):
+            head = f"{row['task']:20} {row['requests']:5d}" if key == "wall_s" else " " * 26
+            print(f"{head} {label:>8} {row['lm_eval'][key]:8.1f}s {row['studio'][key]:8.1f}s {row['ratios'][key]:6.2f}")
+        print(f"{'':26} agreement {row['agreement']:.1%}, max |dll| {row['max_abs_loglik_diff']:.1e}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer items and training steps: a few minutes")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval.json"))
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds per side (default: 1 quick, 2 full)")
     parser.add_argument("--work", default=None, help="working folder (default: a fresh one beside --out)")
     parser.add_argument("--skip", choices=("parity", "speed"), action="append", default=[])
     parser.add_argument("--lm-eval-python", default=None,
@@ -467,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     lm_python = Path(args.lm_eval_python) if args.lm_eval_python else lm_eval_python(log=log)
     tasks_dir = installed_tasks_dir(lm_python)
     result: dict = {"quick": args.quick, "batch_size": args.batch_size, "parity": [], "speed": [],
+                    "rounds": args.rounds or (1 if args.quick else 2),
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version()},
                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
@@ -477,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         result["parity"] = run_parity(work, lm_python, tasks_dir, {"tiny": tiny, "tuned": tuned}, args.batch_size, log)
     if "speed" not in args.skip:
         small = ensure_embedded_model("small")
-        result["speed"] = run_speed(work, lm_python, tasks_dir, small, 24 if args.quick else 100, args.batch_size, log)
+        result["speed"] = run_speed(work, lm_python, tasks_dir, small, 24 if args.quick else 100, args.batch_size,
+                                    result["rounds"], log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print_tables(result)
