@@ -182,8 +182,11 @@ class Words:
 
 
 def generated_arc(words: Words, n: int, prefix: str) -> list[dict]:
-    return [{"id": f"{prefix}-{i}", "question": words.sentence(10, 20) + "?", "answerKey": words.rnd.choice(LETTERS),
-             "choices": {"text": [words.text(1, 5) for _ in LETTERS], "label": list(LETTERS)}} for i in range(n)]
+    # Short enough that 25 solved questions fit the embedded small model's 1024-token window, as real
+    # ARC does in the 2k-4k windows it is usually run with (a cut context is a different context for
+    # each choice length, so nothing could be shared).
+    return [{"id": f"{prefix}-{i}", "question": words.sentence(6, 11) + "?", "answerKey": words.rnd.choice(LETTERS),
+             "choices": {"text": [words.text(1, 3) for _ in LETTERS], "label": list(LETTERS)}} for i in range(n)]
 
 
 def generated_hellaswag(words: Words, n: int, start: int) -> list[dict]:
