@@ -352,11 +352,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(python: Path | str, flag: str, spec: dict, work: Path, tag: str) -> tuple[dict, dict]:
+def run_child(python: Path | str, flag: str, spec: dict, work: Path, tag: str, threads: int = 0) -> tuple[dict, dict]:
     """Runs one side in its own process: (its output, {"wall_s", "cpu_s"} of the whole process)."""
     spec_path, out_path = work / f"{tag}.spec.json", work / f"{tag}.out.json"
     spec_path.write_text(json.dumps(spec))
     env = child_env()
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if flag == "--studio-child":
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins")])
     else:
@@ -438,7 +440,7 @@ def run_parity(work: Path, lm_python: Path, tasks_dir: Path, models: dict[str, P
 
 
 def run_speed(work: Path, lm_python: Path, tasks_dir: Path, model: Path, items: int, batch: int, rounds: int,
-              log) -> list[dict]:
+              threads: int, log) -> list[dict]:
     """Each task run by each side in turn, ``rounds`` times; the fastest round of each side counts (the
     machine is shared, so the minimum is the least disturbed measurement)."""
     yaml_dir, tasks, parts = speed_tasks(work, tasks_dir, items)
@@ -449,13 +451,13 @@ def run_speed(work: Path, lm_python: Path, tasks_dir: Path, model: Path, items: 
         for round_ in range(rounds):
             log(f"speed {name} (round {round_ + 1}/{rounds}): lm-eval ...")
             ref, ref_process = run_child(lm_python, "--lm-eval-child", lm_eval_spec(model, yaml_dir, [task], parts, batch),
-                                         work, f"speed-{name}-lm-eval")
+                                         work, f"speed-{name}-lm-eval", threads)
             runs["lm_eval"].append({**ref_process, "scoring_s": ref["scoring"]["seconds"],
                                     "scoring_cpu_s": ref["scoring"]["cpu_seconds"]})
             log(f"speed {name} (round {round_ + 1}/{rounds}): studio ...")
             ours, our_process = run_child(sys.executable, "--studio-child",
                                           {"model": str(model), "tasks": [task], "batch_size": batch}, work,
-                                          f"speed-{name}-studio")
+                                          f"speed-{name}-studio", threads)
             runs["studio"].append({**our_process, "scoring_s": ours["scoring"]["seconds"],
                                    "scoring_cpu_s": ours["scoring"]["cpu_seconds"]})
         parity = compare(task, ours["tasks"][name], merged_reference(ref, task, parts))
@@ -480,8 +482,8 @@ def print_tables(result: dict) -> None:
                           for k, v in row["metrics"].items())
         worst = f"{row['max_abs_loglik_diff']:9.1e}" if "max_abs_loglik_diff" in row else f"{'-':>9}"
         print(f"{row['model']:8} {row['task']:22} {row['items']:5d} {row['agreement']:6.1%} {worst}  {shown}")
-    print(f"\nspeed (embedded small, batch {result['batch_size']}, {result['machine']['cpus']} CPUs; "
-          f"best of {result['rounds']} round(s); ratio = lm-eval / studio)")
+    print(f"\nspeed (embedded small, batch {result['batch_size']}, {result['machine']['cpus']} CPUs, threads per side: "
+          f"{result['threads']}; best of {result['rounds']} round(s); ratio = lm-eval / studio)")
     print(f"{'task':20} {'reqs':>5} {'':>6} {'lm-eval':>9} {'studio':>9} {'ratio':>6}")
     for row in result["speed"]:
         for key, label in (("wall_s", "wall"), ("cpu_s", "cpu"), ("scoring_s", "score"),
@@ -497,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval.json"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds per side (default: 1 quick, 2 full)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of each side in the timing runs (0: torch's default). One keeps a shared "
+                             "machine's numbers steady: threads waiting on descheduled siblings burn time")
     parser.add_argument("--work", default=None, help="working folder (default: a fresh one beside --out)")
     parser.add_argument("--skip", choices=("parity", "speed"), action="append", default=[])
     parser.add_argument("--lm-eval-python", default=None,
@@ -519,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     lm_python = Path(args.lm_eval_python) if args.lm_eval_python else lm_eval_python(log=log)
     tasks_dir = installed_tasks_dir(lm_python)
     result: dict = {"quick": args.quick, "batch_size": args.batch_size, "parity": [], "speed": [],
-                    "rounds": args.rounds or (1 if args.quick else 2),
+                    "rounds": args.rounds or (1 if args.quick else 2), "threads": args.threads or "torch default",
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version()},
                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
@@ -531,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     if "speed" not in args.skip:
         small = ensure_embedded_model("small")
         result["speed"] = run_speed(work, lm_python, tasks_dir, small, 24 if args.quick else 100, args.batch_size,
-                                    result["rounds"], log)
+                                    result["rounds"], args.threads, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print_tables(result)
