@@ -159,6 +159,8 @@ def score_requests(model: Any, tokenizer: Any, requests: Sequence[Request], batc
 def score_tokens(model: Any, pairs: Sequence[tuple[list[int], list[int]]], max_length: int,
                  batch_size: int = 16, progress: Progress | None = None) -> list[Result]:
     """The fast path over encoded pairs (see the module docstring); the plain one where it cannot go."""
+    import torch
+
     forward = ModelForward(model)
     if not forward.supports_shared_cache:
         return score_tokens_plain(model, pairs, max_length, batch_size, progress)
@@ -177,8 +179,6 @@ def score_tokens(model: Any, pairs: Sequence[tuple[list[int], list[int]]], max_l
         contexts.setdefault(key, _Context(key)).add(index, continuation)
     counter = _Counter(len(pairs), progress, done=sum(r is not None for r in results))
     scorer = _SharedContextScorer(forward, max(1, batch_size), results, counter)
-    import torch
-
     with torch.inference_mode():
         for shared, members in plan_shared_prefixes(list(contexts)):
             scorer.run([contexts[key] for key in members], shared)
@@ -318,9 +318,10 @@ def _cache_tensors(cache) -> list[tuple[Any, Any]]:
 class _SharedContextScorer:
     """Runs groups of contexts from a shared prefix, then their continuations from the contexts' caches.
 
-    Layout of one continuation row (right padding inside the cache, masked out, explicit positions):
-
-        [shared prefix P][context suffix, all but its last token | pad][last context token, continuation[:-1] | pad]
+    A context row is [shared prefix P (cached once)][the context's own tokens but its last | right pad];
+    its continuations then run as segments [last context token, continuation[:-1]], each starting at
+    the context's last position, side by side in one row (or one row each where attention cannot take
+    a custom mask). Pads inside the cache are masked out; positions are always explicit.
     """
 
     def __init__(self, forward: ModelForward, batch_size: int, results: list, counter: _Counter):
