@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from studio.evaluation import loglikelihood  # noqa: E402
 from studio.evaluation.loglikelihood import (  # noqa: E402
     ModelForward, RequestEncoder, encode_requests, model_max_length, plan_shared_prefixes, score_requests,
     score_requests_plain,
@@ -124,9 +125,13 @@ def test_window_comes_from_the_config(tiny):
     assert model_max_length(model, tokenizer) == model.config.max_position_embeddings == 1024
 
 
-def test_fast_path_equals_one_forward_per_pair(tiny):
+@pytest.mark.parametrize("packed", [True, False], ids=["continuations-share-a-row", "row-per-continuation"])
+def test_fast_path_equals_one_forward_per_pair(tiny, packed, monkeypatch):
     model, tokenizer = tiny
-    assert ModelForward(model).supports_shared_cache
+    if not packed:
+        monkeypatch.setattr(loglikelihood, "CUSTOM_MASK_ATTENTION", ())
+    forward = ModelForward(model)
+    assert forward.supports_shared_cache and forward.takes_custom_masks == packed
     requests = varied_requests(model, tokenizer)
     reference = naive_scores(model, tokenizer, requests)
     assert any(greedy for _, greedy in reference) and not all(greedy for _, greedy in reference)

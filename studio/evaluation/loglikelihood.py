@@ -13,8 +13,9 @@ Speed comes from computing each token once, never from approximations; numbers e
 computation (``score_requests_plain``: one forward per pair, right padded, like lm-eval) to float
 rounding. The fast path:
 
-- groups requests by context tokens: a context runs once, then every continuation runs over the
-  context's KV cache (one row per distinct continuation, batched across contexts and choices);
+- groups requests by context tokens: a context runs once, then its continuations run over the
+  context's KV cache, side by side in one row under a mask that keeps them apart (choices that differ
+  only in their last token share a segment);
 - finds long token prefixes shared by many contexts (a k-shot block, a task description), runs each
   once and starts its contexts from its cache;
 - batches contexts by length, asks the model for logits only where a continuation is scored, and runs
@@ -42,6 +43,9 @@ WINDOW_CONFIG_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
 # better than many small groups.
 MIN_SHARED_TOKENS = 16
 MIN_SHARED_SAVING = 0.25
+# Attention implementations that apply an additive 4D mask as given, so the continuations of a context
+# can share its row; others get one row per continuation.
+CUSTOM_MASK_ATTENTION = ("sdpa", "eager")
 
 
 class RequestEncoder:
@@ -155,6 +159,8 @@ def score_requests(model: Any, tokenizer: Any, requests: Sequence[Request], batc
 def score_tokens(model: Any, pairs: Sequence[tuple[list[int], list[int]]], max_length: int,
                  batch_size: int = 16, progress: Progress | None = None) -> list[Result]:
     """The fast path over encoded pairs (see the module docstring); the plain one where it cannot go."""
+    import torch
+
     forward = ModelForward(model)
     if not forward.supports_shared_cache:
         return score_tokens_plain(model, pairs, max_length, batch_size, progress)
@@ -173,8 +179,6 @@ def score_tokens(model: Any, pairs: Sequence[tuple[list[int], list[int]]], max_l
         contexts.setdefault(key, _Context(key)).add(index, continuation)
     counter = _Counter(len(pairs), progress, done=sum(r is not None for r in results))
     scorer = _SharedContextScorer(forward, max(1, batch_size), results, counter)
-    import torch
-
     with torch.inference_mode():
         for shared, members in plan_shared_prefixes(list(contexts)):
             scorer.run([contexts[key] for key in members], shared)
@@ -269,7 +273,10 @@ class ModelForward:
         prompt_learning = bool(getattr(peft_config, "is_prompt_learning", False))
         self.supports_shared_cache = (self.cache_keyword in params and "position_ids" in params
                                       and not prompt_learning and self._plain_cache_layers())
+        config = getattr(model, "config", None)
+        self.takes_custom_masks = getattr(config, "_attn_implementation", None) in CUSTOM_MASK_ATTENTION
         self.device = _device(model)
+        self.dtype = next(model.parameters()).dtype
 
     def _plain_cache_layers(self) -> bool:
         try:
@@ -284,10 +291,17 @@ class ModelForward:
         return all(type(layer) is DynamicLayer for layer in cache.layers)
 
     def new_cache(self, layers: list[tuple[Any, Any]] | None = None):
+        """A cache holding these (keys, values) per layer, as they are: no copy until the next forward."""
         from transformers import DynamicCache
 
-        return DynamicCache(ddp_cache_data=layers, config=self.model.config) if layers else \
-            DynamicCache(config=self.model.config)
+        cache = DynamicCache(config=self.model.config)
+        if layers:
+            if len(cache.layers) != len(layers):
+                return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+            for layer, (keys, values) in zip(cache.layers, layers):
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys, values
+        return cache
 
     def __call__(self, input_ids, attention_mask, position_ids, cache, last_logit_only: bool):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
@@ -304,9 +318,10 @@ def _cache_tensors(cache) -> list[tuple[Any, Any]]:
 class _SharedContextScorer:
     """Runs groups of contexts from a shared prefix, then their continuations from the contexts' caches.
 
-    Layout of one continuation row (right padding inside the cache, masked out, explicit positions):
-
-        [shared prefix P][context suffix, all but its last token | pad][last context token, continuation[:-1] | pad]
+    A context row is [shared prefix P (cached once)][the context's own tokens but its last | right pad];
+    its continuations then run as segments [last context token, continuation[:-1]], each starting at
+    the context's last position, side by side in one row (or one row each where attention cannot take
+    a custom mask). Pads inside the cache are masked out; positions are always explicit.
     """
 
     def __init__(self, forward: ModelForward, batch_size: int, results: list, counter: _Counter):
@@ -353,14 +368,61 @@ class _SharedContextScorer:
                 ids[r, :len(suffix)] = torch.tensor(suffix, dtype=torch.long)
             cache = self.forward.new_cache(expanded)
             positions = (shared + torch.arange(width, device=device))[None].expand(len(chunk), -1)
-            self.forward(ids, mask, positions, cache, last_logit_only=True)
+            # Right padding: no real token sees a pad, so with nothing cached the plain causal mask
+            # does (and lets attention skip the masked half); pads are masked later, in the cache.
+            self.forward(ids, mask if shared else None, positions, cache, last_logit_only=True)
             layers = _cache_tensors(cache)
         else:
             layers = expanded
+        if self.forward.takes_custom_masks:
+            self._run_packed_continuations(chunk, mask, layers)
+            return
         rows = [(r, inputs, members) for r, c in enumerate(chunk) for inputs, members in c.rows.items()]
         rows.sort(key=lambda row: len(row[1]), reverse=True)
         for start in range(0, len(rows), self.batch_size):
             self._run_continuations(chunk, rows[start:start + self.batch_size], mask, layers)
+
+    def _run_packed_continuations(self, chunk: list[_Context], context_mask, layers) -> None:
+        """All continuations of a context in the context's own row, side by side: each segment starts at
+        the context's last position and sees the cached context and itself, never the other segments.
+        The cache is then read once per context instead of once per choice."""
+        import torch
+
+        device = self.forward.device
+        segments = [[(inputs, members) for inputs, members in c.rows.items()] for c in chunk]
+        width = max(sum(1 + len(inputs) for inputs, _ in row) for row in segments)
+        cached = context_mask.shape[1]
+        ids = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+        positions = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+        allowed = torch.zeros((len(chunk), width, cached + width), dtype=torch.bool, device=device)
+        allowed[:, :, :cached] = context_mask[:, None, :].bool()
+        # A pad query sees itself, so no row of the mask is empty.
+        allowed[:, torch.arange(width), cached + torch.arange(width)] = True
+        spans = []
+        for r, (context, row) in enumerate(zip(chunk, segments)):
+            start, last = 0, len(context.tokens) - 1
+            for inputs, members in row:
+                n = 1 + len(inputs)
+                ids[r, start:start + n] = torch.tensor((context.tokens[-1],) + inputs, dtype=torch.long)
+                positions[r, start:start + n] = last + torch.arange(n)
+                allowed[r, start:start + n, cached + start:cached + start + n] = \
+                    torch.ones((n, n), dtype=torch.bool, device=device).tril()
+                spans.append((r, start, n, members))
+                start += n
+        mask = torch.zeros(allowed.shape, dtype=self.forward.dtype, device=device)
+        mask.masked_fill_(~allowed, torch.finfo(self.forward.dtype).min)
+        cache = self.forward.new_cache(layers) if layers else self.forward.new_cache()
+        logits = self.forward(ids, mask[:, None], positions, cache, last_logit_only=False)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        greedy = logprobs.argmax(dim=-1)
+        scored = 0
+        for r, start, n, members in spans:
+            for index, continuation in members:
+                target = torch.tensor(continuation, dtype=torch.long, device=device)
+                logprob = logprobs[r, start:start + n].gather(1, target[:, None]).sum().item()
+                self.results[index] = (float(logprob), bool((greedy[r, start:start + n] == target).all().item()))
+                scored += 1
+        self.counter.add(scored)
 
     def _run_continuations(self, chunk: list[_Context], rows, context_mask, layers) -> None:
         import torch
