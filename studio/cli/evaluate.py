@@ -18,14 +18,12 @@ only what is missing. RECIPE is a YAML path or the name of a shipped or workspac
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_OK, EXIT_STOPPED, action_parser, console, fmt, host, list_items, print_json, print_table, recipe_path,
-    workspace,
+    EXIT_OK, EXIT_STOPPED, Interrupts, action_parser, console, fmt, host, list_items, print_json, print_table,
+    recipe_path, workspace,
 )
 from studio.events import event_name
 from studio.extensions import Command
@@ -146,7 +144,7 @@ def _evaluate(args, recipe, ws=None) -> int:
         console(stderr=True).print("[yellow]note:[/] generated code is not run unless you pass "
                                    "--allow-code-execution (it runs model-written programs, sandboxed)")
     emit, finish = progress_emitter(args.json)
-    stop = StopOnInterrupt()
+    stop = Interrupts("stopping after the current item: what is scored stays cached (Ctrl-C again to stop at once)")
     try:
         with stop:
             summary = run_evaluation(ws, recipe, emit=emit, cancelled=stop, host=host())
@@ -154,34 +152,6 @@ def _evaluate(args, recipe, ws=None) -> int:
         finish()
     report_evaluation(summary, args.json)
     return EXIT_STOPPED if summary["status"] == "stopped" else EXIT_OK
-
-
-class StopOnInterrupt:
-    """The first Ctrl-C stops the evaluation after the item being scored (scored items stay
-    cached); a second one stops at once."""
-
-    def __init__(self):
-        self.asked = False
-        self._previous = None
-
-    def __call__(self) -> bool:
-        return self.asked
-
-    def _handle(self, signum, frame) -> None:
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-        console(stderr=True).print("stopping after the current item: what is scored stays cached "
-                                   "(Ctrl-C again to stop at once)")
-
-    def __enter__(self) -> "StopOnInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def progress_emitter(quiet: bool):

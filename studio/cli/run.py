@@ -13,13 +13,15 @@ uninterrupted run.
 from __future__ import annotations
 
 import argparse
-import signal
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_CHECKS_FAILED, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, add_json_option, add_workspace_option, console, dispatch,
-    fmt, print_json, recipe_path, subcommands, workspace,
+    EXIT_CHECKS_FAILED, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, Interrupts, add_json_option, add_workspace_option, console,
+    dispatch, fmt, print_json, recipe_path, subcommands, workspace,
 )
+
+# The first Ctrl-C during `studio run`; the second leaves a training run running in the background.
+RUN_STOPPING = "stopping: a training run saves a checkpoint first (Ctrl-C again to leave it running)"
 from studio.events import event_name
 from studio.extensions import Command
 from studio.serving.launch import build_event_text
@@ -79,32 +81,6 @@ class Printer:
             self.console.print(build_event_text(event))
 
 
-class Interrupts:
-    """The first Ctrl-C asks the running step to stop cleanly (a training run saves a checkpoint
-    first); the second leaves a training run running in the background and returns."""
-
-    def __init__(self):
-        self.asked = False
-        self._previous = None
-
-    def __call__(self) -> bool:
-        return self.asked
-
-    def _handle(self, signum, frame) -> None:
-        if self.asked:
-            raise KeyboardInterrupt
-        self.asked = True
-        console(stderr=True).print("stopping: a training run saves a checkpoint first (Ctrl-C again to leave it "
-                                   "running)")
-
-    def __enter__(self) -> "Interrupts":
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-
 def _launcher_overrides(args) -> list[str]:
     extra = []
     if getattr(args, "launcher", None):
@@ -135,7 +111,7 @@ def cmd_run(args) -> int:
     elif _launcher_overrides(args) and kind != "pipeline":
         raise ValueError(f"--launcher, --nproc and --name are for training recipes; {path.name} is a {kind} recipe")
     printer = Printer(args.quiet or args.json)
-    with Interrupts() as interrupts:
+    with Interrupts(RUN_STOPPING) as interrupts:
         try:
             if kind == "pipeline":
                 if args.detach:
@@ -319,7 +295,7 @@ def cmd_runs_resume(args) -> int:
         console().print(f"resumed {run.run_id} (pid {process.pid})")
         return EXIT_OK
     printer = Printer(args.quiet or args.json)
-    with Interrupts() as interrupts:
+    with Interrupts(RUN_STOPPING) as interrupts:
         try:
             for event in runs.follow(run, process, cancelled=interrupts):
                 printer(event)

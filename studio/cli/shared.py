@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,3 +182,32 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "-"
     return "-" if value in (None, "") else str(value)
+
+
+class Interrupts:
+    """Ctrl-C for a long command: the first asks the work to stop cleanly (``message`` says how),
+    the second raises KeyboardInterrupt. Call the object to ask whether a stop was asked for."""
+
+    def __init__(self, message: str):
+        self.message = message
+        self.asked = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def _handle(self, signum, frame) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        console(stderr=True).print(self.message)
+
+    def __enter__(self) -> "Interrupts":
+        # Signal handlers can only be set from the main thread (the TUI or a test may call from another).
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
