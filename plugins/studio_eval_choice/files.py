@@ -19,14 +19,13 @@ Every bad row becomes an :class:`EvalDataError` naming file, line and field, kep
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from studio.data.containers import BrokenRow, open_bytes, read_rows
+from studio.data.containers import BrokenRow, read_rows
 from studio.evaluation.base import EvalDataError
 
 from studio_eval_choice.prompts import (
@@ -207,39 +206,23 @@ def read_mmlu(path: Path, subject: str | None = None) -> Loaded:
     loaded = Loaded()
     if not path.is_file():
         raise EvalDataError(path, None, None, "no such file")
-    with open_bytes(path) as fh:
-        text = fh.read().decode("utf-8-sig", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    index = 0
-    while True:
-        line = reader.line_num + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            loaded.skipped.append(EvalDataError(path, line, None, f"broken CSV: {exc}"))
-            break
-        if not values:
+    header_lines = 0  # a header line some copies carry does not count as an item
+    for entry in read_rows(path, "csv", MMLU_COLUMNS):
+        if isinstance(entry, BrokenRow):
+            loaded.skipped.append(EvalDataError(path, entry.line, None, f"{entry.message} (question,A,B,C,D,answer)"))
             continue
-        if len(values) != len(MMLU_COLUMNS):
-            loaded.skipped.append(EvalDataError(path, line, None, f"expected 6 columns (question,A,B,C,D,answer), "
-                                                                  f"got {len(values)}"))
-            index += 1
-            continue
-        row = dict(zip(MMLU_COLUMNS, values))
+        row, line, index = entry.data, entry.line, entry.index - header_lines
         answer = row["answer"].strip()
         if answer not in MMLU_LETTERS:
             if line == 1 and row == dict(zip(MMLU_COLUMNS, MMLU_COLUMNS)):
-                continue  # a header line some copies carry
+                header_lines = 1
+                continue
             loaded.skipped.append(EvalDataError(path, line, "answer", f"expected A, B, C or D, got {row['answer']!r}"))
-            index += 1
             continue
         options = [row[letter] for letter in MMLU_LETTERS]
         loaded.docs.append(Doc(id=f"{subject}/{index}", query=mmlu_query(row["question"], options),
                                choices=list(MMLU_LETTERS), gold=MMLU_LETTERS.index(answer), where=f"{path}:{line}",
                                key=_key(row), subject=subject))
-        index += 1
     return loaded
 
 
