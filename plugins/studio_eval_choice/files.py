@@ -18,7 +18,6 @@ Every bad row becomes an :class:`EvalDataError` naming file, line and field, kep
 """
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import dataclass, field
