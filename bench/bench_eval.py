@@ -185,16 +185,17 @@ def generated_arc(words: Words, n: int, prefix: str) -> list[dict]:
     # Short enough that 25 solved questions fit the embedded small model's 1024-token window, as real
     # ARC does in the 2k-4k windows it is usually run with (a cut context is a different context for
     # each choice length, so nothing could be shared).
-    return [{"id": f"{prefix}-{i}", "question": words.sentence(6, 11) + "?", "answerKey": words.rnd.choice(LETTERS),
+    return [{"id": f"{prefix}-{i}", "question": words.sentence(5, 9) + "?", "answerKey": words.rnd.choice(LETTERS),
              "choices": {"text": [words.text(1, 3) for _ in LETTERS], "label": list(LETTERS)}} for i in range(n)]
 
 
 def generated_hellaswag(words: Words, n: int, start: int) -> list[dict]:
     rows = []
     for i in range(n):
-        ctx_a, ctx_b = words.sentence(12, 25) + ".", words.text(1, 3)
+        # Short enough that 10 solved examples fit the small model's 1024-token window (see ARC's note).
+        ctx_a, ctx_b = words.sentence(8, 16) + ".", words.text(1, 3)
         rows.append({"ind": start + i, "activity_label": words.sentence(1, 3), "ctx_a": ctx_a, "ctx_b": ctx_b,
-                     "ctx": f"{ctx_a} {ctx_b}", "endings": [words.text(8, 18) + "." for _ in range(4)],
+                     "ctx": f"{ctx_a} {ctx_b}", "endings": [words.text(6, 12) + "." for _ in range(4)],
                      "source_id": f"bench~{start + i}", "split": "val", "split_type": "indomain",
                      "label": words.rnd.randrange(4)})
     return rows
