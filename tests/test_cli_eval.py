@@ -189,3 +189,28 @@ def test_every_shipped_evaluation_recipe_runs_on_its_sample_files(path, capsys, 
     for task, metrics in data["tasks"].items():
         assert metrics["n"] == 2 and all(0 <= v <= 1 for k, v in metrics.items()
                                          if k in ("acc", "acc_norm", "exact_match,strict-match"))
+
+
+def test_bad_rows_are_named_by_file_line_and_field_and_the_good_ones_scored(tmp_path, capsys, ws):
+    source = tmp_path / "arc.jsonl"
+    good = (ROOT / "datasets" / "eval" / "arc_challenge_sample.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    source.write_text("\n".join(good + [
+        '{"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "A"}',
+        "not json"]) + "\n", encoding="utf-8")
+    before = source.read_bytes()
+    code, out, err = run(capsys, "-w", str(ws.root), "eval", "run", "--model", "embedded",
+                         "--task", f"arc_challenge={source}", "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["tasks"]["arc_challenge"]["n"] == 3
+    assert "2 row(s) skipped" in err
+    assert f"{source}, line 4, field 'question.choices'" in err and f"{source}, line 5" in err
+    assert source.read_bytes() == before
+    report = json.loads(next(ws.root.glob("evaluations/*/metrics.json")).read_text(encoding="utf-8"))
+    assert [r["line"] for r in report["rejected"]["arc_challenge"]] == [4, 5]
+
+
+def test_a_dead_endpoint_is_one_clear_error(tmp_path, capsys, ws):
+    code, out, err = run(capsys, "-w", str(ws.root), "eval", "run", "--model", "endpoint:http://127.0.0.1:9/v1#m",
+                         "--task", f"gsm8k={ROOT / 'datasets' / 'eval' / 'gsm8k_sample.jsonl'}", "--limit", "1")
+    assert code == EXIT_ERROR
+    assert "evaluation failed" in err and "http://127.0.0.1:9/v1" in err and "Traceback" not in err

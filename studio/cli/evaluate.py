@@ -22,8 +22,8 @@ import sys
 from typing import Any
 
 from studio.cli.shared import (
-    EXIT_OK, EXIT_STOPPED, Interrupts, action_parser, console, fmt, host, list_items, print_json, print_table,
-    recipe_path, workspace,
+    EXIT_OK, EXIT_STOPPED, CliError, Interrupts, action_parser, console, fmt, host, list_items, print_json,
+    print_table, recipe_path, workspace,
 )
 from studio.events import event_name
 from studio.extensions import Command
@@ -117,6 +117,9 @@ def _run_flags(args) -> int:
     return _evaluate(args, recipe_from_flags(args))
 
 
+REJECTS_SHOWN = 10
+
+
 def _run_recipe(args) -> int:
     from studio.recipes import load_recipe
 
@@ -148,8 +151,17 @@ def _evaluate(args, recipe, ws=None) -> int:
     try:
         with stop:
             summary = run_evaluation(ws, recipe, emit=emit, cancelled=stop, host=host())
+    except RuntimeError as exc:  # a model or judge endpoint that failed for good, a sandbox that could not start
+        raise CliError(f"evaluation failed: {exc}; what was scored is cached, so running it again continues") from None
     finally:
         finish()
+    for task, rejects in (summary.get("rejected") or {}).items():
+        err = console(stderr=True)
+        err.print(f"[yellow]{task}:[/] {len(rejects)} row(s) skipped (the others were scored):")
+        for reject in rejects[:REJECTS_SHOWN]:
+            err.print(f"  {reject['message']}")
+        if len(rejects) > REJECTS_SHOWN:
+            err.print(f"  ... and {len(rejects) - REJECTS_SHOWN} more (`studio eval show ID --json` lists them all)")
     report_evaluation(summary, args.json)
     return EXIT_STOPPED if summary["status"] == "stopped" else EXIT_OK
 

@@ -84,6 +84,8 @@ class Evaluator:
     lower_is_better: ClassVar[tuple[str, ...]] = ()
 
     def load(self, config: BaseModel) -> list[dict[str, Any]]:
+        """The task's items. Rows it cannot read go to ``self.skipped`` (``EvalDataError`` each,
+        naming file, line and field) while the good ones load; the runner reports them."""
         raise NotImplementedError
 
     def data_files(self, config: BaseModel) -> list[Path]:

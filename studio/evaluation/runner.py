@@ -50,6 +50,8 @@ class PlannedTask:
     config: BaseModel
     digest: str
     items: list[dict[str, Any]] = field(default_factory=list)
+    # Rows the evaluator could not read (file, line, field, message); the good ones still count.
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -161,6 +163,8 @@ def load_items(planned: list[PlannedTask], limit: int | None) -> None:
                 raise ValueError(f"{task.key}: item id {key!r} appears twice; results are cached by item id")
             seen.add(key)
         task.items = items[:limit] if limit else items
+        task.rejected = [{"file": e.path, "line": e.line, "field": e.field, "message": str(e)}
+                         for e in getattr(task.evaluator, "skipped", None) or []]
 
 
 def run_options(recipe: EvalRecipe) -> dict[str, Any]:
@@ -326,6 +330,9 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
     report.write_status(status="running", started=started, pid=os.getpid())
     record({"event": "started", "id": report.run_id, "path": str(report.path), "models": labels,
             "tasks": [t.key for t in planned]})
+    for task in planned:
+        for reject in task.rejected:
+            record({"event": "item_rejected", "task": task.key, **reject})
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {label: {} for label in labels}
     metrics: dict[str, dict[str, Any]] = {t.key: {} for t in planned}
     scored: dict[str, dict[str, int]] = {label: {} for label in labels}
@@ -363,7 +370,8 @@ def run_evaluation(ws, recipe: EvalRecipe, *, emit: Emit = ignore, cancelled: Ca
     overlap = training_overlap(ws, models, [(t.key, t.evaluator, t.config) for t in planned], host,
                                emit=record) if status == "completed" else {}
     result = {"id": report.run_id, "status": status, "models": [{**m.describe(), "label": m.label} for m in models],
-              "tasks": metrics, "comparisons": comparisons, "pairwise": pairwise, "overlap": overlap}
+              "tasks": metrics, "comparisons": comparisons, "pairwise": pairwise, "overlap": overlap,
+              "rejected": {t.key: t.rejected for t in planned if t.rejected}}
     report.write_metrics(result)
     report.update_status(status=status, reason=reason or None, ended=time.time(),
                          seconds=round(time.time() - started, 2))
