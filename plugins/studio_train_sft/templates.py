@@ -5,10 +5,10 @@ No heavy imports at module level: the preflight checks run in the CLI/TUI proces
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
-GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+from studio.models.inspect import has_generation_marks, marked_chat_template
+
 TEMPLATE_NAMES = ("chatml",)
 
 
@@ -20,10 +20,6 @@ def named_template(name: str) -> str:
     if name == "chatml":
         return CHAT_TEMPLATE
     raise ValueError(f"unknown chat template name {name!r}; names: {', '.join(TEMPLATE_NAMES)}")
-
-
-def has_generation_marks(template: str | None) -> bool:
-    return bool(template) and GENERATION_MARK.search(template) is not None
 
 
 def override_problems(option: str | None, assistant_only_loss: bool) -> list[str]:
@@ -63,12 +59,7 @@ def prepare_template(tokenizer, config, model_ref: str) -> str:
         name = "chatml" if tokenizer.chat_template == named_template("chatml") else "model"
     if config.assistant_only_loss and not has_generation_marks(tokenizer.chat_template):
         # trl knows marked versions of some popular templates (Qwen, Llama 3, Gemma, Phi...).
-        from trl.chat_template_utils import get_training_chat_template
-
-        try:
-            patched = get_training_chat_template(tokenizer)
-        except ValueError:
-            patched = None
+        patched = marked_chat_template(tokenizer)
         if not patched:
             whose = "the chat template given in the config" if option else f"the chat template of {model_ref}"
             raise ValueError(no_marks_message(whose))

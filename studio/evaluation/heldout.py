@@ -13,13 +13,11 @@ whole split), perplexity its exponential.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Callable, Sequence
 
 from studio.evaluation.base import EvalStopped
 from studio.evaluation.stats import mcnemar, paired_bootstrap
 
-GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 Progress = Callable[[int, int], None]
 
@@ -27,24 +25,16 @@ Progress = Callable[[int, int], None]
 def marked_template(tokenizer, model_ref: str = "the model") -> str:
     """The chat template that marks assistant tokens: the tokenizer's own, or trl's marked
     version of a popular unmarked one. Raises ValueError when there is neither."""
-    template = tokenizer.chat_template
-    if isinstance(template, dict):
-        template = template.get("default")
-    if not template:
+    from studio.models.inspect import marked_chat_template
+
+    if not tokenizer.chat_template:
         raise ValueError(f"{model_ref} has no chat template: held-out loss is measured on the assistant tokens "
                          "the chat template marks, as training does")
-    if GENERATION_MARK.search(template):
-        return template
-    from trl.chat_template_utils import get_training_chat_template
-
-    try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError:
-        patched = None
-    if not patched:
+    marked = marked_chat_template(tokenizer)
+    if not marked:
         raise ValueError(f"the chat template of {model_ref} has no {{% generation %}} marks (and trl knows no marked "
                          "version of it), so its assistant tokens cannot be told apart the way training does")
-    return patched
+    return marked
 
 
 def encode_conversation(tokenizer, messages: list[dict[str, str]], template: str,

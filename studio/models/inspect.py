@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,30 @@ def model_summary(ref: str, workspace: WorkspaceSource = None) -> dict[str, Any]
     if studio:
         summary["studio"] = studio
     return summary
+
+
+# The {% generation %} marks that let a chat template tell which tokens the assistant wrote.
+GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_marks(template: str | None) -> bool:
+    return bool(template) and GENERATION_MARK.search(template) is not None
+
+
+def marked_chat_template(tokenizer) -> str | None:
+    """A chat template that marks the assistant's tokens: the tokenizer's own when it has the
+    marks, else trl's marked version of a popular template it recognises, else None. Training
+    (assistant-only loss) and held-out evaluation use the same one."""
+    template = tokenizer.chat_template
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not template:
+        return None
+    if has_generation_marks(template):
+        return template
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        return get_training_chat_template(tokenizer) or None
+    except ValueError:
+        return None
