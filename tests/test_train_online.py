@@ -11,7 +11,7 @@ from training_helpers import run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.recipes import load_recipe
-from studio_train_online import rewards
+from studio.training import rule_rewards as rewards
 
 GRPO = ROOT / "recipes" / "train-grpo.yaml"
 RLOO = ROOT / "recipes" / "train-rloo.yaml"

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from studio.hookspecs import hookimpl
 from studio.training.backend_base import Backend
 
-from . import rewards
+from studio.training import rule_rewards as rewards
 
 
 

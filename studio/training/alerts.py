@@ -22,7 +22,9 @@ KL_KEYS = ("kl", "objective/kl")
 
 
 class AlertWatch:
-    def __init__(self) -> None:
+    def __init__(self, kl_bound: float | None = None) -> None:
+        # PPO's bound on objective/kl (config.kl_alert); rules for it: the `ppo-recipes` helper.
+        self.kl_bound = kl_bound
         self.history: dict[str, list[float]] = {}
         self.fired: set[tuple[str, str]] = set()
 

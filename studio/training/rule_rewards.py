@@ -1,10 +1,10 @@
-"""Built-in rule rewards for online RL: small, deterministic functions a recipe names in
-``config.reward_funcs``.
+"""Built-in rule rewards for online RL (GRPO, RLOO and PPO): small, deterministic functions a
+recipe names in ``config.reward_funcs``.
 
-Each takes what trl's GRPO/RLOO trainers pass a reward function (``completions``, the
-``completion_ids``, and every dataset column, here ``answer``) and returns one float per completion,
-or None where it cannot judge (trl then leaves that reward out). trl logs each as
-``rewards/<name>/mean`` beside the weighted total ``reward``.
+Each takes what trl's GRPO/RLOO trainers pass a reward function, and the PPO back-end passes the
+same: ``completions``, the ``completion_ids``, and every dataset column, here ``answer``. It
+returns one float per completion, or None where it cannot judge (that reward is then left out).
+trl logs each as ``rewards/<name>/mean`` beside the weighted total ``reward``.
 """
 from __future__ import annotations
 
