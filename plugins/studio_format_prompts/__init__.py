@@ -17,7 +17,8 @@ PROMPT_KEYS = ("prompt", "question", "instruction")
 # A row holding any of these has more than a prompt: some other format explains it.
 ANSWER_KEYS = {"answer", "answers", "output", "response", "completion", "chosen", "rejected", "turns",
                "instances", "messages", "conversations", "canonical_solution", "test", "context", "input",
-               "label", "reference", "target", "solution", "text", "response_j", "response_k"}
+               "label", "reference", "target", "solution", "text", "response_j", "response_k",
+               "responses", "completions"}
 LONG_TEXT = 400  # a prompt-only row's other fields are ids and tags, not passages of text
 
 

@@ -11,8 +11,15 @@ from studio.cli.shared import (
 from studio.extensions import Command
 
 
-def _formats():
-    return host().formats()
+def _formats(args=None):
+    """The registered formats, with ``--option KEY=VALUE`` applied to the formats that take it."""
+    formats = host().formats()
+    if args is None or not getattr(args, "option", None):
+        return formats
+    from studio.data.format_options import configure_formats
+
+    configured, _ = configure_formats(formats, args.option, only=getattr(args, "format", None))
+    return configured
 
 
 def _column_map(args) -> dict[str, str]:
@@ -39,7 +46,7 @@ def cmd_formats(args) -> int:
 def cmd_detect(args) -> int:
     from studio.data.convert import read_file, reject_json
 
-    result = read_file(Path(args.file), _formats(), override=args.format, column_map=_column_map(args))
+    result = read_file(Path(args.file), _formats(args), override=args.format, column_map=_column_map(args))
     d = result.detection
     kinds: dict[str, int] = {}
     for r in result.records:
@@ -68,7 +75,7 @@ def cmd_convert(args) -> int:
     from studio.data.workflows import convert_file
 
     try:
-        result, report = convert_file(Path(args.file), _formats(), args.to, Path(args.output),
+        result, report = convert_file(Path(args.file), _formats(args), args.to, Path(args.output),
                                       override=args.format, column_map=_column_map(args),
                                       rejects_out=Path(args.rejects) if args.rejects else None, strict=args.strict)
     except RejectedRows as exc:
@@ -100,7 +107,7 @@ def cmd_import(args) -> int:
 
     ws = workspace(args)
     try:
-        result = import_file(ws, Path(args.file), _formats(), name=args.name, override=args.format,
+        result = import_file(ws, Path(args.file), _formats(args), name=args.name, override=args.format,
                              column_map=_column_map(args), rejects_out=Path(args.rejects) if args.rejects else None,
                              strict=args.strict)
     except RejectedRows as exc:
@@ -249,6 +256,9 @@ def _add_read_options(p) -> None:
     p.add_argument("--format", "-f", help="skip detection and read as this format (see `studio data formats`)")
     p.add_argument("--map", "-m", action="append", metavar="TARGET=SOURCE",
                    help="rename a column before reading, e.g. --map prompt=question (repeatable)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a reading option of the format that takes it, e.g. --option pairs=best_each for "
+                        "scored rows (see `studio data formats`; repeatable)")
 
 
 def configure(parser) -> None:

@@ -151,8 +151,9 @@ class DatasetFormat:
         """Score a sample of raw rows; None when the shape is clearly not this format."""
         raise NotImplementedError
 
-    def read(self, row: dict[str, Any]) -> Record:
-        """Map one raw row to a record, raising :class:`RecordError` naming the field."""
+    def read(self, row: dict[str, Any]) -> Record | list[Record]:
+        """Map one raw row to a record, raising :class:`RecordError` naming the field. A row that
+        holds several records (one pair per scored response) may give a list of them."""
         raise NotImplementedError
 
     def write(self, record: Record) -> Written:

@@ -199,12 +199,16 @@ def read_records(path: Path, fmt: DatasetFormat, detection: Detection) -> Iterat
                          f"expected a JSON object per row, got {type(data).__name__}", _short(data))
             continue
         try:
-            yield fmt.read(data)
+            read = fmt.read(data)
         except RecordError as exc:
             yield Reject(display, item.line, item.index, exc.field, exc.message, data)
+            continue
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             # A format bug or an odd row must not end the import; report it like any bad row.
             yield Reject(display, item.line, item.index, None, f"{type(exc).__name__}: {exc}", data)
+            continue
+        # A format may make several records of one row (a list): one pair per scored response.
+        yield from (read if isinstance(read, list) else [read])
 
 
 def _short(value: Any) -> Any:
