@@ -234,13 +234,10 @@ def test_edited_texts_are_written_in_their_places(formats):
     assert written["rewards_armorm"] == row["rewards_armorm"]
 
 
-def test_a_pair_from_another_format_is_written_as_two_ranked_answers(formats):
+def test_pairs_without_scored_responses_are_not_given_made_up_scores(formats):
     record = Record([Turn("user", "Hi?")], [Turn("assistant", "Hello!")], [Turn("assistant", "What.")], meta={"id": 3})
     written = formats["scored"].write(record)
-    assert written.row == {"prompt": "\n\nHuman: Hi?\n\nAssistant:", "turns": 1, "num_responses": 2, "id": 3,
-                           "answers": [{"answer": "Hello!", "rank": 1}, {"answer": "What.", "rank": 2}]}
-    again = formats["scored"].read(written.row)
-    assert (again.messages, again.chosen, again.rejected) == (record.messages, record.chosen, record.rejected)
+    assert written.row is None and "trl_preference" in written.dropped[0]
     conversation = Record([Turn("user", "Hi?"), Turn("assistant", "Hello!")])
     assert formats["scored"].write(conversation).row is None
 
@@ -263,6 +260,7 @@ def test_bad_rows_are_reported_by_file_line_and_field_and_good_rows_kept(formats
         bad_uf,                                                        # 6 a completion without a score
         nectar,                                                        # 7 an answer without a rank
         magpie_row([0.3, 0.1]),                                        # 8 good
+        {"instruction": "Q?", "responses": ["a", "b"]},                # 9 no rewards at all
     ]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
     result = read_file(path, formats)
@@ -270,11 +268,12 @@ def test_bad_rows_are_reported_by_file_line_and_field_and_good_rows_kept(formats
     assert len(result.records) == 3
     got = [(r.file, r.line, r.field) for r in result.rejects]
     assert got == [(str(path), 2, "rewards_armorm"), (str(path), 3, "responses"), (str(path), 4, "rewards_armorm[1]"),
-                   (str(path), 6, "completions[1].overall_score"), (str(path), 7, "answers[1].rank")]
+                   (str(path), 6, "completions[1].overall_score"), (str(path), 7, "answers[1].rank"),
+                   (str(path), 9, "rewards_armorm")]
     messages = [r.message for r in result.rejects]
     assert messages[0] == "2 scores for 3 responses"
     assert messages[1] == "a preference needs 2 or more responses, got 1"
-    assert messages[4] == "missing"
+    assert messages[4] == messages[5] == "missing"
 
 
 # --- detection ----------------------------------------------------------------------------------
@@ -318,6 +317,9 @@ def test_cli_import_takes_the_pairing_option(cli_host, capsys):
     assert one["records"] == 52 and each["records"] > 3 * 52
     assert main(["data", "detect", str(SAMPLES / "nectar_ranked.jsonl"), "--option", "pairs=nonsense"]) != 0
     assert "pairs" in capsys.readouterr().err
+    # An option the file's format does not take changes nothing, and the CLI says so.
+    assert main(["data", "detect", str(DATASETS / "hh_rlhf.jsonl"), "--option", "pairs=best_each"]) == 0
+    assert "was not used" in capsys.readouterr().err
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -24,11 +24,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Turn, Written, add_meta, dict_rows, extra_fields, extra_keys_note,
+    DatasetFormat, Record, RecordError, Turn, Written, dict_rows, extra_fields, extra_keys_note,
     layout_of, make_meta, match_or_none, pct, source_meta, unheld, without_system,
 )
 from studio.hookspecs import hookimpl
-from studio_format_scored.shapes import LABEL, SHAPES, Magpie, Nectar, Scored, Shape, render_transcript, shape_of
+from studio_format_scored.shapes import SHAPES, Magpie, Nectar, Scored, Shape, shape_of
 
 NAME = "scored"
 PAIR_KEY = "scored_pair"
@@ -85,11 +85,12 @@ class ScoredFormat(DatasetFormat):
         counts = []
         for row, shape in zip(rows, shapes):
             if shape is main:
-                items = row.get({"magpie": "responses", "ultrafeedback": "completions", "nectar": "answers"}[main.name])
+                items = row.get(RESPONSES_FIELD[main.name])
                 counts.append(len(items))
         score = len(hits) / len(rows)
+        spread = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
         reason = (f"{pct(score)} of sampled rows hold several scored responses to one prompt, most in the "
-                  f"{main.title} shape, {min(counts)}-{max(counts)} responses per row; each row becomes "
+                  f"{main.title} shape, {spread} responses per row; each row becomes "
                   f"{'the best response against each lower-scored one' if self.options.pairs == 'best_each' else 'the best response against the worst'}")
         known = {"instruction", "prompt", "responses", "completions", "answers"}
         if main.name == "magpie":
@@ -100,6 +101,8 @@ class ScoredFormat(DatasetFormat):
 
     def read(self, row):
         shape = shape_of(row)
+        if shape is None and isinstance(row.get("responses"), list):
+            shape = BY_NAME["magpie"]  # responses without a rewards_* column: rejected as missing scores
         if shape is None:
             raise RecordError("responses", "missing: expected instruction + responses + rewards_* (Magpie), "
                                            "instruction + completions (UltraFeedback) or prompt + answers (Nectar)")
@@ -142,7 +145,8 @@ class ScoredFormat(DatasetFormat):
         info = info if isinstance(info, dict) else {}
         shape = BY_NAME.get(info.get("shape")) or _shape_of_fields(source)
         if shape is None:
-            return self._write_new(record, prompt, source, dropped)
+            # Inventing scores for a plain pair would put made-up numbers in the data.
+            return Written(None, ["preference pairs without their scored responses (write them as trl_preference)"])
         if isinstance(info.get("pair"), int) and info["pair"] > 0:
             return Written(None, ["further pairs of a scored row (a row is written once, from its first pair)"])
         hint = layout_of(record, NAME)
@@ -173,17 +177,6 @@ class ScoredFormat(DatasetFormat):
                 row[key] = [_message(picked["order"], "user", row["instruction"]),
                             _message(picked["order"], "assistant", row["responses"][position])]
         return Written(row, dropped + unheld(record))
-
-    @staticmethod
-    def _write_new(record: Record, prompt: list[Turn], source: dict, dropped: list[str]) -> Written:
-        """A pair that came from elsewhere: a two-answer Nectar row, ranks 1 and 2."""
-        if not prompt or prompt[-1].role != "user" or any(t.role not in LABEL for t in prompt):
-            return Written(None, ["prompts other than Human/Assistant turns ending on a Human turn"])
-        row = {"prompt": render_transcript(prompt),
-               "answers": [{"answer": record.chosen[0].content, "rank": 1},
-                           {"answer": record.rejected[0].content, "rank": 2}],
-               "turns": sum(t.role == "user" for t in prompt), "num_responses": 2}
-        return Written(add_meta(row, record), dropped + unheld(record))
 
 
 def _shape_of_fields(source: dict) -> Shape | None:

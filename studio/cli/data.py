@@ -22,6 +22,19 @@ def _formats(args=None):
     return configured
 
 
+def _note_unused_options(args, detected: str) -> None:
+    """An --option the file's format does not take changed nothing: say so rather than stay silent."""
+    if not getattr(args, "option", None):
+        return
+    from studio.data.format_options import configure_formats
+
+    _, takers = configure_formats(host().formats(), args.option, only=args.format)
+    if detected not in takers:
+        console(stderr=True).print(
+            f"note: --option {' '.join(args.option)} was not used: {args.file} reads as {detected}, and only "
+            f"{', '.join(sorted(takers))} takes it", markup=False)
+
+
 def _column_map(args) -> dict[str, str]:
     from studio.data.reading import parse_column_map
 
@@ -48,6 +61,7 @@ def cmd_detect(args) -> int:
 
     result = read_file(Path(args.file), _formats(args), override=args.format, column_map=_column_map(args))
     d = result.detection
+    _note_unused_options(args, d.format)
     kinds: dict[str, int] = {}
     for r in result.records:
         kinds[r.kind] = kinds.get(r.kind, 0) + 1
@@ -87,6 +101,7 @@ def cmd_convert(args) -> int:
             _report_rejects(exc.rejects, False)
             console(stderr=True).print(f"error: nothing written: {exc} and --strict is on", markup=False)
         return EXIT_REJECTS
+    _note_unused_options(args, result.detection.format)
     if args.json:
         print_json({"from": result.detection.format, "to": args.to, "output": args.output,
                     "read": len(result.records), "rejects": len(result.rejects), **report.to_dict()})
@@ -121,6 +136,7 @@ def cmd_import(args) -> int:
             console(stderr=True).print(f"error: nothing stored: {exc} and --strict is on", markup=False)
         return EXIT_REJECTS
     v = result.version
+    _note_unused_options(args, result.detection.format)
     if args.json:
         print_json({"dataset": v.dataset, "version": v.id, "stored": True, "records": v.num_records,
                     "format": result.detection.format, "reason": result.detection.reason,
