@@ -1,6 +1,6 @@
 """The scored format: several scored or ranked responses per prompt (Magpie, UltraFeedback,
 Nectar) read as preference records, written back losslessly, detected without stealing other
-formats' files, and trained on by DPO."""
+formats' files. DPO training from such a file: tests/test_train_scored.py."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATASETS, ROOT
+from conftest import DATASETS
 from studio import plugins
 from studio.data import containers
 from studio.data.convert import read_file, write_file
@@ -320,30 +320,3 @@ def test_cli_import_takes_the_pairing_option(cli_host, capsys):
     # An option the file's format does not take changes nothing, and the CLI says so.
     assert main(["data", "detect", str(DATASETS / "hh_rlhf.jsonl"), "--option", "pairs=best_each"]) == 0
     assert "was not used" in capsys.readouterr().err
-
-
-# --- training -----------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_dpo_recipe_trains_on_a_scored_file_and_its_checks_pass(tmp_path, monkeypatch):
-    from studio.recipes import load_recipe
-    from studio.training.backend_base import TrainContext
-    from studio.training.expectations import check_all
-    from studio.training.preflight import preflight
-
-    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tensorboard"))
-    path = ROOT / "recipes" / "train-dpo-scored.yaml"
-    assert path.read_text().startswith("# studio run recipes/train-dpo-scored.yaml\n")
-    recipe = load_recipe(path)
-    ws = Workspace.init(tmp_path / "ws")
-    checked = preflight(ws, recipe, scored_host())
-    assert checked.source["format"] == "scored"
-    assert len(checked.train) + len(checked.eval) == 52
-    events = []
-    ctx = TrainContext(recipe=recipe, config=checked.config, run_dir=tmp_path / "run", train_records=checked.train,
-                       eval_records=checked.eval, emit=lambda name, **f: events.append({"event": name, **f}))
-    final = checked.backend.train(ctx)
-    history = [e for e in events if e["event"] in ("metrics", "eval")]
-    checks = check_all(recipe.expect, history, final)
-    assert all(c["passed"] for c in checks), checks

@@ -158,7 +158,7 @@ class ScoredFormat(DatasetFormat):
         except RecordError as exc:
             return Written(None, [f"scored records whose kept responses no longer read ({exc})"])
         row = {key: None, **row}
-        why = shape.put_prompt(row, prompt, Scored([], [], [], "", key, hint.get("prompt")))
+        why = shape.put_prompt(row, prompt, key, hint.get("prompt"))
         if why:
             return Written(None, [why])
         positions = [info.get("chosen"), info.get("rejected")]

@@ -74,11 +74,12 @@ class Shape:
         """Write an edited response back into ``row`` (a copy of the source row)."""
         raise NotImplementedError
 
-    def put_prompt(self, row: dict, prompt: list[Turn], parsed: Scored) -> str | None:
-        """Write the prompt into ``row``; a reason when these turns cannot be held, else None."""
+    def put_prompt(self, row: dict, prompt: list[Turn], key: str, raw: str | None = None) -> str | None:
+        """Write the prompt into ``row[key]`` (``raw``: the source's spelling, used while it still
+        says the same); a reason when these turns cannot be held, else None."""
         if len(prompt) != 1 or prompt[0].role != "user":
             return "prompts other than one user turn"
-        row[parsed.prompt_key] = prompt[0].content
+        row[key] = prompt[0].content
         return None
 
 
@@ -238,11 +239,10 @@ class Nectar(Shape):
     def put_response(self, row, index, text):
         row["answers"][index]["answer"] = text
 
-    def put_prompt(self, row, prompt, parsed):
+    def put_prompt(self, row, prompt, key, raw=None):
         if not prompt or any(t.role not in LABEL for t in prompt) or prompt[-1].role != "user":
             return "prompts other than Human/Assistant turns ending on a Human turn"
-        raw = parsed.prompt_raw
-        row["prompt"] = raw if raw is not None and parse_transcript(raw, "prompt") == prompt else render_transcript(prompt)
+        row[key] = raw if raw is not None and parse_transcript(raw, key) == prompt else render_transcript(prompt)
         return None
 
 
