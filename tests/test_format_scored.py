@@ -183,6 +183,9 @@ def test_format_options_are_validated(formats):
     with pytest.raises(FormatOptionError, match="KEY=VALUE"):
         configure_formats(formats, ["best_each"])
     assert configure_formats(formats, None) == (formats, set())
+    # A mapping (what a recipe section would hold) works like KEY=VALUE strings.
+    configured, takers = configure_formats(formats, {"pairs": "best_each"})
+    assert takers == {"scored"} and configured["scored"].options.pairs == "best_each"
 
 
 # --- writing back -------------------------------------------------------------------------------

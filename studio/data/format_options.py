@@ -27,11 +27,12 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def configure_formats(formats: dict[str, DatasetFormat], pairs: list[str] | None,
+def configure_formats(formats: dict[str, DatasetFormat], pairs: list[str] | dict[str, Any] | None,
                       only: str | None = None) -> tuple[dict[str, DatasetFormat], set[str]]:
     """The formats with the options applied, and the names of the formats that took them.
-    ``only`` (a ``--format`` choice) limits the options to that format."""
-    options = parse_options(pairs)
+    ``pairs`` are ``KEY=VALUE`` strings (the CLI) or a mapping (a recipe section); ``only`` (a
+    ``--format`` choice) limits the options to that format."""
+    options = dict(pairs) if isinstance(pairs, dict) else parse_options(pairs)
     if not options:
         return formats, set()
     candidates = {only: formats[only]} if only in formats else formats
