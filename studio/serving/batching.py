@@ -321,6 +321,7 @@ class Batcher:
         self._waiting: collections.deque[Handle] = collections.deque()
         self._wake = threading.Condition()
         self._closed = False
+        self._unfinished = 0  # submitted generations not yet finished: waiting, being admitted or running
         # The running batch: its sequences, their shared cache and attention mask (one row each).
         self._running: list[_Sequence] = []
         self._cache = None
@@ -352,9 +353,10 @@ class Batcher:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if len(self._waiting) + len(handles) > self.max_queued + max(0, self.max_batch - len(self._running)):
+            if self._unfinished + len(handles) > self.max_queued + self.max_batch:
                 self.rejected_total += len(handles)
                 raise QueueFull(self._retry_after())
+            self._unfinished += len(handles)
             self._waiting.extend(handles)
             self.requests_total += len(handles)
             self._wake.notify()
@@ -413,7 +415,7 @@ class Batcher:
                 if not handle.cancelled:
                     return handle
                 handle.result.finish_reason = "cancelled"
-                handle._finish()
+                self._release(handle)
         return None
 
     def _forward(self, input_ids, **kwargs):
@@ -430,12 +432,16 @@ class Batcher:
             handle = self._next_waiting()
             if handle is None:
                 return
-            sequence = _Sequence(handle, self.tokenizer, self.stop_ids, self.device)
-            out = self._forward(torch.tensor([handle.prompt_ids], device=self.device))
+            try:
+                sequence = _Sequence(handle, self.tokenizer, self.stop_ids, self.device)
+                out = self._forward(torch.tensor([handle.prompt_ids], device=self.device))
+                sequence.take(out.logits[0, -1])
+            except Exception as exc:  # noqa: BLE001 - this prompt failed; the batch goes on
+                self._release(handle, exc)
+                continue
             self._count(1)
-            sequence.take(out.logits[0, -1])
             if sequence.finished:
-                handle._finish()
+                self._release(handle)
                 continue
             self._join(sequence, output_cache(out))
             limit = self.max_batch if self._mergeable else 1
@@ -484,7 +490,7 @@ class Batcher:
             if sequence.handle.cancelled:
                 sequence.handle.result.finish_reason = "cancelled"
                 sequence.finished = True
-                sequence.handle._finish()
+                self._release(sequence.handle)
         self._drop_finished()
         if not self._running:
             return
@@ -499,7 +505,7 @@ class Batcher:
             sequence.length += 1
             sequence.take(logits[row])
             if sequence.finished:
-                sequence.handle._finish()
+                self._release(sequence.handle)
         self._count(len(self._running))
         self._drop_finished()
 
@@ -528,20 +534,29 @@ class Batcher:
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_SECONDS:
             self._recent.popleft()
 
+    def _release(self, handle: Handle, error: BaseException | None = None) -> None:
+        """End a generation: its client's iteration stops, and its place in the queue is free."""
+        with self._wake:
+            self._unfinished -= 1
+        handle._finish(error)
+
     def _fail_all(self, exc: BaseException) -> None:
         for sequence in self._running:
             if not sequence.handle.done:
-                sequence.handle._finish(exc)
+                self._release(sequence.handle, exc)
         self._running, self._cache, self._mask = [], None, None
 
     def _cancel_all(self) -> None:
         for sequence in self._running:
-            sequence.handle.result.finish_reason = "cancelled"
-            sequence.handle._finish()
+            if not sequence.handle.done:
+                sequence.handle.result.finish_reason = "cancelled"
+                self._release(sequence.handle)
         self._running = []
-        while (handle := self._next_waiting()) is not None:
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for handle in waiting:
             handle.result.finish_reason = "cancelled"
-            handle._finish()
+            self._release(handle)
 
 
 def torch_index(rows: list[int], device):

@@ -34,9 +34,11 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def vllm_refusal(model_dir: str | Path, installed: Callable[[], bool] = vllm_installed,
-                 gpu: Callable[[], bool] = cuda_available) -> str | None:
-    """Why vLLM can't serve ``model_dir`` on this machine, or None when it can."""
+def vllm_refusal(model_dir: str | Path, installed: Callable[[], bool] | None = None,
+                 gpu: Callable[[], bool] | None = None) -> str | None:
+    """Why vLLM can't serve ``model_dir`` on this machine, or None when it can (``installed`` and
+    ``gpu`` default to looking at this machine)."""
+    installed, gpu = installed or vllm_installed, gpu or cuda_available
     folder = Path(model_dir)
     if not folder.is_dir():
         return (f"--engine vllm serves a model folder; {model_dir} is not one (a hub id works with "
