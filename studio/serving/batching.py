@@ -330,6 +330,7 @@ class Batcher:
         # Counters for /metrics.
         self.requests_total = 0
         self.rejected_total = 0
+        self.cancelled_total = 0
         self.tokens_total = 0
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -381,6 +382,7 @@ class Batcher:
         return {"queue_depth": len(self._waiting), "batch_size": len(self._running),
                 "max_batch": self.max_batch, "max_queued": self.max_queued,
                 "requests_total": self.requests_total, "rejected_total": self.rejected_total,
+                "cancelled_total": self.cancelled_total,
                 "generated_tokens_total": self.tokens_total, "tokens_per_second": self.tokens_per_second()}
 
     def tokens_per_second(self) -> float:
@@ -538,6 +540,8 @@ class Batcher:
         """End a generation: its client's iteration stops, and its place in the queue is free."""
         with self._wake:
             self._unfinished -= 1
+            if handle.result.finish_reason == "cancelled":
+                self.cancelled_total += 1
         handle._finish(error)
 
     def _fail_all(self, exc: BaseException) -> None:

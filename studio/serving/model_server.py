@@ -1001,6 +1001,8 @@ def prometheus_text(server: ModelHTTPServer) -> str:
          round(stats["tokens_per_second"], 3)),
         ("studio_generated_tokens_total", "counter", "tokens generated", stats["generated_tokens_total"]),
         ("studio_generations_total", "counter", "generations submitted (one per choice)", stats["requests_total"]),
+        ("studio_cancelled_generations_total", "counter", "generations whose client left before the end",
+         stats["cancelled_total"]),
         ("studio_rejected_requests_total", "counter", "requests answered 429 (queue full)", server.rejected),
     ]
     lines = []
