@@ -126,12 +126,17 @@ def test_a_cancelled_generation_leaves_the_batch(loaded, prompts, batcher):
 def test_the_queue_is_bounded(loaded, prompts):
     small = Batcher(*loaded, max_batch=1, max_queued=1)
     try:
+        # A group larger than the queue, on an idle batcher, is slow rather than refused forever.
+        handles = small.submit_all([(prompts[0], SamplingParams(temperature=0.0, max_tokens=2))] * 3)
+        assert [h.wait().tokens for h in handles] == [2, 2, 2]
+        long = small.submit(prompts[0], SamplingParams(temperature=0.0, max_tokens=500))
+        next(iter(long))  # it holds the one batch slot
         with pytest.raises(QueueFull) as full:
-            small.submit_all([(prompts[0], SamplingParams(max_tokens=2))] * 3)
-        assert full.value.retry_after >= 1 and small.stats()["rejected_total"] == 3
-        handles = small.submit_all([(prompts[0], SamplingParams(temperature=0.0, max_tokens=2))] * 2)
-        assert [h.wait().tokens for h in handles] == [2, 2]  # room again once they finished
-        assert small.submit(prompts[0], SamplingParams(max_tokens=1)).wait().tokens == 1
+            small.submit_all([(prompts[1], SamplingParams(max_tokens=2))] * 2)
+        assert full.value.retry_after >= 1 and small.stats()["rejected_total"] == 2
+        waiting = small.submit(prompts[1], SamplingParams(temperature=0.0, max_tokens=2))  # one may wait
+        long.cancel()
+        assert waiting.wait().tokens == 2 and long.wait().finish_reason == "cancelled"
     finally:
         small.close()
 

@@ -342,7 +342,11 @@ class Batcher:
         return self.submit_all([(prompt_ids, params)])[0]
 
     def submit_all(self, requests: list[tuple[list[int], SamplingParams]]) -> list[Handle]:
-        """Queue several generations at once (the n choices of one request): all of them or none."""
+        """Queue several generations at once (the n choices of one request): all of them or none.
+
+        A group larger than ``max_batch + max_queued`` is taken when nothing else is queued or running,
+        so it is slow rather than refused forever; it waits as prompt ids, and only ``max_batch``
+        generations hold a KV cache at any time."""
         handles = []
         for prompt_ids, params in requests:
             if not prompt_ids:
@@ -354,7 +358,7 @@ class Batcher:
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            if self._unfinished + len(handles) > self.max_queued + self.max_batch:
+            if self._unfinished and self._unfinished + len(handles) > self.max_queued + self.max_batch:
                 self.rejected_total += len(handles)
                 raise QueueFull(self._retry_after())
             self._unfinished += len(handles)
