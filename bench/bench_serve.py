@@ -137,7 +137,8 @@ def metrics(base_url: str) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="embedded:small", help="what `studio serve` serves (default: embedded:small)")
+    parser.add_argument("--model", default="embedded:small",
+                        help="what `studio serve` serves (default: embedded:small)")
     parser.add_argument("--requests", type=int, default=16, help="requests per mode (prompts repeat past 16)")
     parser.add_argument("--max-tokens", type=int, default=64, help="completion tokens per request, at most")
     parser.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: its own)")
@@ -156,7 +157,8 @@ def main() -> int:
         alone, alone_wall = one_at_a_time(server.base_url, server.model_name, questions, args.max_tokens)
         together, together_wall = concurrent(server.base_url, server.model_name, questions, args.max_tokens)
         after = metrics(server.base_url)
-    differ = [i for i, (a, b) in enumerate(zip(alone, together)) if (a["text"], a["tokens"]) != (b["text"], b["tokens"])]
+    differ = [i for i, (a, b) in enumerate(zip(alone, together))
+              if (a["text"], a["tokens"]) != (b["text"], b["tokens"])]
     rows = {"one_at_a_time": summary(alone, alone_wall), "concurrent": summary(together, together_wall)}
     ratio = rows["concurrent"]["tokens_per_s"] / rows["one_at_a_time"]["tokens_per_s"]
     result = {"model": args.model, "requests": args.requests, "max_tokens": args.max_tokens,

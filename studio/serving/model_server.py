@@ -52,8 +52,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
-from studio.serving.batching import (END_OF_TURN_TOKENS, Batcher, Detokenizer, FairLock, Handle, QueueFull,
-                                     SamplingParams, cache_keyword, output_cache, pick_token, stop_token_ids)
+# END_OF_TURN_TOKENS stays importable from here (studio.evaluation.generation reads it from this module).
+from studio.serving.batching import (END_OF_TURN_TOKENS, Batcher, Detokenizer, FairLock, Handle,  # noqa: F401
+                                     QueueFull, SamplingParams, cache_keyword, output_cache, pick_token,
+                                     stop_token_ids)
 from studio.serving.structured import Fixed, OneOf, Piece, SchemaError, TokenTable, min_tokens, plan_for
 from studio.serving.token_logprobs import (MAX_LOGPROBS, TextOffsets, TokenScore, char_offsets, join_logprobs,
                                            legacy_logprobs)
