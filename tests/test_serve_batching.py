@@ -141,6 +141,18 @@ def test_the_queue_is_bounded(loaded, prompts):
         small.close()
 
 
+def test_a_prompt_that_fails_fails_alone(loaded, prompts, batcher):
+    outside = [len(loaded[1]) + 10_000]  # a token id past the embedding table: the forward raises
+    bad, good = batcher.submit_all([(outside, SamplingParams(max_tokens=4)),
+                                    (prompts[1], SamplingParams(temperature=0.0, max_tokens=4))])
+    with pytest.raises(IndexError):
+        bad.wait()
+    with pytest.raises(IndexError):
+        list(bad)
+    assert good.wait().ids == unbatched(loaded, prompts[1], 4).ids
+    assert batcher.submit(prompts[0], SamplingParams(max_tokens=2)).wait().tokens == 2
+
+
 def test_generation_draws_no_deprecation_warning(loaded, prompts):
     # transformers 5.25 renamed the cache argument; the old name warns on every forward.
     with warnings.catch_warnings():

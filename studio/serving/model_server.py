@@ -718,12 +718,13 @@ class Handler(BaseHTTPRequestHandler):
             return True
 
     def _wait(self, handles: list[Handle]) -> None:
-        """Wait for generations, cancelling them (they leave the batch) if the client hangs up meanwhile."""
+        """Wait for generations, stopping early if the client hangs up meanwhile (the caller then
+        cancels them: they leave the batch); a generation that failed raises its error."""
         for handle in handles:
-            while not handle.done:
+            while not handle.wait_done(CLIENT_POLL_SECONDS):
                 if self._client_gone():
                     raise _ClientGone()
-                handle.wait_done(CLIENT_POLL_SECONDS)
+            handle.wait()
 
     # vLLM's tokenizer endpoints: lm-eval's local-completions finds them and tokenizes through the
     # server (tokenizer_backend=remote, its default choice when they answer), no tokenizer folder needed.
@@ -815,8 +816,11 @@ class Handler(BaseHTTPRequestHandler):
                     reply([(h.result.text, h.result.finish_reason) for h in handles],
                           sum(h.result.tokens for h in handles))
                     return
-                stream((i, (step.text for step in h if step.text), lambda h=h: (h.result.finish_reason,
-                                                                                 h.result.tokens))
+
+                def deltas(handle: Handle) -> Iterator[str]:
+                    return (step.text for step in handle if step.text)
+
+                stream((i, deltas(h), lambda h=h: (h.result.finish_reason, h.result.tokens))
                        for i, h in enumerate(handles))
             finally:
                 for handle in handles:  # a client gone mid-answer: its generations leave the batch
