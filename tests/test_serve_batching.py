@@ -141,6 +141,20 @@ def test_the_queue_is_bounded(loaded, prompts):
         small.close()
 
 
+def test_logprobs_of_sampled_tokens_match_a_plain_forward(loaded, prompts, batcher):
+    # What PPO rollouts need: each sampled token's log-probability under the model (before temperature).
+    handles = batcher.submit_all([(ids, SamplingParams(temperature=1.0, max_tokens=8, seed=3, logprobs=True))
+                                  for ids in prompts[:4]])
+    model = loaded[0]
+    for ids, handle in zip(prompts[:4], handles):
+        result = handle.wait()
+        assert len(result.logprobs) == result.tokens
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids + result.ids])).logits[0, len(ids) - 1:-1]
+        expected = torch.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(result.ids)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(result.logprobs), expected, atol=1e-4)
+
+
 def test_a_prompt_that_fails_fails_alone(loaded, prompts, batcher):
     outside = [len(loaded[1]) + 10_000]  # a token id past the embedding table: the forward raises
     bad, good = batcher.submit_all([(outside, SamplingParams(max_tokens=4)),
