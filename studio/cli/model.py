@@ -4,10 +4,17 @@
     studio model info MODEL [--json]
     studio model export MODEL OUT [--no-merge]
     studio serve [MODEL] [--host 127.0.0.1] [--port 8000] [--name NAME] [--trust-remote-code]
-                 [--api-key-env VAR]
+                 [--api-key-env VAR] [--threads N] [--max-batch 16] [--max-queued 64] [--engine studio|vllm]
 
 MODEL is ``embedded`` (the default), ``embedded:small``, a model or adapter folder, a run folder
 (its final/ or model/ is served), a run id of the workspace (or a unique part of it) or a hub id.
+
+The studio's server batches: requests that arrive while others generate join them at the next step
+(up to --max-batch at once); beyond --max-queued waiting ones it answers 429 with Retry-After.
+GET /metrics gives queue depth, batch size and tokens/s in Prometheus' text format.
+--engine vllm hands a model folder to vLLM's OpenAI server instead (python -m
+vllm.entrypoints.openai.api_server --model DIR --host H --port P --served-model-name NAME); it needs
+vllm installed and a CUDA GPU, and an adapter merged first (studio model export RUN merged/).
 """
 from __future__ import annotations
 
@@ -22,6 +29,15 @@ from studio.cli.shared import EXIT_OK, CliError, dispatch, print_json, workspace
 from studio.extensions import Command
 
 LOOPBACK_HOSTS = ("localhost", "::1")
+DEFAULT_MAX_BATCH = 16  # studio.serving.model_server's defaults, without importing the server here
+DEFAULT_MAX_QUEUED = 64
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _runs_workspace(args):
@@ -62,6 +78,15 @@ def configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name clients send (default: the folder name or MODEL)")
     p.add_argument("--trust-remote-code", action="store_true", help="run custom model code shipped with MODEL")
     p.add_argument("--api-key-env", metavar="VAR", help="require the key held in this environment variable")
+    p.add_argument("--engine", choices=("studio", "vllm"), default="studio",
+                   help="studio (default): the built-in batching server; vllm: vLLM's OpenAI server on a "
+                        "model folder (needs vllm and a CUDA GPU)")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch CPU threads (default: half the cores, at most 4; more thrash on a busy machine)")
+    p.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH, metavar="N",
+                   help=f"generations decoded together (default {DEFAULT_MAX_BATCH})")
+    p.add_argument("--max-queued", type=_positive, default=DEFAULT_MAX_QUEUED, metavar="N",
+                   help=f"generations that may wait for a slot; beyond them: 429 (default {DEFAULT_MAX_QUEUED})")
     # Used by studio.serving.launch: the server exits when its parent closes our stdin (or dies).
     p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     # Used by studio.serving.launch too: build progress as JSON event lines on stdout.
@@ -177,9 +202,32 @@ def cmd_serve(args) -> int:
     location = resolve_model_ref(args.model, build=False, workspace=_runs_workspace(args))
     model = location if Path(location).is_dir() and not Path(args.model).expanduser().is_dir() else args.model
     name = args.name or (args.model if model != args.model else None)
+    if args.engine == "vllm":
+        return _serve_with_vllm(args, model, name, api_key)
     serve(model, host=args.host, port=args.port, name=name, trust_remote_code=args.trust_remote_code,
-          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin, emit=progress)
+          api_key=api_key, ready=ready, stop_on_stdin_eof=args.exit_with_stdin, emit=progress,
+          threads=args.threads, max_batch=args.max_batch, max_queued=args.max_queued)
     return 0
+
+
+def _serve_with_vllm(args, model: str, name: str | None, api_key: str | None) -> int:
+    from studio.models.loading import embedded_size, resolve_model_ref
+    from studio.serving.model_server import served_name
+    from studio.serving.vllm_engine import VllmUnavailable, serve_with_vllm, vllm_command, vllm_refusal
+
+    # vLLM reads a folder; the embedded model is one once built.
+    folder = resolve_model_ref(model) if embedded_size(model) is not None else model
+    why = vllm_refusal(folder)
+    if why is not None:
+        raise CliError(why)
+    name = name or served_name(model)
+    print(f"Serving {name} with vLLM: {' '.join(vllm_command(folder, args.host, args.port, name))}", file=sys.stderr,
+          flush=True)
+    try:
+        return serve_with_vllm(folder, args.host, args.port, name, api_key=api_key,
+                               trust_remote_code=args.trust_remote_code)
+    except VllmUnavailable as exc:
+        raise CliError(str(exc)) from None
 
 
 COMMANDS = [

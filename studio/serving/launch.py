@@ -100,12 +100,14 @@ def build_event_text(event: dict[str, Any]) -> str | None:
 def start_background_server(model_ref: str = "embedded", *, name: str | None = None, api_key: str | None = None,
                             trust_remote_code: bool = False, timeout: float = 300.0,
                             env: dict[str, str] | None = None,
-                            emit: Callable[[dict[str, Any]], None] | None = None) -> BackgroundServer:
+                            emit: Callable[[dict[str, Any]], None] | None = None,
+                            options: list[str] | None = None) -> BackgroundServer:
     """Start ``python -m studio serve MODEL --port 0`` on 127.0.0.1 and return once it listens.
 
     The API key, if any, reaches the child through an environment variable, never its command
     line. ``timeout`` covers model loading and, on first use, building the embedded model; that
-    build's ``model_build`` events reach ``emit`` as they happen."""
+    build's ``model_build`` events reach ``emit`` as they happen. ``options`` are more `studio serve`
+    options (``["--max-batch", "8"]``)."""
     command = [sys.executable, "-m", "studio", "serve", str(model_ref), "--host", "127.0.0.1", "--port", "0",
                "--exit-with-stdin"]
     if emit is not None:
@@ -115,6 +117,7 @@ def start_background_server(model_ref: str = "embedded", *, name: str | None = N
         command += ["--name", name]
     if trust_remote_code:
         command.append("--trust-remote-code")
+    command += options or []
     if api_key:
         child_env[KEY_VARIABLE] = api_key
         command += ["--api-key-env", KEY_VARIABLE]
