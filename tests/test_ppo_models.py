@@ -145,3 +145,104 @@ def test_freeze_trains_only_the_last_layers_and_the_value_head(tiny):
     names = set(models.named_trainable())
     assert "value.score.weight" in names
     assert any(".layers.1." in n for n in names) and not any(".layers.0." in n for n in names)
+
+
+# --- LoRA: one base ------------------------------------------------------------------------------
+
+
+LORA = AdapterSettings(method="lora", r=4, alpha=8, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def lora(tiny):
+    return load_ppo_models(ModelSpec(policy=tiny, options=PPOOptions(reward_funcs=["length_target"]), adapter=LORA))
+
+
+def test_lora_reference_is_the_base_and_policy_starts_equal_to_it(lora, tiny):
+    from transformers import AutoModelForCausalLM
+
+    models, _ = lora
+    base = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    ep = episodes(models.tokenizer)
+    with torch.no_grad():
+        expected = base(*forward_args(ep)[:2], position_ids=ep.position_ids).logits
+    torch.testing.assert_close(models.reference_logits(*forward_args(ep)), expected)
+    torch.testing.assert_close(models.policy_logits(*forward_args(ep)).detach(), expected)
+    values = models.values(*forward_args(ep))
+    assert values.shape == ep.query_responses.shape and torch.count_nonzero(values) == 0
+    # LoRA dropout is off whatever the recipe says (the ratio must start at 1).
+    assert all(m.p == 0 for n, m in models.model.named_modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_lora_holds_one_base_models_bytes(lora, tiny):
+    from transformers import AutoModelForCausalLM
+
+    models, _ = lora
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    one = sum(t.untyped_storage().nbytes() for t in {id(p): p for p in [*plain.parameters(), *plain.buffers()]}.values())
+    memory = models.memory()
+    # The base once, plus two small adapters and the head (the tiny model's adapters weigh ~1/4).
+    assert one < memory["weights"] < 1.4 * one, (memory, one)
+    adapters = [p for n, p in models.model.named_parameters() if ".lora_" in n]
+    assert memory["trainable_parameters"] == sum(p.numel() for p in adapters) + models.value_head.weight.numel()
+
+
+def test_lora_both_adapters_and_the_head_get_gradients_after_role_switches(lora):
+    models, _ = lora
+    ep = episodes(models.tokenizer)
+    for p in models.parameters_to_train():
+        p.grad = None
+    # A zero head passes no gradient to the value adapter: give it the weights one step would.
+    head = models.value_head.weight.detach().clone()
+    with torch.no_grad():
+        models.value_head.weight.normal_(0, 0.1)
+    # Switch roles in the order a loop does, ending on the reference (adapters disabled).
+    values = models.values(*forward_args(ep))
+    logits = models.policy_logits(*forward_args(ep))
+    models.reference_logits(*forward_args(ep))
+    with models.generator():
+        pass
+    (logits.logsumexp(-1).mean() + values.pow(2).mean() + (values - 1).abs().mean()).backward()
+    grads = {name: p.grad for name, p in models._trainable.items()}
+    for role in ("policy", "value"):
+        b = [g for n, g in grads.items() if n.startswith(role + ".") and "lora_B" in n]
+        assert b and all(g is not None for g in b) and any(g.abs().sum() > 0 for g in b), role
+    assert grads["value_head.weight"] is not None and grads["value_head.weight"].abs().sum() > 0
+    assert all(p.requires_grad for p in models.parameters_to_train())
+    for p in models.parameters_to_train():
+        p.grad = None
+    with torch.no_grad():
+        models.value_head.weight.copy_(head)
+
+
+def test_lora_save_is_a_plain_adapter_the_studio_loads_and_generates_with(lora, tiny, tmp_path):
+    import json
+
+    from studio.models.loading import load_model
+
+    models, _ = lora
+    with torch.no_grad():  # move the policy off the base so the check below can tell them apart
+        for name, p in models._trainable.items():
+            if name.startswith("policy.") and "lora_B" in name:
+                p.normal_(0, 0.05)
+    try:
+        models.save(tmp_path / "final")
+        config = json.loads((tmp_path / "final" / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == tiny and config["peft_type"] == "LORA"
+        model, tokenizer = load_model(str(tmp_path / "final"), device="cpu")
+        ep = episodes(tokenizer)
+        with torch.no_grad():
+            got = model(input_ids=ep.query_responses, attention_mask=ep.attention_mask,
+                        position_ids=ep.position_ids).logits
+        torch.testing.assert_close(got, models.policy_logits(*forward_args(ep)).detach())
+        assert not torch.allclose(got, models.reference_logits(*forward_args(ep)))
+        out = model.generate(ep.query_responses[:1, :ep.context_length], max_new_tokens=3, do_sample=False)
+        assert out.shape[1] > ep.context_length
+        assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors"} <= {
+            p.name for p in (tmp_path / "final" / "value").iterdir()}
+    finally:
+        with torch.no_grad():
+            for name, p in models._trainable.items():
+                if name.startswith("policy.") and "lora_B" in name:
+                    p.zero_()

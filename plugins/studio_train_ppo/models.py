@@ -514,6 +514,7 @@ class LoRAModels:
                            for name, p in model.named_parameters() if f".{role}." in name}
         self._trainable.update({f"value_head.{n}": p for n, p in value_head.named_parameters()})
         self._frozen = [p for n, p in model.named_parameters() if f".{self.REWARD}." in n]
+        self._active = None
         self._use(self.POLICY)
 
     @property
@@ -531,8 +532,9 @@ class LoRAModels:
             p.requires_grad_(False)
 
     def _use(self, adapter: str) -> None:
-        if self.model.active_adapter != adapter:
-            self.model.base_model.set_adapter(adapter)
+        if self._active != adapter:
+            self.model.set_adapter(adapter)
+            self._active = adapter
         self._restore_trainable()
 
     def policy_logits(self, input_ids, attention_mask, position_ids):
