@@ -246,3 +246,87 @@ def test_lora_save_is_a_plain_adapter_the_studio_loads_and_generates_with(lora, 
             for name, p in models._trainable.items():
                 if name.startswith("policy.") and "lora_B" in name:
                     p.zero_()
+
+
+# --- reward models: a short LoRA reward run on the policy's base ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def reward_run(tiny, tmp_path_factory):
+    from conftest import ROOT
+    from studio.recipes import load_recipe
+    from studio.store import Workspace
+    from training_helpers import run_to_end
+
+    ws = Workspace.init(tmp_path_factory.mktemp("ppo-reward") / "ws")
+    recipe = load_recipe(ROOT / "recipes" / "train-reward.yaml", [
+        f"model={tiny}", "limit=16", "eval_fraction=0.25", "training.max_steps=3", "training.batch_size=4",
+        "training.logging_steps=1", "adapter.method=lora", "adapter.r=4",
+        "adapter.alpha=8", "expect=[]", "name=lora-rm"])
+    return run_to_end(ws, recipe)
+
+
+def conversations() -> list[list[dict[str, str]]]:
+    return [[*p, {"role": "assistant", "content": c}] for p, c in zip(PROMPTS, COMPLETIONS)]
+
+
+def test_a_lora_reward_run_keeps_its_unmerged_adapter_beside_the_merged_model(reward_run, tiny):
+    import json
+
+    from studio.training import reward_workbench as wb
+    from studio.training.reward_refs import reward_adapter_folder
+
+    adapter = reward_adapter_folder(reward_run.final_dir)
+    assert adapter == reward_run.path / "reward_adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny and config["task_type"] == "SEQ_CLS"
+    assert not (reward_run.final_dir / "adapter_config.json").exists()  # final/ stays a merged classifier
+    merged = wb.load_reward_model(reward_run.path, device="cpu").score_conversations(conversations())
+    unmerged = wb.load_reward_model(adapter, device="cpu").score_conversations(conversations())
+    assert unmerged == pytest.approx(merged, abs=1e-5)
+    assert merged[0] != pytest.approx(merged[1], abs=1e-6)  # a trained head tells the two apart
+
+
+def test_the_reward_adapter_on_the_policy_base_scores_as_the_merged_classifier(reward_run, tiny):
+    from studio.training import reward_workbench as wb
+    from studio_train_ppo.models import LoRAModels
+
+    options = PPOOptions(reward_model=str(reward_run.path))
+    models, reward = load_ppo_models(ModelSpec(policy=tiny, options=options, adapter=LORA,
+                                               reward_model=str(reward_run.path)))
+    assert isinstance(models, LoRAModels) and models.reward_module is None
+    assert set(models.model.peft_config) == {"policy", "value", "reward"}
+    scores, means = reward.score(episodes(models.tokenizer))
+    expected = wb.load_reward_model(reward_run.path, device="cpu").score_conversations(conversations())
+    torch.testing.assert_close(scores, torch.tensor(expected), atol=1e-5, rtol=1e-5)
+    assert means == pytest.approx({"rewards/reward_model/mean": sum(expected) / 2}, abs=1e-5)
+    # The value adapter and head start as the reward's: the value at the last token is the score.
+    encoder = wb.RewardModel(None, models.tokenizer, "", 1024)
+    ids = torch.tensor([encoder.encode(conversations()[0])])
+    mask = torch.ones_like(ids)
+    values = models.values(ids, mask, torch.arange(ids.shape[1])[None])
+    assert values[0, -1].item() == pytest.approx(expected[0], abs=1e-5)
+    # Still one base: the third adapter and the head cost little.
+    base = sum(p.numel() * p.element_size() for n, p in models.base.named_parameters() if ".lora_" not in n)
+    assert base < models.memory()["weights"] < 1.6 * base
+    lora_b = {role: [p for n, p in models.model.named_parameters() if f".{role}." in n and "lora_B" in n]
+              for role in ("reward", "value", "policy")}
+    assert all(p.abs().sum() > 0 for p in lora_b["reward"] + lora_b["value"])  # the run's trained weights
+    assert all(p.abs().sum() == 0 for p in lora_b["policy"])  # the policy starts as the base
+    assert not any(p.requires_grad for p in lora_b["reward"]) and all(p.requires_grad for p in lora_b["value"])
+
+
+def test_full_layout_scores_with_the_workbench_and_starts_its_value_from_the_reward_model(reward_run, tiny):
+    from studio.training import reward_workbench as wb
+
+    options = PPOOptions(reward_funcs=["length_target"], reward_model=str(reward_run.path), reward_weights=[0.0, 1.0])
+    models, reward = load_ppo_models(ModelSpec(policy=tiny, options=options, reward_model=str(reward_run.path)))
+    scorer = wb.load_reward_model(reward_run.path, device="cpu")
+    expected = scorer.score_conversations(conversations())
+    scores, means = reward.score(episodes(models.tokenizer))
+    torch.testing.assert_close(scores, torch.tensor(expected))
+    assert set(means) == {"rewards/length_target/mean", "rewards/reward_model/mean"}
+    ids = torch.tensor([scorer.encode(conversations()[1])])
+    values = models.values(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
+    assert values[0, -1].item() == pytest.approx(expected[1], abs=1e-5)
+    assert values.requires_grad and models.value_model is not models.reward_module
