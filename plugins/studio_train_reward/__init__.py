@@ -163,8 +163,9 @@ class RewardBackend(Backend):
             if adapter_dir.is_dir():
                 from safetensors.torch import save_file
 
-                head = {k: v.detach().cpu().contiguous() for k, v in model.score.state_dict().items()}
-                save_file(head, str(adapter_dir / SCORE_HEAD_FILE))
+                head = model.score if hasattr(model, "score") else model.classifier  # decoders / BERT
+                save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                          str(adapter_dir / SCORE_HEAD_FILE))
             model.save_pretrained(str(ctx.final_dir))
             tokenizer.save_pretrained(str(ctx.final_dir))
             (ctx.final_dir / "studio_reward.json").write_text(json.dumps(
