@@ -330,3 +330,14 @@ def test_full_layout_scores_with_the_workbench_and_starts_its_value_from_the_rew
     values = models.values(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
     assert values[0, -1].item() == pytest.approx(expected[1], abs=1e-5)
     assert values.requires_grad and models.value_model is not models.reward_module
+
+
+def test_dora_on_one_base_starts_at_the_reference_and_trains_its_magnitudes(tiny):
+    models, _ = load_ppo_models(ModelSpec(policy=tiny, options=PPOOptions(reward_funcs=["length_target"]),
+                                          adapter=AdapterSettings(method="dora", r=4, alpha=8)))
+    ep = episodes(models.tokenizer)
+    torch.testing.assert_close(models.policy_logits(*forward_args(ep)).detach(),
+                               models.reference_logits(*forward_args(ep)))
+    names = list(models._trainable)
+    assert any("lora_magnitude_vector" in n and n.startswith("policy.") for n in names)
+    assert any("lora_magnitude_vector" in n and n.startswith("value.") for n in names)
