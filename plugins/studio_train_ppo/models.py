@@ -141,7 +141,7 @@ def _no_dropout(model) -> None:
             module.p = 0.0
 
 
-def _storage_bytes(tensors) -> int:
+def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors`` (shared weights count once)."""
     seen: dict[int, int] = {}
     for t in tensors:
@@ -154,8 +154,8 @@ def _storage_bytes(tensors) -> int:
 
 def _memory(modules, trainable) -> dict[str, int]:
     tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
-    return {"weights": _storage_bytes(tensors),
-            "gradients": _storage_bytes([p.grad for m in modules for p in m.parameters()]),
+    return {"weights": storage_bytes(tensors),
+            "gradients": storage_bytes([p.grad for m in modules for p in m.parameters()]),
             "trainable": sum(p.numel() * p.element_size() for p in trainable),
             "trainable_parameters": sum(p.numel() for p in trainable)}
 
@@ -604,7 +604,8 @@ class LoRAModels:
 
         folder.mkdir(parents=True, exist_ok=True)
         state = get_peft_model_state_dict(self.model, adapter_name=adapter)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  str(folder / "adapter_model.safetensors"))
         config = copy.deepcopy(self.model.peft_config[adapter])
         config.base_model_name_or_path = self.base_location
         config.inference_mode = True
