@@ -242,6 +242,12 @@ def test_lora_save_is_a_plain_adapter_the_studio_loads_and_generates_with(lora, 
         assert not torch.allclose(got, models.reference_logits(*forward_args(ep)))
         out = model.generate(ep.query_responses[:1, :ep.context_length], max_new_tokens=3, do_sample=False)
         assert out.shape[1] > ep.context_length
+        # The evaluation's model opens it too (the adapter on its base) and answers a chat.
+        from studio.evaluation.models import LocalModel
+
+        evaluated = LocalModel(str(tmp_path / "final"), device="cpu")
+        assert evaluated.location == str(tmp_path / "final") and type(evaluated.model).__name__.startswith("PeftModel")
+        assert len(evaluated.chat([PROMPTS[0]], max_new_tokens=3)) == 1
         assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors"} <= {
             p.name for p in (tmp_path / "final" / "value").iterdir()}
     finally:
