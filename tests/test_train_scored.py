@@ -19,6 +19,18 @@ def scored_host() -> PluginHost:
     return host
 
 
+def test_a_recipe_passes_format_options_to_its_data_file(tmp_path):
+    from studio.recipes import load_recipe
+    from studio.training.preflight import preflight
+
+    ws = Workspace.init(tmp_path / "ws")
+    path = ROOT / "recipes" / "train-dpo-scored.yaml"
+    each = preflight(ws, load_recipe(path, ["format_options={\"pairs\": \"best_each\"}"]), scored_host())
+    # 52 rows of five responses: one pair each by default, up to four with best_each.
+    assert len(each.train) + len(each.eval) > 52 * 3
+    with pytest.raises(ValueError, match="no format takes the option 'pair'"):
+        preflight(ws, load_recipe(path, ["format_options={\"pair\": \"best_each\"}"]), scored_host())
+
 
 @pytest.mark.slow
 def test_dpo_recipe_trains_on_a_scored_file_and_its_checks_pass(tmp_path, monkeypatch):

@@ -87,6 +87,9 @@ class TrainRecipe(_Section):
     dataset: str = Field(description="stored dataset NAME[@VERSION] or a data file path")
     eval_dataset: str | None = Field(None, description="held-out data (stored name or file); default: split off")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share when eval_dataset is not given")
+    format_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="options for the data file's format, e.g. {pairs: best_each} "
+                                                       "for scored multi-response rows (as `--option` on import)")
     limit: int | None = Field(None, ge=1, description="use only the first N training records")
     name: str | None = Field(None, description="run name (part of the run id)")
     seed: int = Field(0, description="seed for data order and initialisation")

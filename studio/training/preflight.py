@@ -57,6 +57,10 @@ def preflight(ws, recipe: TrainRecipe, host=None) -> Checked:
     model, model_issues = check_model(ws, recipe, backend, config)
     problems += model_issues
     formats = host.formats()
+    if recipe.format_options:
+        from studio.data.format_options import configure_formats
+
+        formats, _ = configure_formats(formats, recipe.format_options)  # FormatOptionError is a ValueError
     try:
         loaded = load_records(recipe.dataset, ws, formats, recipe.limit)
     except (ValueError, KeyError, FileNotFoundError) as exc:
