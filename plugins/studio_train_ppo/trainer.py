@@ -129,6 +129,10 @@ class Processes:
         if self.world > 1:
             self.dist.barrier()
 
+    def close(self) -> None:
+        if self.world > 1 and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
     def any(self, flag: bool) -> bool:
         return bool(self.sum(torch.tensor([1.0 if flag else 0.0])).item() > 0)
 
@@ -212,17 +216,20 @@ class PPOLoop:
         """The logits that predict each response token, divided by the temperature."""
         return logits[:, context_length - 1:-1] / self.options.temperature
 
-    def score(self, episodes: Episodes, ended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """``(scores after the EOS penalty, the scores the rewards use, per-source means)``."""
+    def score(self, episodes: Episodes, ended: torch.Tensor,
+              learn: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """``(scores after the EOS penalty, the scores the rewards use, per-source means)``;
+        ``learn``: fold the scores into the running statistics (not for evaluation)."""
         o = self.options
         raw, per_source = self.reward.score(episodes)
-        scores = torch.as_tensor(raw, dtype=torch.float32).reshape(-1).clone()
+        scores = torch.as_tensor(raw, dtype=torch.float32).reshape(-1).to(ended.device)
         if o.missing_eos_penalty is not None:
             scores = scores - o.missing_eos_penalty * (~ended).float()
         used = scores
         if o.normalize_reward:
-            # Every rank folds in the global batch, so every rank keeps the same statistics.
-            self.moments.update(self.procs.gather(scores))
+            if learn:
+                # Every rank folds in the global batch, so every rank keeps the same statistics.
+                self.moments.update(self.procs.gather(scores.cpu()))
             used = scores / max(self.moments.std, 1e-8)
         if o.reward_clip is not None:
             used = used.clamp(-o.reward_clip, o.reward_clip)
@@ -269,7 +276,7 @@ class PPOLoop:
             **{_source_metric(name): torch.tensor(float(v)) for name, v in per_source.items()},
         }
         names = sorted(values)
-        reduced = self.procs.mean(torch.stack([torch.as_tensor(values[k], dtype=torch.float32) for k in names]))
+        reduced = self.procs.mean(torch.stack([torch.as_tensor(values[k]).detach().float().cpu() for k in names]))
         out = {k: float(v) for k, v in zip(names, reduced.tolist())}
         out["objective/kl_coef"] = beta
         out["lr"] = self.scheduler.get_last_lr()[0]
@@ -416,7 +423,7 @@ class PPOLoop:
             return {}
         rows = prompts[:EVAL_PROMPTS]
         rollout, episodes = self.rollout(rows, self._generator(self.update, "eval"))
-        scores, _, per_source = self.score(episodes, rollout.ended)
+        scores, _, per_source = self.score(episodes, rollout.ended, learn=False)
         out = {"eval_objective/scores": float(scores.mean()),
                "eval_val/eos_rate": float(rollout.ended.float().mean()),
                "eval_val/response_length": float(rollout.response_mask.sum(1).float().mean())}
@@ -496,6 +503,7 @@ def train_backend(ctx) -> dict[str, Any]:
                    emit=ctx.emit, cancelled=ctx.cancelled, processes=procs)
     metrics = loop.run(resume=ctx.resume)
     if loop.update < settings.updates:  # cancelled: the checkpoint is the result
+        procs.close()
         return metrics
     evaluated = loop.evaluate(prompt_rows(ctx.eval_records, tokenizer))
     if evaluated:
@@ -504,4 +512,5 @@ def train_backend(ctx) -> dict[str, Any]:
     if procs.main:
         models.save(ctx.final_dir)
     procs.barrier()
+    procs.close()
     return metrics
