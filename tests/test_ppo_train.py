@@ -33,8 +33,9 @@ METRICS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "loss/po
 
 
 def _loop(options: dict, updates: int, learning_rate: float, batch_size: int = 16, cancel_after: int | None = None,
-          **settings):
+          adapter: dict | None = None, **settings):
     from studio.models.loading import resolve_model_ref
+    from studio.recipes.train import AdapterSettings
     from studio.training.data import load_records
     from studio_train_ppo import PPOOptions
     from studio_train_ppo.models import ModelSpec, load_ppo_models
@@ -42,7 +43,8 @@ def _loop(options: dict, updates: int, learning_rate: float, batch_size: int = 1
 
     torch.set_num_threads(1)
     config = PPOOptions(**{**REWARD, "response_length": 10, **options})
-    models, reward = load_ppo_models(ModelSpec(policy=resolve_model_ref("embedded"), options=config, seed=0))
+    models, reward = load_ppo_models(ModelSpec(policy=resolve_model_ref("embedded"), options=config, seed=0,
+                                               adapter=AdapterSettings(**adapter) if adapter else None, device="cpu"))
     records = load_records(str(PROMPTS)).records
     events: list[tuple[str, dict]] = []
     asked: list[int] = []  # the loop asks once per update
@@ -58,14 +60,16 @@ def _metrics(events) -> list[dict[str, float]]:
     return [fields["values"] for name, fields in events if name == "metrics"]
 
 
-def test_learning_rate_zero_leaves_the_policy_the_kl_and_the_score_flat():
-    loop, events = _loop({"num_mini_batches": 2, "kl_estimator": "k3"}, updates=4, learning_rate=0.0)
+@pytest.mark.parametrize("adapter", [None, {"method": "lora", "r": 4}], ids=["full", "lora"])
+def test_learning_rate_zero_leaves_the_policy_the_kl_and_the_score_flat(adapter):
+    loop, events = _loop({"num_mini_batches": 2, "kl_estimator": "k3"}, updates=3, learning_rate=0.0,
+                         adapter=adapter)
     before = {k: v.clone() for k, v in loop.models.train_state().items()}
     loop.run()
     after = loop.models.train_state()
     assert all(torch.equal(before[k], after[k]) for k in before)
     metrics = _metrics(events)
-    assert [m["objective/kl"] for m in metrics] == [0.0] * 4            # the policy is the reference
+    assert [m["objective/kl"] for m in metrics] == [0.0] * 3            # the policy is the reference
     assert all(m["policy/approxkl"] == 0.0 and m["val/ratio"] == 1.0 for m in metrics)  # every mini-batch
     # The policy never moved, so each update's episodes are what the untouched model samples
     # from that update's seed: the scores are the starting model's, batch for batch.

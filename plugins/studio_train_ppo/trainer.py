@@ -469,15 +469,11 @@ def _policy_location(ctx, procs: Processes) -> str:
 
 
 def _reward_location(ctx) -> str | None:
-    """A reward model path as given, relative to the workspace root, or a run id of it."""
+    """The reward model's folder: a path, a path relative to the workspace root, or a run id."""
+    from studio.training.reward_refs import resolve_reward_model
+
     ref = ctx.config.reward_model
-    if not ref:
-        return None
-    root = ctx.run_dir.parent.parent  # <workspace>/runs/<run-id>
-    for candidate in (Path(ref).expanduser(), root / ref, root / "runs" / ref):
-        if candidate.exists():
-            return str(candidate)
-    return ref
+    return str(resolve_reward_model(ref, ctx.run_dir)) if ref else None
 
 
 def train_backend(ctx) -> dict[str, Any]:
