@@ -74,7 +74,7 @@ def test_learning_rate_zero_leaves_the_policy_the_kl_and_the_score_flat(adapter)
     # The policy never moved, so each update's episodes are what the untouched model samples
     # from that update's seed: the scores are the starting model's, batch for batch.
     for update, m in enumerate(metrics):
-        rollout, episodes = loop.rollout(loop.batch_rows(update), loop._generator(update, "sample"))
+        rollout, episodes = loop.rollout(loop.batch_rows(update), loop.seeded(update, "sample"))
         scores, _, _ = loop.score(episodes, rollout.ended, learn=False)
         assert m["objective/scores"] == pytest.approx(scores.mean().item(), abs=1e-6)
 
@@ -112,6 +112,22 @@ def test_a_cancel_saves_the_update_it_lands_on_and_stops(tmp_path):
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["max_steps"] == 5
+
+
+def test_ranks_take_disjoint_slices_of_one_seeded_prompt_order():
+    from types import SimpleNamespace
+
+    loop, _ = _loop({}, updates=1, learning_rate=0.0, batch_size=4)
+    n = len(loop.prompts)
+    seen = []
+    for update in range(n // 8):           # one epoch of global batches of 2 x 4 episodes
+        for rank in (0, 1):
+            loop.procs = SimpleNamespace(world=2, rank=rank)
+            seen += [id(row) for row in loop.batch_rows(update)]
+    assert len(seen) == len(set(seen)) == (n // 8) * 8  # no prompt twice within the epoch
+    loop.procs = SimpleNamespace(world=1, rank=0)
+    alone = [id(row) for update in range(n // 4) for row in loop.batch_rows(update)]
+    assert alone[:len(seen)] == seen       # the same order, whatever the number of processes
 
 
 # --- real runs ------------------------------------------------------------------------------------

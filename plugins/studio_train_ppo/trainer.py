@@ -182,13 +182,17 @@ class PPOLoop:
         for index in range(start, start + per_rank):
             epoch, position = divmod(index, n)
             if epoch not in orders:
-                orders[epoch] = torch.randperm(n, generator=self._generator(epoch, "data")).tolist()
+                orders[epoch] = torch.randperm(n, generator=self.seeded(epoch, "data")).tolist()
             rows.append(self.prompts[orders[epoch][position]])
         return rows
 
-    def _generator(self, number: int, purpose: str) -> torch.Generator:
+    def seeded(self, number: int, purpose: str) -> torch.Generator:
+        """A generator for update (or data epoch) ``number``: derived, never carried, so a resumed
+        run draws what the uninterrupted one drew. The data order is shared by every rank (each
+        takes its own slice of it); sampling and shuffles differ per rank."""
         offsets = {"data": 0, "sample": 1, "shuffle": 2, "eval": 3}
-        seed = (self.settings.seed * 1_000_003 + number * 4 + offsets[purpose]) * 64 + self.procs.rank
+        rank = 0 if purpose == "data" else self.procs.rank
+        seed = (self.settings.seed * 1_000_003 + number * 4 + offsets[purpose]) * 64 + rank
         return torch.Generator().manual_seed(seed % (2 ** 63))
 
     # -- one update -------------------------------------------------------------------------------
@@ -238,7 +242,7 @@ class PPOLoop:
 
     def step(self, update: int) -> dict[str, float]:
         o, m = self.options, self.models
-        rollout, episodes = self.rollout(self.batch_rows(update), self._generator(update, "sample"))
+        rollout, episodes = self.rollout(self.batch_rows(update), self.seeded(update, "sample"))
         qr, am, pos = rollout.query_responses, rollout.attention_mask, rollout.position_ids
         responses, mask = rollout.responses, rollout.response_mask
         scores, used_scores, per_source = self.score(episodes, rollout.ended)
@@ -295,7 +299,7 @@ class PPOLoop:
         o, m = self.options, self.models
         batch, length = responses.shape
         size = batch // o.num_mini_batches
-        shuffle = self._generator(update, "shuffle")
+        shuffle = self.seeded(update, "shuffle")
         totals: dict[str, list[torch.Tensor]] = {}
         for _ in range(o.num_ppo_epochs):
             order = torch.randperm(batch, generator=shuffle)
@@ -426,7 +430,7 @@ class PPOLoop:
         if not prompts:
             return {}
         rows = prompts[:EVAL_PROMPTS]
-        rollout, episodes = self.rollout(rows, self._generator(self.update, "eval"))
+        rollout, episodes = self.rollout(rows, self.seeded(self.update, "eval"))
         scores, _, per_source = self.score(episodes, rollout.ended, learn=False)
         out = {"eval_objective/scores": float(scores.mean()),
                "eval_val/eos_rate": float(rollout.ended.float().mean()),
