@@ -54,6 +54,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class TableStream:
+    """Canonical rows arriving as Arrow tables of any size (the columnar import). They are stored
+    in the same fixed-size batches as rows handed over one by one, so the same content gets the
+    same version id whichever way it came."""
+
+    def __init__(self, tables: Iterable[Any]):
+        self.tables = tables
+
+
 @dataclass
 class VersionInfo:
     id: str
@@ -277,7 +286,7 @@ class Workspace:
         rejects: list[Any] | None = None,
         side_files: Callable[[Path], None] | None = None,
     ) -> VersionInfo:
-        """Store records (Records, canonical row dicts or an Arrow table) as a new version of
+        """Store records (Records, canonical row dicts, an Arrow table or a :class:`TableStream`) as a new version of
         ``name`` (created if absent) and make it the head.
         ``side_files(folder)`` may add files (curation side tables) inside the version folder
         before it is renamed into place, so they appear atomically with the data."""
@@ -304,6 +313,13 @@ class Workspace:
                     digest.update(arrow_batch.serialize())
                     writer.write_batch(arrow_batch)
 
+                def write_table(table) -> None:
+                    # One batch of whole columns: serialises like the same rows built one by one.
+                    arrow_batch = pa.RecordBatch.from_arrays(
+                        [column.combine_chunks() for column in table.columns], schema=schema)
+                    digest.update(arrow_batch.serialize())
+                    writer.write_batch(arrow_batch)
+
                 if isinstance(records, pa.Table):
                     # A ready Arrow table (curation output): re-chunk to the fixed batch size so the
                     # content address equals that of the same rows written one by one.
@@ -315,6 +331,22 @@ class Workspace:
                     for item in (pc.value_counts(table.column("kind")).to_pylist() if table.num_rows else []):
                         kinds[item["values"]] = item["counts"]
                     count = table.num_rows
+                    records = ()
+                if isinstance(records, TableStream):
+                    pending: list[Any] = []
+                    pending_rows = 0
+                    for table in records.tables:
+                        for item in (pc.value_counts(table.column("kind")).to_pylist() if table.num_rows else []):
+                            kinds[item["values"]] = kinds.get(item["values"], 0) + item["counts"]
+                        count += table.num_rows
+                        pending.append(table)
+                        pending_rows += table.num_rows
+                        while pending_rows >= BATCH_ROWS:
+                            joined = pa.concat_tables(pending)
+                            write_table(joined.slice(0, BATCH_ROWS))
+                            pending, pending_rows = [joined.slice(BATCH_ROWS)], pending_rows - BATCH_ROWS
+                    if pending_rows:
+                        write_table(pa.concat_tables(pending))
                     records = ()
                 for record in records:
                     # Curation hands canonical rows straight from Arrow; skip the object round trip.
