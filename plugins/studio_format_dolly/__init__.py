@@ -53,6 +53,30 @@ class DollyFormat(DatasetFormat):
         meta = make_meta(extra_fields(row, KNOWN), NAME, hint)
         return Record([Turn("user", prompt), Turn("assistant", response)], meta=meta)
 
+    def read_columns(self, table):
+        """:meth:`read` over whole columns (rows without nulls: the host leaves those to :meth:`read`)."""
+        from studio.data import columnar  # Arrow loads when a file is imported, not at start-up
+
+        instruction = columnar.string_column(table, "instruction")
+        response = columnar.string_column(table, "response")
+        context = columnar.string_column(table, "context")
+        if instruction is None or response is None or (context is None and "context" in table.column_names):
+            return None
+        n = table.num_rows
+        empty = columnar.blank(instruction)
+        if context is not None:
+            empty = columnar.both(empty, columnar.blank(context))
+        if columnar.any_true(empty):
+            return None  # an empty instruction: the row path reports it
+        prompt = instruction if context is None else columnar.join_if(instruction, context, SEP)
+        hint = {"context": None if context is None else columnar.json_text_where(context, columnar.nonempty(context)),
+                "no_context": "true" if context is None else None}
+        meta = columnar.meta_column(table, KNOWN, NAME, hint)
+        if meta is None:
+            return None
+        messages = columnar.turns(n, [("user", prompt, None), ("assistant", response, None)])
+        return columnar.canonical_table(n, "conversation", messages, meta=meta)
+
     def write(self, record):
         if record.kind != "conversation":
             return Written(None, [f"{record.kind} records (Dolly holds one instruction and one response)"])

@@ -16,6 +16,8 @@ import gzip
 import hashlib
 import io
 import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +36,8 @@ from studio.records import arrow_schema
 # memory held stays a few times this.
 CHUNK_BYTES = 16 << 20
 BOM = b"\xef\xbb\xbf"
+# Parts read and mapped ahead of the one being stored.
+LOOK_AHEAD = 2
 # What str.strip() removes: a prompt made only of these is "empty" to the row path.
 PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 BLANK_RE = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]*$"
@@ -85,7 +89,7 @@ class Part:
     first_line: int  # 1-based line number of its first line in the (decompressed) file
 
 
-def jsonl_parts(raw: io.RawIOBase, gz: bool, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Part]:
+def jsonl_parts(raw: io.RawIOBase, gz: bool, chunk_bytes: int) -> Iterator[Part]:
     """The file's text in parts that end at a line end, each with the number of its first line."""
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
     line = 1
@@ -159,6 +163,10 @@ def any_true(mask: pa.Array) -> bool:
 def blank(strings: pa.Array) -> pa.Array:
     """True where the string is empty after str.strip()."""
     return pc.match_substring_regex(strings, BLANK_RE)
+
+
+def both(a: pa.Array, b: pa.Array) -> pa.Array:
+    return pc.and_(a, b)
 
 
 def nonempty(strings: pa.Array) -> pa.Array:
@@ -308,19 +316,45 @@ class ColumnarRead:
 
     def __init__(self, path: Path, fmt: Any, detection: Detection, rejects: list[Reject],
                  progress: Callable[[int], None] | None = None, cancelled: Callable[[], bool] = lambda: False,
-                 strict: bool = False, chunk_bytes: int = CHUNK_BYTES):
+                 strict: bool = False, chunk_bytes: int | None = None):
         self.path, self.fmt, self.detection, self.rejects = Path(path), fmt, detection, rejects
-        self.progress, self.cancelled, self.strict, self.chunk_bytes = progress, cancelled, strict, chunk_bytes
+        self.progress, self.cancelled, self.strict = progress, cancelled, strict
+        self.chunk_bytes = chunk_bytes or CHUNK_BYTES
         self.sha256: str | None = None
         self.columnar_rows = 0  # how many rows took the columnar path (the rest took the row path)
 
     def __iter__(self) -> Iterator[pa.Table]:
+        # A worker reads, parses and maps the next parts while the store writes and hashes this
+        # one: Arrow and hashlib release the GIL, so the two overlap on two cores.
+        parts = self._tables()
+        pending: deque = deque()
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="columnar-import") as pool:
+                try:
+                    pending.extend(pool.submit(next, parts, None) for _ in range(LOOK_AHEAD))
+                    while pending:
+                        item = pending.popleft().result()
+                        if item is None:
+                            break
+                        pending.append(pool.submit(next, parts, None))
+                        if self.cancelled():
+                            raise InterruptedError("import cancelled")
+                        table, index = item
+                        if self.progress:
+                            self.progress(index)
+                        yield table
+                finally:
+                    for future in pending:
+                        future.cancel()
+        finally:
+            parts.close()
+
+    def _tables(self) -> Iterator[tuple[pa.Table, int]]:
+        """Each part's canonical table, in file order, with the count of rows read so far."""
         raw = _HashingFile(self.path)
         try:
             index = 0  # rows (good or bad) before this part: the row path numbers rejects with it
             for part in jsonl_parts(raw, is_gzip(self.path), self.chunk_bytes):
-                if self.cancelled():
-                    raise InterruptedError("import cancelled")
                 table = self._columns(part)
                 if table is not None:
                     self.columnar_rows += table.num_rows
@@ -331,9 +365,7 @@ class ColumnarRead:
                     if self.strict and len(self.rejects) > before:
                         raise RejectedRows(self.path, self.rejects, self.detection)
                     index += table.num_rows + len(self.rejects) - before
-                if self.progress:
-                    self.progress(index)
-                yield table
+                yield table, index
             raw.drain()
             self.sha256 = raw.digest.hexdigest()
         finally:

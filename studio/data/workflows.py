@@ -20,6 +20,7 @@ class ImportResult:
     version: VersionInfo
     detection: Detection
     rejects: list[Reject]
+    columnar_rows: int = 0  # rows mapped as whole columns; the others took the row path
 
 
 def _streamed(path: Path, fmt: DatasetFormat, detection: Detection, rejects: list[Reject],
@@ -118,7 +119,7 @@ def import_file(
         parent=parent, source=source, rejects=rejects)
     if rejects_out is not None:
         conv.write_rejects(rejects, rejects_out)
-    return ImportResult(info, detection, rejects)
+    return ImportResult(info, detection, rejects, read.columnar_rows if by_columns else 0)
 
 
 def export_version(ws: Workspace, ref: str, fmt: DatasetFormat, out: Path,

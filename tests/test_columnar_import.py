@@ -1,0 +1,214 @@
+"""The columnar import stores exactly what the row path stores: the same version id (content
+hash), the same rows, and the same rejects by file, line and field, for every shape the
+column-wise formats read and every way a file can hold them."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from studio.data import columnar
+from studio.data.reading import RejectedRows, parse_column_map
+from studio.data.workflows import import_file
+from studio.plugins import get_host
+from studio.store import Workspace, file_sha256
+
+
+@pytest.fixture(scope="module")
+def formats():
+    return get_host().formats()
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return Workspace.init(tmp_path / "ws")
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    # Parts of a few hundred bytes: every file spans many parts and batches, so a bad row sends
+    # only its own part to the row path and batch boundaries fall inside parts.
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 700)
+
+
+def write_jsonl(path: Path, rows: list, newline: str = "\n") -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + newline
+                            for r in rows), encoding="utf-8")
+    return path
+
+
+def both_ways(ws, path, formats, **kwargs):
+    """Import ``path`` by rows and by columns; assert they store the same thing; return both."""
+    by_rows = import_file(ws, path, formats, name="rows", use_columns=False, **kwargs)
+    by_cols = import_file(ws, path, formats, name="cols", **kwargs)
+    assert by_cols.version.id == by_rows.version.id
+    assert by_cols.version.num_records == by_rows.version.num_records
+    assert by_cols.version.kinds == by_rows.version.kinds
+    assert ws.open("cols").dataset.data.table.to_pylist() == ws.open("rows").dataset.data.table.to_pylist()
+    assert [r.to_dict() for r in by_cols.rejects] == [r.to_dict() for r in by_rows.rejects]
+    assert by_cols.version.source == by_rows.version.source
+    return by_rows, by_cols
+
+
+TRICKY = ['quote " and backslash \\ and slash /', "new\nline\r\nand\ttab", "nul \u0000 bell \u0007 esc \u001b",
+          "unicode: héllo 日本語 😀 \u2028 \u00a0 \u200b", "", "  padded  ", "{\"json\": [1, 2]}"]
+
+
+def alpaca_rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        text = TRICKY[i % len(TRICKY)]
+        rows.append({"instruction": f"Task {i}: {text or 'x'}", "input": text if i % 3 else "",
+                     "output": f"answer {i} {text}"})
+    return rows
+
+
+def test_alpaca_columnar_matches_rows(ws, formats, tmp_path, small_parts):
+    path = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(60))
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "alpaca"
+    assert by_cols.columnar_rows == 60 and not by_cols.rejects
+
+
+def test_many_batches_and_parts(ws, formats, tmp_path, monkeypatch):
+    # 20,000 rows in parts of ~64 KB: store batches (8192 rows) and parts never line up.
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 1 << 16)
+    path = write_jsonl(tmp_path / "big.jsonl", alpaca_rows(20_000))
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.columnar_rows == 20_000
+
+
+@pytest.mark.parametrize("shape", ["extras", "no_input", "system", "preference", "empty_strings"])
+def test_alpaca_shapes(ws, formats, tmp_path, small_parts, shape):
+    rows = alpaca_rows(30)
+    for i, row in enumerate(rows):
+        if shape == "extras":
+            row.update(id=i, source=TRICKY[i % len(TRICKY)], ok=i % 2 == 0, Zeta="z", _layout="not a hint")
+        elif shape == "no_input":
+            del row["input"]
+        elif shape == "system":
+            row["system"] = "" if i % 2 else f"Be brief {TRICKY[i % len(TRICKY)]}"
+        elif shape == "preference":
+            row["chosen"], row["rejected"] = row.pop("output"), f"worse {i}"
+        elif shape == "empty_strings":
+            row.update(input="", output="")
+    path = write_jsonl(tmp_path / f"{shape}.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.columnar_rows == 30
+
+
+def test_values_columns_cannot_spell_take_the_row_path(ws, formats, tmp_path, small_parts):
+    # Nulls (absent and null differ to the formats), floats and nested extras: the parts holding
+    # them go through the row path, the others stay columnar, and the version is the same.
+    rows = alpaca_rows(40)
+    rows[3]["input"] = None
+    rows[17]["score"] = 0.1
+    rows[30]["tags"] = {"a": [1, 2]}
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert 0 < by_cols.columnar_rows < 40
+
+
+def test_bad_rows_are_reported_by_line_and_field(ws, formats, tmp_path, small_parts):
+    rows: list = alpaca_rows(50)
+    rows[5] = '{"instruction": "broken", '
+    rows[12] = {"instruction": "no output"}
+    rows[20] = {"instruction": 7, "output": "x"}
+    rows[33] = {"instruction": " \u3000\t", "output": "only whitespace"}
+    rows.insert(40, "")  # a blank line: skipped, but counted in line numbers
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with open(path, "ab") as fh:
+        fh.write(b'{"instruction": "bad byte \xff", "output": "x"}\n')
+    by_rows, by_cols = both_ways(ws, path, formats)
+    got = [(r.line, r.index, r.field) for r in by_cols.rejects]
+    assert got == [(6, 5, None), (13, 12, "output"), (21, 20, "instruction"), (34, 33, "instruction"),
+                   (52, 50, None)]
+    assert by_cols.version.num_records == 46 and by_cols.version.rejects == 5
+    assert by_cols.columnar_rows > 0
+
+
+def test_strict_import_rejects_the_same_rows(ws, formats, tmp_path, small_parts):
+    rows: list = alpaca_rows(30)
+    rows[9] = {"instruction": "no output"}
+    path = write_jsonl(tmp_path / "strict.jsonl", rows)
+    seen = []
+    for use_columns in (False, True):
+        with pytest.raises(RejectedRows) as err:
+            import_file(ws, path, formats, name="strict", strict=True, use_columns=use_columns)
+        seen.append([r.to_dict() for r in err.value.rejects])
+    assert seen[0] == seen[1] and len(seen[0]) == 1
+    assert ws.dataset_names() == []
+
+
+@pytest.mark.parametrize("container", ["gzip", "crlf", "bom"])
+def test_containers(ws, formats, tmp_path, small_parts, container):
+    rows = alpaca_rows(25)
+    if container == "gzip":
+        path = tmp_path / "a.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    elif container == "crlf":
+        path = write_jsonl(tmp_path / "a.jsonl", rows, newline="\r\n")
+    else:
+        path = write_jsonl(tmp_path / "a.jsonl", rows)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    before = file_sha256(path)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.columnar_rows == 25
+    assert file_sha256(path) == before == by_cols.version.source["sha256"]  # hashed as read, never changed
+
+
+def test_json_array_file_stores_the_same_version_as_jsonl(ws, formats, tmp_path):
+    rows = alpaca_rows(20)
+    jsonl = import_file(ws, write_jsonl(tmp_path / "a.jsonl", rows), formats, name="jsonl")
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    as_array = import_file(ws, array, formats, name="array")
+    assert jsonl.columnar_rows == 20 and as_array.columnar_rows == 0  # arrays take the row path
+    assert as_array.version.id == jsonl.version.id
+
+
+def test_column_map(ws, formats, tmp_path, small_parts):
+    rows = [{"question": f"q{i} {TRICKY[i % len(TRICKY)]}", "answer": f"a{i}", "instruction": "shadowed", "id": i}
+            for i in range(20)]
+    path = write_jsonl(tmp_path / "mapped.jsonl", rows)
+    mapping = parse_column_map(["instruction=question", "output=answer"])
+    _, by_cols = both_ways(ws, path, formats, override="alpaca", column_map=mapping)
+    assert by_cols.columnar_rows == 20
+    assert ws.open("cols").record(0).messages[0].content.startswith("q0")
+
+
+@pytest.mark.parametrize("context", ["with", "null", "blank"])
+def test_dolly(ws, formats, tmp_path, small_parts, context):
+    rows = []
+    for i in range(30):
+        row = {"instruction": f"Say {TRICKY[i % len(TRICKY)]}", "response": f"r{i}", "category": "open_qa",
+               "context": TRICKY[i % len(TRICKY)] if i % 2 else ""}
+        if context == "null" and i % 7 == 3:
+            row["context"] = None  # null and absent differ to Dolly: these parts take the row path
+        rows.append(row)
+    if context == "blank":
+        rows[4].update(instruction="  ", context="")
+    path = write_jsonl(tmp_path / "dolly.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "dolly"
+    assert by_cols.columnar_rows > 0
+    assert len(by_cols.rejects) == (1 if context == "blank" else 0)
+
+
+def test_formats_without_columns_use_the_row_path(ws, formats, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
+            for i in range(5)]
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    result = import_file(ws, path, formats, name="chat")
+    assert result.columnar_rows == 0 and result.version.num_records == 5
+
+
+def test_json_text_spells_like_json_dumps():
+    import pyarrow as pa
+
+    values = TRICKY + ["".join(chr(c) for c in range(0x20)) + "\u007f\ud7ff\ue000"]
+    got = columnar.json_text(pa.array(values)).to_pylist()
+    assert got == [json.dumps(v, ensure_ascii=False) for v in values]
