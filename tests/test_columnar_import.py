@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.data import columnar
+from studio.data import column_kit, columnar
 from studio.data.reading import RejectedRows, parse_column_map
 from studio.data.workflows import import_file
 from studio.plugins import get_host
@@ -210,5 +210,5 @@ def test_json_text_spells_like_json_dumps():
     import pyarrow as pa
 
     values = TRICKY + ["".join(chr(c) for c in range(0x20)) + "\u007f\ud7ff\ue000"]
-    got = columnar.json_text(pa.array(values)).to_pylist()
+    got = column_kit.json_text(pa.array(values)).to_pylist()
     assert got == [json.dumps(v, ensure_ascii=False) for v in values]

@@ -7,7 +7,7 @@ back into instruction and context exactly; category and any extra keys live in `
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, layout_of,
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, column_kit, extra_fields, extra_keys_note, layout_of,
     make_meta, match_or_none, pct, seen, share, unheld, want_str, without_system,
 )
 from studio.hookspecs import hookimpl
@@ -55,27 +55,26 @@ class DollyFormat(DatasetFormat):
 
     def read_columns(self, table):
         """:meth:`read` over whole columns (rows without nulls: the host leaves those to :meth:`read`)."""
-        from studio.data import columnar  # Arrow loads when a file is imported, not at start-up
-
-        instruction = columnar.string_column(table, "instruction")
-        response = columnar.string_column(table, "response")
-        context = columnar.string_column(table, "context")
+        kit = column_kit()
+        instruction = kit.string_column(table, "instruction")
+        response = kit.string_column(table, "response")
+        context = kit.string_column(table, "context")
         if instruction is None or response is None or (context is None and "context" in table.column_names):
             return None
         n = table.num_rows
-        empty = columnar.blank(instruction)
+        empty = kit.blank(instruction)
         if context is not None:
-            empty = columnar.both(empty, columnar.blank(context))
-        if columnar.any_true(empty):
+            empty = kit.both(empty, kit.blank(context))
+        if kit.any_true(empty):
             return None  # an empty instruction: the row path reports it
-        prompt = instruction if context is None else columnar.join_if(instruction, context, SEP)
-        hint = {"context": None if context is None else columnar.json_text_where(context, columnar.nonempty(context)),
+        prompt = instruction if context is None else kit.join_if(instruction, context, SEP)
+        hint = {"context": None if context is None else kit.json_text_where(context, kit.nonempty(context)),
                 "no_context": "true" if context is None else None}
-        meta = columnar.meta_column(table, KNOWN, NAME, hint)
+        meta = kit.meta_column(table, KNOWN, NAME, hint)
         if meta is None:
             return None
-        messages = columnar.turns(n, [("user", prompt, None), ("assistant", response, None)])
-        return columnar.canonical_table(n, "conversation", messages, meta=meta)
+        messages = kit.turns(n, [("user", prompt, None), ("assistant", response, None)])
+        return kit.canonical_table(n, "conversation", messages, meta=meta)
 
     def write(self, record):
         if record.kind != "conversation":

@@ -2,29 +2,26 @@
 checked as whole columns, and stored without a Python object per row.
 
 A format opts in with :meth:`~studio.data.format_kit.DatasetFormat.read_columns`, built from the
-helpers here. Anything the columnar path is not sure to map exactly as the row path would goes
-back to the row path, a whole part of the file at a time: a part Arrow cannot parse (broken JSON,
-a column whose type changes, invalid UTF-8), a null anywhere (Arrow cannot tell a null from an
-absent key, and formats treat them differently), or a part the format declines (a check failed,
-a shape it does not map). The row path then reads that part line by line and reports every bad
-row by file, line and field, so rejects and stored records are the same either way, and so is the
-version id (tests compare both paths).
+helpers of :mod:`studio.data.column_kit`. Anything the columnar path is not sure to map exactly as
+the row path would goes back to the row path, a whole part of the file at a time: a part Arrow
+cannot parse (broken JSON, a column whose type changes, invalid UTF-8), a null anywhere (Arrow
+cannot tell a null from an absent key, and formats treat them differently), or a part the format
+declines (a check failed, a shape it does not map). The row path then reads that part line by
+line and reports every bad row by file, line and field, so rejects and stored records are the
+same either way, and so is the version id (tests compare both paths).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
-import json
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from studio.data.containers import is_gzip, jsonl_rows
@@ -38,14 +35,6 @@ CHUNK_BYTES = 16 << 20
 BOM = b"\xef\xbb\xbf"
 # Parts read and mapped ahead of the one being stored.
 LOOK_AHEAD = 2
-# What str.strip() removes: a prompt made only of these is "empty" to the row path.
-PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
-BLANK_RE = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]*$"
-# json.dumps(ensure_ascii=False) escapes these with a short form; other control characters as \\u00XX.
-SHORT_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
-                 ("\b", "\\b"), ("\f", "\\f"))
-OTHER_CONTROLS = [chr(c) for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
-OTHER_CONTROLS_RE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in OTHER_CONTROLS) + "]"
 
 
 def supports(fmt: Any, detection: Detection) -> bool:
@@ -137,173 +126,6 @@ def apply_column_map(table: pa.Table, column_map: dict[str, str]) -> pa.Table:
             names = [n for n in table.column_names if n not in (source, target)]
             table = table.select(names).append_column(target, column)
     return table
-
-
-# --- building canonical columns -----------------------------------------------------------------
-
-
-def string_column(table: pa.Table, name: str) -> pa.Array | None:
-    """Column ``name`` as one string array, or None when absent or not strings."""
-    if name not in table.column_names:
-        return None
-    column = table.column(name)
-    if not pa.types.is_string(column.type):
-        return None
-    return column.combine_chunks()
-
-
-def constant(value: str, n: int) -> pa.Array:
-    return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32())) if n else pa.array([], pa.string())
-
-
-def any_true(mask: pa.Array) -> bool:
-    return bool(pc.any(mask).as_py())
-
-
-def blank(strings: pa.Array) -> pa.Array:
-    """True where the string is empty after str.strip()."""
-    return pc.match_substring_regex(strings, BLANK_RE)
-
-
-def both(a: pa.Array, b: pa.Array) -> pa.Array:
-    return pc.and_(a, b)
-
-
-def nonempty(strings: pa.Array) -> pa.Array:
-    return pc.greater(pc.binary_length(strings), 0)
-
-
-def join_if(first: pa.Array, second: pa.Array, sep: str) -> pa.Array:
-    """``f"{first}{sep}{second}" if second else first``, row by row."""
-    joined = pc.binary_join_element_wise(first, second, sep)
-    return pc.if_else(nonempty(second), joined, first)
-
-
-def json_text(values: pa.Array) -> pa.Array | None:
-    """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it; None for a type that has
-    no exact columnar spelling (floats, nested values: the row path handles those)."""
-    if pa.types.is_string(values.type):
-        for raw, escaped in SHORT_ESCAPES:
-            values = pc.replace_substring(values, raw, escaped)
-        if any_true(pc.match_substring_regex(values, OTHER_CONTROLS_RE)):
-            for ch in OTHER_CONTROLS:
-                values = pc.replace_substring(values, ch, f"\\u{ord(ch):04x}")
-        return pc.binary_join_element_wise('"', values, '"', "")
-    if pa.types.is_integer(values.type):
-        return pc.cast(values, pa.string())
-    if pa.types.is_boolean(values.type):
-        return pc.if_else(values, "true", "false")
-    return None
-
-
-def json_text_where(values: pa.Array, mask: pa.Array) -> pa.Array:
-    """:func:`json_text` of ``values`` where ``mask`` holds, null (no key) elsewhere."""
-    return pc.if_else(mask, json_text(values), pa.scalar(None, pa.string()))
-
-
-def json_object(n: int, entries: dict[str, pa.Array | str | None]) -> pa.Array:
-    """Per row, ``json.dumps(obj, ensure_ascii=False, sort_keys=True)`` of an object whose key k
-    holds ``entries[k]`` (JSON text: an array, one text for every row, or None for no row; a null
-    in an array leaves the key out of that row). A row with no key at all gets null, as an empty
-    meta is stored."""
-    parts = []
-    for key in sorted(entries):
-        value = entries[key]
-        if value is None:
-            continue
-        if isinstance(value, str):
-            value = constant(value, n)
-        # Each entry brings its own ", " so absent ones (null -> "") leave no separator behind;
-        # the first entry's is cut below. (null_handling="skip" loses rows with no entry at all.)
-        parts.append(pc.binary_join_element_wise(", " + json.dumps(key, ensure_ascii=False) + ": ", value, ""))
-    if not parts:
-        return pa.array([None] * n, pa.string())
-    present = pc.is_valid(parts[0])
-    for part in parts[1:]:
-        present = pc.or_(present, pc.is_valid(part))
-    body = pc.binary_join_element_wise(*[pc.fill_null(part, "") for part in parts], "")
-    body = pc.utf8_slice_codeunits(body, 2)
-    return null_where_not(pc.binary_join_element_wise("{", body, "}", ""), present)
-
-
-def null_where_not(values: pa.Array, mask: pa.Array) -> pa.Array:
-    """``values`` with null where ``mask`` is false, the null slots holding no bytes (as a
-    builder leaves them; if_else keeps the bytes, and they would change the stored batches)."""
-    keep = mask.to_numpy(zero_copy_only=False)
-    index = np.cumsum(keep, dtype=np.int64) - 1
-    return pc.filter(values, mask).take(pa.array(index, mask=~keep))
-
-
-def meta_column(table: pa.Table, known: set[str], fmt: str, hint: dict[str, pa.Array | str | None]) -> pa.Array | None:
-    """The meta column of :func:`~studio.data.format_kit.make_meta`: the columns outside ``known``
-    plus the layout hint (JSON texts; null where the hint is empty). None when a column has no
-    exact columnar spelling."""
-    n = table.num_rows
-    entries: dict[str, Any] = {}
-    for name in table.column_names:
-        if name in known or name == "_layout":
-            continue
-        text = json_text(table.column(name).combine_chunks())
-        if text is None:
-            return None
-        entries[name] = text
-    hint = {k: v for k, v in hint.items() if v is not None}
-    if hint:
-        layout = json_object(n, {"format": json.dumps(fmt, ensure_ascii=False), **hint})
-        arrays = [v for v in hint.values() if not isinstance(v, str)]
-        if len(arrays) < len(hint):
-            entries["_layout"] = layout  # a constant entry: every row has a hint
-        else:
-            # Only "format": no hint in that row, as make_meta drops an empty one.
-            present = pc.is_valid(arrays[0])
-            for value in arrays[1:]:
-                present = pc.or_(present, pc.is_valid(value))
-            entries["_layout"] = pc.if_else(present, layout, pa.scalar(None, pa.string()))
-    return json_object(n, entries)
-
-
-def turns(n: int, slots: list[tuple[str, pa.Array, pa.Array | None]]) -> pa.Array:
-    """A list<turn> column from per-row slots in order: ``(role, contents, present)``, where
-    ``present`` (a boolean array, or None for every row) says which rows have that turn."""
-    k = len(slots)
-    contents = pa.concat_arrays([content for _, content, _ in slots])
-    roles = pa.array([role for role, _, _ in slots], pa.string())
-    # Row-major positions into the slot-major concatenation, minus the turns a row does not have.
-    index = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None])
-    role_of = np.broadcast_to(np.arange(k, dtype=np.int32)[None, :], (n, k))
-    mask = np.ones((n, k), dtype=bool)
-    for j, (_, _, present) in enumerate(slots):
-        if present is not None:
-            mask[:, j] = present.to_numpy(zero_copy_only=False)
-    counts = mask.sum(axis=1, dtype=np.int32)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    picked = index[mask]
-    turn_type = arrow_schema().field("messages").type.value_type
-    struct = pa.StructArray.from_arrays(
-        [roles.take(pa.array(role_of[mask])), contents.take(pa.array(picked)), pa.nulls(len(picked), pa.float64())],
-        fields=list(turn_type))
-    return pa.ListArray.from_arrays(pa.array(offsets), struct)
-
-
-def canonical_table(n: int, kind: str, messages: pa.Array, chosen: pa.Array | None = None,
-                    rejected: pa.Array | None = None, meta: pa.Array | None = None) -> pa.Table:
-    """The stored columns (:func:`studio.records.arrow_schema`) of ``n`` records of one ``kind``.
-    Columns that are null in every row are built as the row path builds them, so the stored
-    batches serialise to the same bytes."""
-    schema = arrow_schema()
-    nones = [None] * n
-
-    def empty(name: str) -> pa.Array:
-        return pa.array(nones, schema.field(name).type)
-
-    return pa.Table.from_arrays([
-        constant(kind, n), messages,
-        chosen if chosen is not None else empty("chosen"),
-        rejected if rejected is not None else empty("rejected"),
-        empty("label"), empty("tools"),
-        meta if meta is not None else empty("meta"),
-    ], schema=schema)
 
 
 # --- the import stream --------------------------------------------------------------------------
