@@ -53,7 +53,7 @@ def both_ways(ws, path, formats, **kwargs):
     return by_rows, by_cols
 
 
-TRICKY = ['quote " and backslash \\ and slash /', "new\nline\r\nand\ttab", "nul \u0000 bell \u0007 esc \u001b",
+TRICKY = ['quote " and backslash \\ and slash /', "new\nline\r\nand\ttab", "nul \u0000 bell \u0007 esc \u001b back \b feed \f",
           "unicode: héllo 日本語 😀 \u2028 \u00a0 \u200b", "", "  padded  ", "{\"json\": [1, 2]}"]
 
 

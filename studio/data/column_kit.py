@@ -24,6 +24,7 @@ BLANK_RE = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]*$"
 SHORT_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
                  ("\b", "\\b"), ("\f", "\\f"))
 OTHER_CONTROLS = [chr(c) for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
+NEEDS_ESCAPE_RE = '[\\\\"\\x00-\\x1f]'
 OTHER_CONTROLS_RE = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in OTHER_CONTROLS) + "]"
 
 
@@ -59,15 +60,17 @@ def nonempty(strings: pa.Array) -> pa.Array:
 
 
 def join_if(first: pa.Array, second: pa.Array, sep: str) -> pa.Array:
-    """``f"{first}{sep}{second}" if second else first``, row by row."""
-    joined = pc.binary_join_element_wise(first, second, sep)
-    return pc.if_else(nonempty(second), joined, first)
+    """``f"{first}{sep}{second}" if second else first``, row by row, in one pass over the text."""
+    seps = pc.if_else(nonempty(second), sep, "")  # short strings: cheap to choose row by row
+    return pc.binary_join_element_wise(first, seps, second, "")
 
 
 def json_text(values: pa.Array) -> pa.Array | None:
     """Each value as ``json.dumps(value, ensure_ascii=False)`` writes it; None for a type that has
     no exact columnar spelling (floats, nested values: the row path handles those)."""
     if pa.types.is_string(values.type):
+        if not any_true(pc.match_substring_regex(values, NEEDS_ESCAPE_RE)):
+            return pc.binary_join_element_wise('"', values, '"', "")
         for raw, escaped in SHORT_ESCAPES:
             values = pc.replace_substring(values, raw, escaped)
         if any_true(pc.match_substring_regex(values, OTHER_CONTROLS_RE)):
@@ -91,18 +94,34 @@ def json_object(n: int, entries: dict[str, pa.Array | str | None]) -> pa.Array:
     holds ``entries[k]`` (JSON text: an array, one text for every row, or None for no row; a null
     in an array leaves the key out of that row). A row with no key at all gets null, as an empty
     meta is stored."""
+    entries = {k: v for k, v in sorted(entries.items()) if v is not None}
+    if not entries:
+        return pa.array([None] * n, pa.string())
+    arrays = [v for v in entries.values() if not isinstance(v, str)]
+    nullable = [v for v in arrays if v.null_count]
+    if not nullable or (len(entries) == 1 and arrays):
+        # Every key in every row (or a single key, absent where null): one pass joins it all, and
+        # a null entry gives a null row.
+        pieces: list[Any] = []
+        text = "{"
+        for i, (key, value) in enumerate(entries.items()):
+            text += (", " if i else "") + json.dumps(key, ensure_ascii=False) + ": "
+            if isinstance(value, str):
+                text += value
+            else:
+                pieces += [text, value]
+                text = ""
+        pieces.append(text + "}")
+        if len(pieces) == 1:
+            return pa.array([pieces[0]] * n, pa.string())
+        return pc.binary_join_element_wise(*pieces, "")
     parts = []
-    for key in sorted(entries):
-        value = entries[key]
-        if value is None:
-            continue
+    for key, value in entries.items():
         if isinstance(value, str):
             value = constant(value, n)
         # Each entry brings its own ", " so absent ones (null -> "") leave no separator behind;
         # the first entry's is cut below. (null_handling="skip" loses rows with no entry at all.)
         parts.append(pc.binary_join_element_wise(", " + json.dumps(key, ensure_ascii=False) + ": ", value, ""))
-    if not parts:
-        return pa.array([None] * n, pa.string())
     present = pc.is_valid(parts[0])
     for part in parts[1:]:
         present = pc.or_(present, pc.is_valid(part))
@@ -133,9 +152,23 @@ def meta_column(table: pa.Table, known: set[str], fmt: str, hint: dict[str, pa.A
             return None
         entries[name] = text
     hint = {k: v for k, v in hint.items() if v is not None}
-    if hint:
-        layout = json_object(n, {"format": json.dumps(fmt, ensure_ascii=False), **hint})
-        arrays = [v for v in hint.values() if not isinstance(v, str)]
+    arrays = [v for v in hint.values() if not isinstance(v, str)]
+    fmt_text = json.dumps(fmt, ensure_ascii=False)
+    if len(arrays) == 1 and len(hint) == 1:
+        # One hint that some rows lack: "format" alone is no hint, so the layout is null there.
+        ((key, value),) = hint.items()
+        pieces: list[Any] = []
+        text = "{"
+        for i, (k, v) in enumerate(sorted({"format": fmt_text, key: value}.items(), key=lambda kv: kv[0])):
+            text += (", " if i else "") + json.dumps(k, ensure_ascii=False) + ": "
+            if isinstance(v, str):
+                text += v
+            else:
+                pieces += [text, v]
+                text = ""
+        entries["_layout"] = pc.binary_join_element_wise(*pieces, text + "}", "")
+    elif hint:
+        layout = json_object(n, {"format": fmt_text, **hint})
         if len(arrays) < len(hint):
             entries["_layout"] = layout  # a constant entry: every row has a hint
         else:
@@ -143,7 +176,7 @@ def meta_column(table: pa.Table, known: set[str], fmt: str, hint: dict[str, pa.A
             present = pc.is_valid(arrays[0])
             for value in arrays[1:]:
                 present = pc.or_(present, pc.is_valid(value))
-            entries["_layout"] = pc.if_else(present, layout, pa.scalar(None, pa.string()))
+            entries["_layout"] = null_where_not(layout, present)
     return json_object(n, entries)
 
 
@@ -156,17 +189,20 @@ def turns(n: int, slots: list[tuple[str, pa.Array, pa.Array | None]]) -> pa.Arra
     # Row-major positions into the slot-major concatenation, minus the turns a row does not have.
     index = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None])
     role_of = np.broadcast_to(np.arange(k, dtype=np.int32)[None, :], (n, k))
-    mask = np.ones((n, k), dtype=bool)
-    for j, (_, _, present) in enumerate(slots):
-        if present is not None:
-            mask[:, j] = present.to_numpy(zero_copy_only=False)
-    counts = mask.sum(axis=1, dtype=np.int32)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    picked = index[mask]
+    if all(present is None for _, _, present in slots):
+        offsets = np.arange(0, n * k + 1, k, dtype=np.int32)
+        picked, picked_roles = index.ravel(), role_of.ravel()
+    else:
+        mask = np.ones((n, k), dtype=bool)
+        for j, (_, _, present) in enumerate(slots):
+            if present is not None:
+                mask[:, j] = present.to_numpy(zero_copy_only=False)
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(mask.sum(axis=1, dtype=np.int32), out=offsets[1:])
+        picked, picked_roles = index[mask], role_of[mask]
     turn_type = arrow_schema().field("messages").type.value_type
     struct = pa.StructArray.from_arrays(
-        [roles.take(pa.array(role_of[mask])), contents.take(pa.array(picked)), pa.nulls(len(picked), pa.float64())],
+        [roles.take(pa.array(picked_roles)), contents.take(pa.array(picked)), pa.nulls(len(picked), pa.float64())],
         fields=list(turn_type))
     return pa.ListArray.from_arrays(pa.array(offsets), struct)
 

@@ -46,7 +46,7 @@ def supports(fmt: Any, detection: Detection) -> bool:
 # --- reading the file in parts ------------------------------------------------------------------
 
 
-class _HashingFile(io.RawIOBase):
+class _HashingFile:
     """A read-only file that hashes the bytes read through it, so the source's sha256 costs no
     second pass over the file."""
 
@@ -54,14 +54,10 @@ class _HashingFile(io.RawIOBase):
         self._fh = open(path, "rb")
         self.digest = hashlib.sha256()
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        n = self._fh.readinto(buffer)
-        if n:
-            self.digest.update(memoryview(buffer)[:n])
-        return n
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self.digest.update(data)
+        return data
 
     def drain(self) -> None:
         while self.read(1 << 20):
@@ -69,16 +65,15 @@ class _HashingFile(io.RawIOBase):
 
     def close(self) -> None:
         self._fh.close()
-        super().close()
 
 
 @dataclass
 class Part:
-    data: bytes  # whole lines
+    data: bytes | memoryview  # whole lines
     first_line: int  # 1-based line number of its first line in the (decompressed) file
 
 
-def jsonl_parts(raw: io.RawIOBase, gz: bool, chunk_bytes: int) -> Iterator[Part]:
+def jsonl_parts(raw: _HashingFile, gz: bool, chunk_bytes: int) -> Iterator[Part]:
     """The file's text in parts that end at a line end, each with the number of its first line."""
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
     line = 1
@@ -92,22 +87,23 @@ def jsonl_parts(raw: io.RawIOBase, gz: bool, chunk_bytes: int) -> Iterator[Part]
                 block = block[3:]
         if not block:
             break
-        data = rest + block
+        data = rest + block if rest else block
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             rest = data
             continue
-        rest = data[cut:]
-        yield Part(data[:cut], line)
+        view = memoryview(data)  # parts are views: the text is copied once, into Arrow
+        rest = bytes(view[cut:])
+        yield Part(view[:cut], line)
         line += data.count(b"\n", 0, cut)
     if rest:
         yield Part(rest, line)
 
 
-def parse_part(data: bytes) -> pa.Table | None:
+def parse_part(data: bytes | memoryview) -> pa.Table | None:
     """The part as an Arrow table, or None when Arrow cannot read it the way ``json.loads`` would."""
     try:
-        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 22))
+        table = pj.read_json(pa.BufferReader(pa.py_buffer(data)), read_options=pj.ReadOptions(block_size=1 << 22))
         # The JSON reader does not check UTF-8; invalid bytes must reach the row path's reject.
         table.validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
