@@ -73,9 +73,12 @@ def test_alpaca_columnar_matches_rows(ws, formats, tmp_path, small_parts):
     assert by_cols.columnar_rows == 60 and not by_cols.rejects
 
 
-def test_many_batches_and_parts(ws, formats, tmp_path, monkeypatch):
-    # 20,000 rows in parts of ~64 KB: store batches (8192 rows) and parts never line up.
-    monkeypatch.setattr(columnar, "CHUNK_BYTES", 1 << 16)
+@pytest.mark.parametrize("part_bytes", [1 << 16, None])
+def test_many_batches_and_parts(ws, formats, tmp_path, monkeypatch, part_bytes):
+    # 20,000 rows in parts of ~64 KB (store batches of 8192 rows gather many parts) or in one
+    # part (the batches are slices of it).
+    if part_bytes:
+        monkeypatch.setattr(columnar, "CHUNK_BYTES", part_bytes)
     path = write_jsonl(tmp_path / "big.jsonl", alpaca_rows(20_000))
     _, by_cols = both_ways(ws, path, formats)
     assert by_cols.columnar_rows == 20_000

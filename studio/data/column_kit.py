@@ -39,7 +39,7 @@ def string_column(table: pa.Table, name: str) -> pa.Array | None:
 
 
 def constant(value: str, n: int) -> pa.Array:
-    return pa.array([value], pa.string()).take(pa.array([0] * n, pa.int32())) if n else pa.array([], pa.string())
+    return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
 def any_true(mask: pa.Array) -> bool:
@@ -86,6 +86,10 @@ def json_text(values: pa.Array) -> pa.Array | None:
 
 def json_text_where(values: pa.Array, mask: pa.Array) -> pa.Array:
     """:func:`json_text` of ``values`` where ``mask`` holds, null (no key) elsewhere."""
+    if values.offset == 0 and mask.offset == 0 and values.null_count == 0 and mask.null_count == 0:
+        # The mask's bits become the validity bitmap of the same text: no copy before escaping.
+        values = pa.Array.from_buffers(values.type, len(values), [mask.buffers()[1], *values.buffers()[1:]])
+        return json_text(values)
     return pc.if_else(mask, json_text(values), pa.scalar(None, pa.string()))
 
 
