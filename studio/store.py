@@ -30,6 +30,7 @@ from studio.records import Record, arrow_schema
 
 MARKER = "studio.yaml"
 BATCH_ROWS = 8192
+IPC_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -303,22 +304,27 @@ class Workspace:
             digest = hashlib.sha256()
             kinds: dict[str, int] = {}
             count = 0
-            with pa.OSFile(str(tmp / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            with pa.OSFile(str(tmp / "data.arrow"), "wb") as sink:
+                # The Arrow IPC stream written message by message (the bytes pa.ipc.new_stream
+                # writes: the schema, each batch, the end marker), so that each batch is
+                # serialised once, for both its hash and the file.
+                sink.write(schema.serialize())
                 batch: list[dict[str, Any]] = []
 
-                def flush() -> None:
-                    arrow_batch = pa.RecordBatch.from_pylist(batch, schema=schema)
+                def write_batch(arrow_batch) -> None:
                     # Batches have fixed sizes, so equal content serialises to equal bytes:
                     # hashing them is the content address, at C speed.
-                    digest.update(arrow_batch.serialize())
-                    writer.write_batch(arrow_batch)
+                    message = arrow_batch.serialize()
+                    digest.update(message)
+                    sink.write(message)
+
+                def flush() -> None:
+                    write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
 
                 def write_table(table) -> None:
                     # One batch of whole columns: serialises like the same rows built one by one.
-                    arrow_batch = pa.RecordBatch.from_arrays(
-                        [column.combine_chunks() for column in table.columns], schema=schema)
-                    digest.update(arrow_batch.serialize())
-                    writer.write_batch(arrow_batch)
+                    write_batch(pa.RecordBatch.from_arrays([column.combine_chunks() for column in table.columns],
+                                                           schema=schema))
 
                 if isinstance(records, pa.Table):
                     # A ready Arrow table (curation output): re-chunk to the fixed batch size so the
@@ -359,6 +365,7 @@ class Workspace:
                         batch = []
                 if batch or count == 0:
                     flush()
+                sink.write(IPC_END_OF_STREAM)
             vid = digest.hexdigest()[:16]
             info = VersionInfo(id=vid, dataset=name, created=time.time(), num_records=count, kinds=kinds,
                                parent=parent, source=source, operation=operation,

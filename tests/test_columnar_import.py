@@ -235,3 +235,20 @@ def test_real_alpaca_files_as_jsonl(ws, formats, tmp_path, relative):
     path = write_jsonl(tmp_path / "real.jsonl", rows)
     _, by_cols = both_ways(ws, path, formats)
     assert by_cols.detection.format == "alpaca" and by_cols.columnar_rows > 0
+
+
+def test_the_stored_file_is_the_stream_arrow_writes(ws, formats, tmp_path, monkeypatch):
+    # The store writes the IPC stream message by message; it must be the stream Arrow's own
+    # writer makes of the same batches.
+    import pyarrow as pa
+
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 1 << 15)
+    result = import_file(ws, write_jsonl(tmp_path / "a.jsonl", alpaca_rows(9000)), formats, name="a")
+    stored = (ws.version_dir("a") / "data.arrow").read_bytes()
+    table = pa.ipc.open_stream(stored).read_all()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+    assert [b.num_rows for b in table.to_batches()] == [8192, 808]
+    assert sink.getvalue().to_pybytes() == stored and result.version.num_records == 9000

@@ -33,8 +33,9 @@ from studio.records import arrow_schema
 # memory held stays a few times this.
 CHUNK_BYTES = 16 << 20
 BOM = b"\xef\xbb\xbf"
-# Parts read and mapped ahead of the one being stored.
-LOOK_AHEAD = 2
+# Parts read ahead of the one being stored, and the threads that parse and map them.
+LOOK_AHEAD = 3
+WORKERS = 2
 
 
 def supports(fmt: Any, detection: Detection) -> bool:
@@ -47,36 +48,49 @@ def supports(fmt: Any, detection: Detection) -> bool:
 
 
 class _HashingFile:
-    """A read-only file that hashes the bytes read through it, so the source's sha256 costs no
-    second pass over the file."""
+    """A read-only file that hashes the bytes read through it, on a thread of its own, so the
+    source's sha256 costs no second pass over the file and no time of the reading thread."""
 
     def __init__(self, path: Path):
         self._fh = open(path, "rb")
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="columnar-import-hash")
 
     def read(self, size: int = -1) -> bytes:
         data = self._fh.read(size)
-        self.digest.update(data)
+        self._hasher.submit(self._digest.update, data)  # one thread: the blocks hash in order
         return data
 
-    def drain(self) -> None:
-        while self.read(1 << 20):
+    def hexdigest(self) -> str:
+        while self.read(1 << 20):  # whatever the reader left unread
             pass
+        self._hasher.shutdown(wait=True)
+        return self._digest.hexdigest()
 
     def close(self) -> None:
+        self._hasher.shutdown(wait=True)
         self._fh.close()
 
 
 @dataclass
 class Part:
-    data: bytes | memoryview  # whole lines
-    first_line: int  # 1-based line number of its first line in the (decompressed) file
+    """Whole lines of the file: ``text[:end]`` (the text is copied once, into Arrow)."""
+
+    text: bytes
+    end: int
+    first_line: int = 0  # 1-based line number of its first line, set in file order
+
+    @property
+    def data(self) -> memoryview:
+        return memoryview(self.text)[:self.end]
+
+    def newlines(self) -> int:
+        return self.text.count(b"\n", 0, self.end)
 
 
 def jsonl_parts(raw: _HashingFile, gz: bool, chunk_bytes: int) -> Iterator[Part]:
-    """The file's text in parts that end at a line end, each with the number of its first line."""
+    """The file's text in parts that end at a line end."""
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
-    line = 1
     rest = b""
     first = True
     while True:
@@ -92,12 +106,10 @@ def jsonl_parts(raw: _HashingFile, gz: bool, chunk_bytes: int) -> Iterator[Part]
         if cut == 0:
             rest = data
             continue
-        view = memoryview(data)  # parts are views: the text is copied once, into Arrow
-        rest = bytes(view[cut:])
-        yield Part(view[:cut], line)
-        line += data.count(b"\n", 0, cut)
+        rest = data[cut:]
+        yield Part(data, cut)
     if rest:
-        yield Part(rest, line)
+        yield Part(rest, len(rest))
 
 
 def parse_part(data: bytes | memoryview) -> pa.Table | None:
@@ -142,62 +154,63 @@ class ColumnarRead:
         self.columnar_rows = 0  # how many rows took the columnar path (the rest took the row path)
 
     def __iter__(self) -> Iterator[pa.Table]:
-        # A worker reads, parses and maps the next parts while the store writes and hashes this
-        # one: Arrow and hashlib release the GIL, so the two overlap on two cores.
-        parts = self._tables()
+        # Parts are read here, in order; workers parse and map the next few at once (Arrow
+        # releases the GIL) while the store writes this one. A part they leave to the row path is
+        # read here, in its turn, once the count of rows before it is known.
+        raw = _HashingFile(self.path)
         pending: deque = deque()
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="columnar-import") as pool:
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix="columnar-import") as pool:
                 try:
-                    pending.extend(pool.submit(next, parts, None) for _ in range(LOOK_AHEAD))
-                    while pending:
-                        item = pending.popleft().result()
-                        if item is None:
+                    parts = jsonl_parts(raw, is_gzip(self.path), self.chunk_bytes)
+                    index = 0  # rows (good or bad) before this part: the row path numbers rejects with it
+                    line = 1
+                    more = True
+                    while True:
+                        while more and len(pending) < LOOK_AHEAD:
+                            part = next(parts, None)
+                            if part is None:
+                                more = False
+                            else:
+                                pending.append((part, pool.submit(self._columns, part)))
+                        if not pending:
                             break
-                        pending.append(pool.submit(next, parts, None))
+                        part, future = pending.popleft()
+                        table, newlines = future.result()
+                        part.first_line, line = line, line + newlines
                         if self.cancelled():
                             raise InterruptedError("import cancelled")
-                        table, index = item
+                        if table is not None:
+                            self.columnar_rows += table.num_rows
+                            index += table.num_rows
+                        else:
+                            before = len(self.rejects)
+                            table = self._rows(part, index)
+                            if self.strict and len(self.rejects) > before:
+                                raise RejectedRows(self.path, self.rejects, self.detection)
+                            index += table.num_rows + len(self.rejects) - before
                         if self.progress:
                             self.progress(index)
                         yield table
                 finally:
-                    for future in pending:
+                    for _, future in pending:
                         future.cancel()
-        finally:
-            parts.close()
-
-    def _tables(self) -> Iterator[tuple[pa.Table, int]]:
-        """Each part's canonical table, in file order, with the count of rows read so far."""
-        raw = _HashingFile(self.path)
-        try:
-            index = 0  # rows (good or bad) before this part: the row path numbers rejects with it
-            for part in jsonl_parts(raw, is_gzip(self.path), self.chunk_bytes):
-                table = self._columns(part)
-                if table is not None:
-                    self.columnar_rows += table.num_rows
-                    index += table.num_rows
-                else:
-                    before = len(self.rejects)
-                    table = self._rows(part, index)
-                    if self.strict and len(self.rejects) > before:
-                        raise RejectedRows(self.path, self.rejects, self.detection)
-                    index += table.num_rows + len(self.rejects) - before
-                yield table, index
-            raw.drain()
-            self.sha256 = raw.digest.hexdigest()
+            self.sha256 = raw.hexdigest()
         finally:
             raw.close()
 
-    def _columns(self, part: Part) -> pa.Table | None:
+    def _columns(self, part: Part) -> tuple[pa.Table | None, int]:
+        """On a worker: the part's canonical table (None: leave it to the row path), and how
+        many line ends it has."""
+        newlines = part.newlines()
         table = parse_part(part.data)
         if table is None or table.num_rows == 0:
-            return None
+            return None, newlines
         table = apply_column_map(table, self.detection.column_map)
         out = self.fmt.read_columns(table)
         if out is not None and out.num_rows != table.num_rows:
             raise ValueError(f"{self.fmt.name}.read_columns returned {out.num_rows} rows for {table.num_rows}")
-        return out
+        return out, newlines
 
     def _rows(self, part: Part, index: int) -> pa.Table:
         """The row path over one part: its good rows as a table; its bad ones join the rejects."""
