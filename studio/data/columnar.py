@@ -31,7 +31,7 @@ from studio.records import arrow_schema
 
 # Bytes of JSONL parsed at once: big enough for Arrow to use every core, small enough that the
 # memory held stays a few times this.
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 8 << 20
 BOM = b"\xef\xbb\xbf"
 # Parts read ahead of the one being stored, and the threads that parse and map them.
 LOOK_AHEAD = 3
