@@ -133,6 +133,32 @@ def test_bad_rows_are_reported_by_line_and_field(ws, formats, tmp_path, small_pa
     assert by_cols.columnar_rows > 0
 
 
+@pytest.mark.parametrize("layout", ["two_objects_on_a_line", "object_over_two_lines", "nested_over_two_lines",
+                                    "indented", "trailing_spaces", "no_final_newline"])
+def test_lines_that_are_not_one_object_each(ws, formats, tmp_path, small_parts, layout):
+    # Arrow reads these as rows; the row path reads them line by line (and rejects some). The
+    # columnar path must leave them to the row path: same records, same rejects.
+    lines = [json.dumps(r) for r in alpaca_rows(12)]
+    if layout == "two_objects_on_a_line":
+        lines[4] = lines[4] + " " + lines[5]
+        lines[8] = lines[8] + lines[9]
+    elif layout == "object_over_two_lines":
+        lines[4] = lines[4].replace(', "output"', ',\n"output"')
+    elif layout == "nested_over_two_lines":
+        lines[4] = lines[4].replace(', "output"', ', "extra": {"a": 1}\n, "output"')
+    elif layout == "indented":
+        lines[4] = "  " + lines[4]
+    elif layout == "trailing_spaces":
+        lines[4] = lines[4] + "  "
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines) + ("" if layout == "no_final_newline" else "\n"), encoding="utf-8")
+    by_rows, by_cols = both_ways(ws, path, formats)
+    if layout in ("two_objects_on_a_line", "object_over_two_lines", "nested_over_two_lines"):
+        assert by_cols.rejects
+    else:
+        assert not by_cols.rejects and by_cols.version.num_records == 12
+
+
 def test_strict_import_rejects_the_same_rows(ws, formats, tmp_path, small_parts):
     rows: list = alpaca_rows(30)
     rows[9] = {"instruction": "no output"}

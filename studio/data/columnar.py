@@ -87,6 +87,22 @@ class Part:
     def newlines(self) -> int:
         return self.text.count(b"\n", 0, self.end)
 
+    def one_object_per_line(self, newlines: int, rows: int) -> bool:
+        """Whether Arrow's ``rows`` came one from each line, as the row path reads them: every
+        line starts with "{" and ends with "}", and there are as many lines as rows. Arrow also
+        reads two objects on a line, or one over two lines, which the row path rejects. (A line
+        that starts with "{" cannot continue an object, since the line before ends with "}", so
+        equal counts mean one object per line. Blank or indented lines fail the check: their
+        part takes the row path.)"""
+        text, end = self.text, self.end
+        if end == 0:
+            return rows == 0
+        open_end = text[end - 1] != ord("\n")  # the file's last line, without a line end
+        lines = newlines + open_end
+        starts = text.count(b"\n{", 0, end) + text.startswith(b"{")
+        ends = text.count(b"}\n", 0, end) + text.count(b"}\r\n", 0, end) + (open_end and text[end - 1] == ord("}"))
+        return starts == ends == lines == rows
+
 
 def jsonl_parts(raw: _HashingFile, gz: bool, chunk_bytes: int) -> Iterator[Part]:
     """The file's text in parts that end at a line end."""
@@ -204,7 +220,7 @@ class ColumnarRead:
         many line ends it has."""
         newlines = part.newlines()
         table = parse_part(part.data)
-        if table is None or table.num_rows == 0:
+        if table is None or table.num_rows == 0 or not part.one_object_per_line(newlines, table.num_rows):
             return None, newlines
         table = apply_column_map(table, self.detection.column_map)
         out = self.fmt.read_columns(table)
