@@ -228,6 +228,27 @@ def test_dolly(ws, formats, tmp_path, small_parts, context):
     assert len(by_cols.rejects) == (1 if context == "blank" else 0)
 
 
+@pytest.mark.parametrize("shape", ["preference", "prompt_completion", "extras", "conversational"])
+def test_trl(ws, formats, tmp_path, small_parts, shape):
+    rows = []
+    for i in range(30):
+        text = TRICKY[i % len(TRICKY)]
+        if shape == "prompt_completion":
+            rows.append({"prompt": f"p{i} {text}", "completion": f"c{i} {text}"})
+        elif shape == "conversational":
+            rows.append({"prompt": [{"role": "user", "content": f"p{i}"}],
+                         "chosen": [{"role": "assistant", "content": text}],
+                         "rejected": [{"role": "assistant", "content": f"r{i}"}]})
+        else:
+            rows.append({"prompt": f"p{i} {text}", "chosen": f"good {text}", "rejected": ""})
+            if shape == "extras":
+                rows[-1].update(id=i, score_chosen=i % 3 == 0, source=text)
+    path = write_jsonl(tmp_path / "trl.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "trl_preference"
+    assert by_cols.columnar_rows == (0 if shape == "conversational" else 30)
+
+
 def test_formats_without_columns_use_the_row_path(ws, formats, tmp_path):
     rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
             for i in range(5)]
