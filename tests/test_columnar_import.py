@@ -249,6 +249,23 @@ def test_trl(ws, formats, tmp_path, small_parts, shape):
     assert by_cols.columnar_rows == (0 if shape == "conversational" else 30)
 
 
+@pytest.mark.parametrize("shape", ["bool_labels", "text_labels", "extras"])
+def test_kto(ws, formats, tmp_path, small_parts, shape):
+    rows = []
+    for i in range(30):
+        text = TRICKY[i % len(TRICKY)]
+        label = i % 3 != 0
+        rows.append({"prompt": f"p{i} {text}", "completion": f"c{i} {text}",
+                     "label": str(label).lower() if shape == "text_labels" else label})
+        if shape == "extras":
+            rows[-1].update(id=i, note=text)
+    path = write_jsonl(tmp_path / "kto.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "kto"
+    assert by_cols.version.kinds == {"unpaired": 30}
+    assert by_cols.columnar_rows == (0 if shape == "text_labels" else 30)
+
+
 def test_formats_without_columns_use_the_row_path(ws, formats, tmp_path):
     rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
             for i in range(5)]

@@ -38,6 +38,13 @@ def string_column(table: pa.Table, name: str) -> pa.Array | None:
     return column.combine_chunks()
 
 
+def bool_column(table: pa.Table, name: str) -> pa.Array | None:
+    """Column ``name`` as one boolean array, or None when absent or not booleans."""
+    if name not in table.column_names or not pa.types.is_boolean(table.column(name).type):
+        return None
+    return table.column(name).combine_chunks()
+
+
 def constant(value: str, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, pa.string()), n)
 
@@ -212,7 +219,8 @@ def turns(n: int, slots: list[tuple[str, pa.Array, pa.Array | None]]) -> pa.Arra
 
 
 def canonical_table(n: int, kind: str, messages: pa.Array, chosen: pa.Array | None = None,
-                    rejected: pa.Array | None = None, meta: pa.Array | None = None) -> pa.Table:
+                    rejected: pa.Array | None = None, meta: pa.Array | None = None,
+                    label: pa.Array | None = None) -> pa.Table:
     """The stored columns (:func:`studio.records.arrow_schema`) of ``n`` records of one ``kind``.
     Columns that are null in every row are built as the row path builds them, so the stored
     batches serialise to the same bytes."""
@@ -226,6 +234,6 @@ def canonical_table(n: int, kind: str, messages: pa.Array, chosen: pa.Array | No
         constant(kind, n), messages,
         chosen if chosen is not None else empty("chosen"),
         rejected if rejected is not None else empty("rejected"),
-        empty("label"), empty("tools"),
+        label if label is not None else empty("label"), empty("tools"),
         meta if meta is not None else empty("meta"),
     ], schema=schema)
