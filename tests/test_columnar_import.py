@@ -159,6 +159,16 @@ def test_lines_that_are_not_one_object_each(ws, formats, tmp_path, small_parts, 
         assert not by_cols.rejects and by_cols.version.num_records == 12
 
 
+def test_progress_and_cancel(ws, formats, tmp_path, small_parts):
+    path = write_jsonl(tmp_path / "a.jsonl", alpaca_rows(40))
+    seen: list[int] = []
+    import_file(ws, path, formats, name="a", progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 40
+    with pytest.raises(InterruptedError):
+        import_file(ws, path, formats, name="b", cancelled=lambda: True)
+    assert ws.dataset_names() == ["a"]
+
+
 def test_strict_import_rejects_the_same_rows(ws, formats, tmp_path, small_parts):
     rows: list = alpaca_rows(30)
     rows[9] = {"instruction": "no output"}
