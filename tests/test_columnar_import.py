@@ -276,11 +276,47 @@ def test_kto(ws, formats, tmp_path, small_parts, shape):
     assert by_cols.columnar_rows == (0 if shape == "text_labels" else 30)
 
 
+def test_openai_chat_in_one_part(ws, formats, tmp_path):
+    # 10,000 chats in one part: the stored batches are slices of the flattened messages.
+    rows = [{"messages": [{"role": "system", "content": "s"}] * (i % 3)
+             + [{"role": "user", "content": f"q{i} {TRICKY[i % len(TRICKY)]}"}, {"role": "assistant", "content": "a"}]}
+            for i in range(10_000)]
+    _, by_cols = both_ways(ws, write_jsonl(tmp_path / "chat.jsonl", rows), formats)
+    assert by_cols.columnar_rows == 10_000
+
+
+@pytest.mark.parametrize("shape", ["plain", "extras", "developer_role", "weights", "bad_role", "empty"])
+def test_openai_chat(ws, formats, tmp_path, small_parts, shape):
+    rows = []
+    for i in range(30):
+        text = TRICKY[i % len(TRICKY)]
+        msgs = [{"role": "user", "content": f"q{i} {text}"}, {"role": "assistant", "content": text}]
+        if i % 4 == 0:
+            msgs.insert(0, {"role": "system", "content": "be brief"})
+        rows.append({"messages": msgs})
+        if shape == "extras":
+            rows[-1].update(id=f"r{i}", n=i)
+    if shape == "developer_role":
+        rows[7]["messages"][0]["role"] = "developer"
+    elif shape == "weights":
+        rows[7]["messages"][-1]["weight"] = 0
+    elif shape == "bad_role":
+        rows[7]["messages"][0]["role"] = "wizard"
+    elif shape == "empty":
+        rows[7]["messages"] = []
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "openai"
+    assert 0 < by_cols.columnar_rows <= 30
+    assert len(by_cols.rejects) == (1 if shape in ("bad_role", "empty") else 0)
+
+
 def test_formats_without_columns_use_the_row_path(ws, formats, tmp_path):
-    rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "yo"}]}
+    rows = [{"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": "yo"}]}
             for i in range(5)]
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
     result = import_file(ws, path, formats, name="chat")
+    assert result.detection.format == "sharegpt"
     assert result.columnar_rows == 0 and result.version.num_records == 5
 
 

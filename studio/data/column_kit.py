@@ -218,6 +218,36 @@ def turns(n: int, slots: list[tuple[str, pa.Array, pa.Array | None]]) -> pa.Arra
     return pa.ListArray.from_arrays(pa.array(offsets), struct)
 
 
+def role_content_turns(table: pa.Table, name: str, roles: tuple[str, ...] = ("system", "user", "assistant", "tool"),
+                       ) -> pa.Array | None:
+    """Column ``name`` when it is a list of ``{"role", "content"}`` messages (those two string
+    keys only, every role one of ``roles`` spelt canonically, no list empty, nothing null) as a
+    list<turn> column; None otherwise (the row path then reads, or rejects, those rows)."""
+    if name not in table.column_names:
+        return None
+    column = table.column(name)
+    kind = column.type
+    if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)
+            and sorted(f.name for f in kind.value_type) == ["content", "role"]
+            and all(pa.types.is_string(f.type) for f in kind.value_type)):
+        return None
+    column = column.combine_chunks()
+    if column.null_count or not len(column) or any_true(pc.equal(pc.list_value_length(column), 0)):
+        return None
+    messages = pc.list_flatten(column)
+    role, content = pc.struct_field(messages, "role"), pc.struct_field(messages, "content")
+    if messages.null_count or role.null_count or content.null_count:
+        return None
+    if not bool(pc.all(pc.is_in(role, value_set=pa.array(roles))).as_py()):
+        return None
+    offsets = pc.subtract(column.offsets, column.offsets[0]).cast(pa.int32())
+    turn_type = arrow_schema().field("messages").type.value_type
+    struct = pa.StructArray.from_arrays(
+        [pa.concat_arrays([role]), pa.concat_arrays([content]), pa.nulls(len(role), pa.float64())],
+        fields=list(turn_type))
+    return pa.ListArray.from_arrays(offsets, struct)
+
+
 def canonical_table(n: int, kind: str, messages: pa.Array, chosen: pa.Array | None = None,
                     rejected: pa.Array | None = None, meta: pa.Array | None = None,
                     label: pa.Array | None = None) -> pa.Table:
