@@ -53,7 +53,8 @@ def both_ways(ws, path, formats, **kwargs):
     return by_rows, by_cols
 
 
-TRICKY = ['quote " and backslash \\ and slash /', "new\nline\r\nand\ttab", "nul \u0000 bell \u0007 esc \u001b back \b feed \f",
+TRICKY = ['quote " and backslash \\ and slash /', "new\nline\r\nand\ttab",
+          "nul \u0000 bell \u0007 esc \u001b back \b feed \f",
           "unicode: héllo 日本語 😀 \u2028 \u00a0 \u200b", "", "  padded  ", "{\"json\": [1, 2]}"]
 
 
@@ -311,12 +312,39 @@ def test_openai_chat(ws, formats, tmp_path, small_parts, shape):
     assert len(by_cols.rejects) == (1 if shape in ("bad_role", "empty") else 0)
 
 
+@pytest.mark.parametrize("shape", ["plain", "system_column", "extras", "other_spelling", "bad_role", "big"])
+def test_sharegpt(ws, formats, tmp_path, small_parts, monkeypatch, shape):
+    n = 9000 if shape == "big" else 30
+    if shape == "big":
+        monkeypatch.setattr(columnar, "CHUNK_BYTES", 1 << 22)  # one part, batches sliced from it
+    rows = []
+    for i in range(n):
+        text = TRICKY[i % len(TRICKY)]
+        conv = [{"from": "human", "value": f"q{i} {text}"}, {"from": "gpt", "value": text}]
+        if i % 5 == 0:
+            conv = [{"from": "system", "value": "be kind"}] + conv + [{"from": "human", "value": "more"},
+                                                                    {"from": "gpt", "value": "ok"}]
+        rows.append({"conversations": conv})
+        if shape in ("system_column", "big"):
+            rows[-1]["system"] = "" if i % 3 else f"You are {text}"
+        if shape == "extras":
+            rows[-1].update(id=i, lang="en")
+    if shape == "other_spelling":
+        rows[7]["conversations"][0]["from"] = "user"
+    elif shape == "bad_role":
+        rows[7]["conversations"][0]["from"] = "wizard"
+    path = write_jsonl(tmp_path / "sg.jsonl", rows)
+    _, by_cols = both_ways(ws, path, formats)
+    assert by_cols.detection.format == "sharegpt"
+    assert 0 < by_cols.columnar_rows <= n
+    assert len(by_cols.rejects) == (1 if shape == "bad_role" else 0)
+
+
 def test_formats_without_columns_use_the_row_path(ws, formats, tmp_path):
-    rows = [{"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": "yo"}]}
-            for i in range(5)]
-    path = write_jsonl(tmp_path / "chat.jsonl", rows)
-    result = import_file(ws, path, formats, name="chat")
-    assert result.detection.format == "sharegpt"
+    rows = [{"question": f"q{i}", "response_j": "good", "response_k": "bad"} for i in range(5)]
+    path = write_jsonl(tmp_path / "stack.jsonl", rows)
+    result = import_file(ws, path, formats, name="stack")
+    assert result.detection.format == "trl_preference"
     assert result.columnar_rows == 0 and result.version.num_records == 5
 
 
@@ -337,14 +365,21 @@ def test_every_sample_dataset_stores_the_same_version(ws, formats, path, small_p
     both_ways(ws, path, formats)
 
 
-@pytest.mark.parametrize("relative", ["alpaca/llamafactory_alpaca_en_demo.json", "alpaca/llamafactory_alpaca_zh_demo.json",
-                                      "alpaca/alpaca_data_first200.json", "alpaca/torchtune_alpaca_tiny.json",
-                                      "alpaca/llamafactory_identity.json"])
-def test_real_alpaca_files_as_jsonl(ws, formats, tmp_path, relative):
+@pytest.mark.parametrize("relative", [
+    "alpaca/llamafactory_alpaca_en_demo.json", "alpaca/llamafactory_alpaca_zh_demo.json",
+    "alpaca/alpaca_data_first200.json", "alpaca/torchtune_alpaca_tiny.json", "alpaca/llamafactory_identity.json",
+    "sharegpt/fastchat_dummy_conversation.json", "sharegpt/llamafactory_glaive_toolcall_en_demo.json"])
+def test_real_files_as_jsonl(ws, formats, tmp_path, relative):
     rows = json.loads(realdata_file(relative).read_text(encoding="utf-8"))
     path = write_jsonl(tmp_path / "real.jsonl", rows)
     _, by_cols = both_ways(ws, path, formats)
-    assert by_cols.detection.format == "alpaca" and by_cols.columnar_rows > 0
+    assert by_cols.detection.format == relative.split("/")[0]
+
+
+@pytest.mark.parametrize("relative", ["openai_chat/openai_cookbook_toy_chat_fine_tuning.jsonl",
+                                      "openai_chat/pirate_training_set.jsonl"])
+def test_real_jsonl_files(ws, formats, relative):
+    both_ways(ws, realdata_file(relative), formats)
 
 
 def test_the_stored_file_is_the_stream_arrow_writes(ws, formats, tmp_path, monkeypatch):

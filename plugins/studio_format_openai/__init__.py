@@ -11,9 +11,9 @@ and the call id when there is one), so OpenAI -> OpenAI keeps every id.
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Written, add_meta, column_kit, extra_fields, extra_keys, is_message_list, layout_of,
-    make_meta, match_or_none, pct, read_label, read_messages, roles_in, seen, share, tools_text, tools_value,
-    write_label, write_messages,
+    DatasetFormat, Record, RecordError, Written, add_meta, column_kit, extra_fields, extra_keys, is_message_list,
+    layout_of, make_meta, match_or_none, pct, read_label, read_messages, roles_in, seen, share, tools_text,
+    tools_value, write_label, write_messages,
 )
 from studio.hookspecs import hookimpl
 

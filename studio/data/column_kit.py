@@ -91,6 +91,11 @@ def json_text(values: pa.Array) -> pa.Array | None:
     return None
 
 
+def if_else_text(mask: pa.Array, yes: str, no: str) -> pa.Array:
+    """``yes`` where ``mask`` holds, ``no`` elsewhere (short texts, e.g. JSON spellings of hints)."""
+    return pc.if_else(mask, yes, no)
+
+
 def json_text_where(values: pa.Array, mask: pa.Array) -> pa.Array:
     """:func:`json_text` of ``values`` where ``mask`` holds, null (no key) elsewhere."""
     if values.offset == 0 and mask.offset == 0 and values.null_count == 0 and mask.null_count == 0:
@@ -216,6 +221,62 @@ def turns(n: int, slots: list[tuple[str, pa.Array, pa.Array | None]]) -> pa.Arra
         [roles.take(pa.array(picked_roles)), contents.take(pa.array(picked)), pa.nulls(len(picked), pa.float64())],
         fields=list(turn_type))
     return pa.ListArray.from_arrays(pa.array(offsets), struct)
+
+
+def mapped_turns(table: pa.Table, name: str, keys: tuple[str, str], roles: dict[str, str]) -> pa.Array | None:
+    """Column ``name`` when it is a non-empty list of turn objects with exactly the string keys
+    ``keys`` (speaker, text), every speaker spelt as a key of ``roles`` (which maps it to the
+    canonical role), nothing null: a list<turn> column. None otherwise."""
+    if name not in table.column_names:
+        return None
+    column = table.column(name)
+    kind = column.type
+    if not (pa.types.is_list(kind) and pa.types.is_struct(kind.value_type)
+            and sorted(f.name for f in kind.value_type) == sorted(keys)
+            and all(pa.types.is_string(f.type) for f in kind.value_type)):
+        return None
+    column = column.combine_chunks()
+    if column.null_count or not len(column) or any_true(pc.equal(pc.list_value_length(column), 0)):
+        return None
+    items = pc.list_flatten(column)
+    speaker, text = pc.struct_field(items, keys[0]), pc.struct_field(items, keys[1])
+    if items.null_count or speaker.null_count or text.null_count:
+        return None
+    spelt = list(roles)
+    which = pc.index_in(speaker, value_set=pa.array(spelt))
+    if which.null_count:
+        return None
+    role = pa.array([roles[k] for k in spelt], pa.string()).take(which)
+    offsets = pc.subtract(column.offsets, column.offsets[0]).cast(pa.int32())
+    turn_type = arrow_schema().field("messages").type.value_type
+    struct = pa.StructArray.from_arrays([role, pa.concat_arrays([text]), pa.nulls(len(role), pa.float64())],
+                                        fields=list(turn_type))
+    return pa.ListArray.from_arrays(offsets, struct)
+
+
+def prepend_turn(turns_column: pa.Array, role: str, contents: pa.Array, present: pa.Array) -> pa.Array:
+    """``turns_column`` with a turn of ``role`` and ``contents`` put first in the rows where
+    ``present`` holds (a system column becoming the first turn)."""
+    n = len(turns_column)
+    has = present.to_numpy(zero_copy_only=False).astype(np.int64)
+    old_offsets = turns_column.offsets.to_numpy().astype(np.int64)
+    old_offsets -= old_offsets[0]
+    lengths = np.diff(old_offsets)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths + has, out=offsets[1:])
+    flat = pc.list_flatten(turns_column)
+    m = len(flat)
+    row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    index = np.empty(offsets[-1], dtype=np.int64)
+    index[offsets[:-1][has == 1]] = np.nonzero(has)[0]  # the new first turns, from ``contents``
+    index[offsets[row_of] + has[row_of] + (np.arange(m, dtype=np.int64) - old_offsets[row_of])] = n + np.arange(m)
+    roles = pa.concat_arrays([constant(role, n), pa.concat_arrays([pc.struct_field(flat, "role")])])
+    texts = pa.concat_arrays([contents, pa.concat_arrays([pc.struct_field(flat, "content")])])
+    picked = pa.array(index)
+    turn_type = arrow_schema().field("messages").type.value_type
+    struct = pa.StructArray.from_arrays([roles.take(picked), texts.take(picked), pa.nulls(len(index), pa.float64())],
+                                        fields=list(turn_type))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), struct)
 
 
 def role_content_turns(table: pa.Table, name: str, roles: tuple[str, ...] = ("system", "user", "assistant", "tool"),
