@@ -67,12 +67,12 @@ def import_file(
     JSONL in a format that maps whole columns takes the columnar path (:mod:`studio.data.columnar`),
     which stores the same version and reports the same rejects; ``use_columns=False`` forces the
     row path."""
+    from studio.data import columnar  # Arrow loads when a file is imported, not at start-up
+
     path = Path(path)
     detection = detect(path, formats, override=override, column_map=column_map)
     fmt = formats[detection.format]
     rejects: list[Reject] = []
-    from studio.data import columnar  # Arrow loads when a file is imported, not at start-up
-
     by_columns = use_columns and columnar.supports(fmt, detection)
     if strict:
         # Every row is checked before the store is touched, so a rejected import leaves no trace
