@@ -99,10 +99,16 @@ class Part:
             return rows == 0
         open_end = text[end - 1] != ord("\n")  # the file's last line, without a line end
         lines = newlines + open_end
-        starts = text.count(b"\n{", 0, end) + text.startswith(b"{")
-        ends = text.count(b"}\n", 0, end) + text.count(b"}\r\n", 0, end) + (open_end and text[end - 1] == ord("}"))
-        return starts == ends == lines == rows
-
+        if rows != lines or text[0] != ord("{"):
+            return False
+        tail = text[max(0, end - 3):end]
+        if not (tail.endswith(b"}") if open_end else tail.endswith((b"}\n", b"}\r\n"))):
+            return False
+        # Between two lines: "}" then the line end then "{", as many times as there are line ends inside.
+        joints = text.count(b"}\n{", 0, end)
+        if joints < lines - 1 and text.find(b"\r", 0, end) >= 0:
+            joints += text.count(b"}\r\n{", 0, end)
+        return joints == lines - 1
 
 def jsonl_parts(raw: _HashingFile, gz: bool, chunk_bytes: int) -> Iterator[Part]:
     """The file's text in parts that end at a line end."""
