@@ -30,6 +30,7 @@ from studio.records import Record, arrow_schema
 
 MARKER = "studio.yaml"
 BATCH_ROWS = 8192
+IPC_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -52,6 +53,15 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+class TableStream:
+    """Canonical rows arriving as Arrow tables of any size (the columnar import). They are stored
+    in the same fixed-size batches as rows handed over one by one, so the same content gets the
+    same version id whichever way it came."""
+
+    def __init__(self, tables: Iterable[Any]):
+        self.tables = tables
 
 
 @dataclass
@@ -277,7 +287,7 @@ class Workspace:
         rejects: list[Any] | None = None,
         side_files: Callable[[Path], None] | None = None,
     ) -> VersionInfo:
-        """Store records (Records, canonical row dicts or an Arrow table) as a new version of
+        """Store records (Records, canonical row dicts, an Arrow table or a :class:`TableStream`) as a new version of
         ``name`` (created if absent) and make it the head.
         ``side_files(folder)`` may add files (curation side tables) inside the version folder
         before it is renamed into place, so they appear atomically with the data."""
@@ -294,15 +304,27 @@ class Workspace:
             digest = hashlib.sha256()
             kinds: dict[str, int] = {}
             count = 0
-            with pa.OSFile(str(tmp / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            with pa.OSFile(str(tmp / "data.arrow"), "wb") as sink:
+                # The Arrow IPC stream written message by message (the bytes pa.ipc.new_stream
+                # writes: the schema, each batch, the end marker), so that each batch is
+                # serialised once, for both its hash and the file.
+                sink.write(schema.serialize())
                 batch: list[dict[str, Any]] = []
 
-                def flush() -> None:
-                    arrow_batch = pa.RecordBatch.from_pylist(batch, schema=schema)
+                def write_batch(arrow_batch) -> None:
                     # Batches have fixed sizes, so equal content serialises to equal bytes:
                     # hashing them is the content address, at C speed.
-                    digest.update(arrow_batch.serialize())
-                    writer.write_batch(arrow_batch)
+                    message = arrow_batch.serialize()
+                    digest.update(message)
+                    sink.write(message)
+
+                def flush() -> None:
+                    write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+
+                def write_table(table) -> None:
+                    # One batch of whole columns: serialises like the same rows built one by one.
+                    write_batch(pa.RecordBatch.from_arrays([column.combine_chunks() for column in table.columns],
+                                                           schema=schema))
 
                 if isinstance(records, pa.Table):
                     # A ready Arrow table (curation output): re-chunk to the fixed batch size so the
@@ -316,6 +338,22 @@ class Workspace:
                         kinds[item["values"]] = item["counts"]
                     count = table.num_rows
                     records = ()
+                if isinstance(records, TableStream):
+                    pending: list[Any] = []
+                    pending_rows = 0
+                    for table in records.tables:
+                        for item in (pc.value_counts(table.column("kind")).to_pylist() if table.num_rows else []):
+                            kinds[item["values"]] = kinds.get(item["values"], 0) + item["counts"]
+                        count += table.num_rows
+                        pending.append(table)
+                        pending_rows += table.num_rows
+                        while pending_rows >= BATCH_ROWS:
+                            joined = pa.concat_tables(pending)
+                            write_table(joined.slice(0, BATCH_ROWS))
+                            pending, pending_rows = [joined.slice(BATCH_ROWS)], pending_rows - BATCH_ROWS
+                    if pending_rows:
+                        write_table(pa.concat_tables(pending))
+                    records = ()
                 for record in records:
                     # Curation hands canonical rows straight from Arrow; skip the object round trip.
                     row = record if isinstance(record, dict) else record.to_row()
@@ -327,6 +365,7 @@ class Workspace:
                         batch = []
                 if batch or count == 0:
                     flush()
+                sink.write(IPC_END_OF_STREAM)
             vid = digest.hexdigest()[:16]
             info = VersionInfo(id=vid, dataset=name, created=time.time(), num_records=count, kinds=kinds,
                                parent=parent, source=source, operation=operation,

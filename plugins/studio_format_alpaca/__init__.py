@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Match, Record, RecordError, Turn, Written, add_meta, dict_rows, extra_fields, layout_of,
+    DatasetFormat, Match, Record, RecordError, Turn, Written, add_meta, column_kit, dict_rows, extra_fields, layout_of,
     make_meta, optional_str, require, share,
 )
 from studio.hookspecs import hookimpl
@@ -56,6 +56,38 @@ class AlpacaFormat(DatasetFormat):
             return Record(turns, [Turn("assistant", chosen)], [Turn("assistant", rejected)], meta=meta)
         output = require(row, "output")
         return Record(turns + [Turn("assistant", output)], meta=meta)
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns, for rows without history (the row path maps those)."""
+        kit = column_kit()
+        names = set(table.column_names)
+        preference = "chosen" in names or "rejected" in names
+        if "history" in names or (preference and ("output" in names or not {"chosen", "rejected"} <= names)):
+            return None
+        texts = {k: kit.string_column(table, k) for k in ("instruction", "input", "system", "output",
+                                                               "chosen", "rejected") if k in names}
+        if None in texts.values() or "instruction" not in texts or not (preference or "output" in texts):
+            return None
+        n = table.num_rows
+        extra = texts.get("input")
+        prompt = texts["instruction"] if extra is None else kit.join_if(texts["instruction"], extra, "\n\n")
+        if kit.any_true(kit.blank(prompt)):
+            return None  # an empty instruction: the row path reports it
+        system = texts.get("system")
+        slots = [("system", system, kit.nonempty(system))] if system is not None else []
+        slots.append(("user", prompt, None))
+        input_hint = None if extra is None else kit.json_text_where(extra, kit.nonempty(extra))
+        meta = kit.meta_column(table, KNOWN, "alpaca", {"input": input_hint,
+                                                             "no_input": "true" if extra is None else None})
+        if meta is None:
+            return None
+        if preference:
+            return kit.canonical_table(
+                n, "preference", kit.turns(n, slots),
+                chosen=kit.turns(n, [("assistant", texts["chosen"], None)]),
+                rejected=kit.turns(n, [("assistant", texts["rejected"], None)]), meta=meta)
+        return kit.canonical_table(n, "conversation", kit.turns(n, slots + [("assistant", texts["output"], None)]),
+                                        meta=meta)
 
     def write(self, record):
         dropped: list[str] = []

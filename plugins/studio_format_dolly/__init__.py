@@ -7,7 +7,7 @@ back into instruction and context exactly; category and any extra keys live in `
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, layout_of,
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, column_kit, extra_fields, extra_keys_note, layout_of,
     make_meta, match_or_none, pct, seen, share, unheld, want_str, without_system,
 )
 from studio.hookspecs import hookimpl
@@ -52,6 +52,29 @@ class DollyFormat(DatasetFormat):
                 "null_context": "context" in row and row["context"] is None}
         meta = make_meta(extra_fields(row, KNOWN), NAME, hint)
         return Record([Turn("user", prompt), Turn("assistant", response)], meta=meta)
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns (rows without nulls: the host leaves those to :meth:`read`)."""
+        kit = column_kit()
+        instruction = kit.string_column(table, "instruction")
+        response = kit.string_column(table, "response")
+        context = kit.string_column(table, "context")
+        if instruction is None or response is None or (context is None and "context" in table.column_names):
+            return None
+        n = table.num_rows
+        empty = kit.blank(instruction)
+        if context is not None:
+            empty = kit.both(empty, kit.blank(context))
+        if kit.any_true(empty):
+            return None  # an empty instruction: the row path reports it
+        prompt = instruction if context is None else kit.join_if(instruction, context, SEP)
+        hint = {"context": None if context is None else kit.json_text_where(context, kit.nonempty(context)),
+                "no_context": "true" if context is None else None}
+        meta = kit.meta_column(table, KNOWN, NAME, hint)
+        if meta is None:
+            return None
+        messages = kit.turns(n, [("user", prompt, None), ("assistant", response, None)])
+        return kit.canonical_table(n, "conversation", messages, meta=meta)
 
     def write(self, record):
         if record.kind != "conversation":

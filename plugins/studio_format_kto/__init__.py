@@ -7,7 +7,7 @@ The writer uses ``messages`` + ``label`` unless the source had the prompt/comple
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Written, add_meta, extra_fields, extra_keys_note, is_message_list,
+    DatasetFormat, Record, RecordError, Written, add_meta, column_kit, extra_fields, extra_keys_note, is_message_list,
     layout_of, make_meta, match_or_none, pct, read_label, read_messages, read_text_or_messages, roles_in, seen,
     share, text_or_messages_style, tools_text, tools_value, write_label, write_messages, write_text_or_messages,
 )
@@ -69,6 +69,26 @@ class KTOFormat(DatasetFormat):
                     completion_turns=len(completion))
         meta = extra_fields(row, {"prompt", "completion", "label", "tools"})
         return Record(prompt + completion, label=label, tools=tools, meta=make_meta(meta, NAME, hint))
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns for standard prompt/completion rows with a boolean
+        label. Message lists, tools and labels spelt as text take the row path."""
+        kit = column_kit()
+        names = set(table.column_names)
+        if "messages" in names or "tools" in names:
+            return None
+        prompt, completion = kit.string_column(table, "prompt"), kit.string_column(table, "completion")
+        label = kit.bool_column(table, "label")
+        if prompt is None or completion is None or label is None:
+            return None
+        n = table.num_rows
+        hint = {"shape": '"prompt_completion"', "prompt_style": '"standard"', "style": '"standard"',
+                "completion_turns": "1"}
+        meta = kit.meta_column(table, {"prompt", "completion", "label", "tools"}, NAME, hint)
+        if meta is None:
+            return None
+        messages = kit.turns(n, [("user", prompt, None), ("assistant", completion, None)])
+        return kit.canonical_table(n, "unpaired", messages, meta=meta, label=label)
 
     def write(self, record):
         if record.kind != "unpaired":

@@ -11,9 +11,9 @@ and the call id when there is one), so OpenAI -> OpenAI keeps every id.
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Written, add_meta, extra_fields, extra_keys, is_message_list, layout_of,
-    make_meta, match_or_none, pct, read_label, read_messages, roles_in, seen, share, tools_text, tools_value,
-    write_label, write_messages,
+    DatasetFormat, Record, RecordError, Written, add_meta, column_kit, extra_fields, extra_keys, is_message_list,
+    layout_of, make_meta, match_or_none, pct, read_label, read_messages, roles_in, seen, share, tools_text,
+    tools_value, write_label, write_messages,
 )
 from studio.hookspecs import hookimpl
 
@@ -76,6 +76,18 @@ class OpenAIChatFormat(DatasetFormat):
         meta = extra_fields(row, CHAT_KEYS)
         hint = {"messages": msg_hint, "tools": tools_raw, "label": label_raw}
         return Record(turns, label=label, tools=tools, meta=make_meta(meta, NAME, hint))
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns for chat rows of plain role/content messages (no
+        tools, labels, weights or tool calls: those take the row path)."""
+        kit = column_kit()
+        if set(table.column_names) & {"tools", "label", "input"}:
+            return None
+        messages = kit.role_content_turns(table, "messages")
+        if messages is None:
+            return None
+        meta = kit.meta_column(table, CHAT_KEYS, NAME, {})
+        return None if meta is None else kit.canonical_table(table.num_rows, "conversation", messages, meta=meta)
 
     def _read_preference(self, row):
         inp = row.get("input")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys, layout_of, make_meta,
-    match_or_none, pct, read_label, seen, share, tool_call_text, tools_text, tools_value, type_name, want_list,
-    write_label,
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, column_kit, extra_fields, extra_keys, layout_of,
+    make_meta, match_or_none, pct, read_label, seen, share, tool_call_text, tools_text, tools_value, type_name,
+    want_list, write_label,
 )
 from studio.hookspecs import hookimpl
 
@@ -168,6 +168,28 @@ class ShareGPTFormat(DatasetFormat):
         if "kto_tag" in row:
             label, hint["label"] = read_label(row["kto_tag"], "kto_tag")
         return Record(turns, chosen, rejected, label, tools, make_meta(meta, NAME, hint))
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns for conversations of from/value turns spelt as the
+        writer spells them (system, human, gpt, observation), with an optional system column.
+        Preference, KTO and tool rows, and other spellings, take the row path."""
+        kit = column_kit()
+        if set(table.column_names) & {"tools", "chosen", "rejected", "kto_tag"}:
+            return None
+        spelt = {ROLE_FROM[r]: r for r in ("system", "user", "assistant", "tool")}
+        turns = kit.mapped_turns(table, "conversations", ("from", "value"), spelt)
+        if turns is None:
+            return None
+        hint = {}
+        system = kit.string_column(table, "system")
+        if system is not None:
+            has_system = kit.nonempty(system)
+            turns = kit.prepend_turn(turns, "system", system, has_system)
+            hint["system"] = kit.if_else_text(has_system, '"column"', '"empty column"')
+        elif "system" in table.column_names:
+            return None
+        meta = kit.meta_column(table, KNOWN, NAME, hint)
+        return None if meta is None else kit.canonical_table(table.num_rows, "conversation", turns, meta=meta)
 
     @staticmethod
     def _side(row, key):

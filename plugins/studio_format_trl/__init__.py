@@ -11,7 +11,7 @@ A standard prompt is read as one user turn and a standard answer as one assistan
 from __future__ import annotations
 
 from studio.data.format_kit import (
-    DatasetFormat, Record, RecordError, Turn, Written, add_meta, extra_fields, extra_keys_note, layout_of,
+    DatasetFormat, Record, RecordError, Turn, Written, add_meta, column_kit, extra_fields, extra_keys_note, layout_of,
     looks_like_hh_transcript, make_meta, match_or_none, pct, read_text_or_messages, shared_prefix,
     text_or_messages_style, tools_text, tools_value, want_str, write_messages, write_text_or_messages,
 )
@@ -114,6 +114,31 @@ class TRLPreferenceFormat(DatasetFormat):
         return Record(prompt + completion, tools=tools, meta=make_meta(meta, NAME, hint))
 
     # --- writing ---------------------------------------------------------------------------
+
+    def read_columns(self, table):
+        """:meth:`read` over whole columns for the standard (string) shapes with a prompt:
+        prompt/chosen/rejected and prompt/completion. Other shapes take the row path."""
+        kit = column_kit()
+        names = set(table.column_names)
+        if "tools" in names or "prompt" not in names or (all(k in names for k in STACK) and "chosen" not in names):
+            return None
+        preference = "chosen" in names or "rejected" in names
+        keys = ("prompt", "chosen", "rejected") if preference else ("prompt", "completion")
+        texts = [kit.string_column(table, k) for k in keys]
+        if any(t is None for t in texts):
+            return None
+        n = table.num_rows
+        user = kit.turns(n, [("user", texts[0], None)])
+        if preference:
+            meta = kit.meta_column(table, {"prompt", "chosen", "rejected", "tools"}, NAME,
+                                   {"shape": '"explicit"', "style": '"standard"'})
+            return None if meta is None else kit.canonical_table(
+                n, "preference", user, chosen=kit.turns(n, [("assistant", texts[1], None)]),
+                rejected=kit.turns(n, [("assistant", texts[2], None)]), meta=meta)
+        meta = kit.meta_column(table, {"prompt", "completion", "tools"}, NAME,
+                               {"shape": '"prompt_completion"', "style": '"standard"', "completion_turns": "1"})
+        messages = kit.turns(n, [("user", texts[0], None), ("assistant", texts[1], None)])
+        return None if meta is None else kit.canonical_table(n, "conversation", messages, meta=meta)
 
     def write(self, record):
         hint = layout_of(record, NAME)

@@ -17,7 +17,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 CONTAINERS = ("jsonl", "json", "csv", "parquet")
 
@@ -95,24 +95,31 @@ def read_rows(path: Path, container: str | None = None,
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRow | BrokenRow]:
-    index = 0
     with open_bytes(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield BrokenRow(line_no, index, f"invalid UTF-8 at byte {exc.start}", raw.decode("utf-8", "replace"))
-                index += 1
-                continue
-            try:
-                yield RawRow(json.loads(text), line_no, index)
-            except json.JSONDecodeError as exc:
-                yield BrokenRow(line_no, index, f"broken JSON: {exc.msg} (column {exc.colno})", text.rstrip("\r\n"))
+        yield from jsonl_rows(fh)
+
+
+def jsonl_rows(lines: Iterable[bytes], first_line: int = 1, first_index: int = 0) -> Iterator[RawRow | BrokenRow]:
+    """Rows of JSONL ``lines`` (bytes, as iterating a binary file gives them) whose first line is
+    line ``first_line`` of the file and holds row ``first_index``: a part of a file reads like the
+    whole one (the columnar import hands back the parts Arrow cannot read)."""
+    index = first_index
+    for line_no, raw in enumerate(lines, start=first_line):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield BrokenRow(line_no, index, f"invalid UTF-8 at byte {exc.start}", raw.decode("utf-8", "replace"))
             index += 1
+            continue
+        try:
+            yield RawRow(json.loads(text), line_no, index)
+        except json.JSONDecodeError as exc:
+            yield BrokenRow(line_no, index, f"broken JSON: {exc.msg} (column {exc.colno})", text.rstrip("\r\n"))
+        index += 1
 
 
 BAD_BYTE = re.compile("[\udc80-\udcff]")

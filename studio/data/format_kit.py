@@ -59,6 +59,8 @@ The helpers, by what they are for:
   :func:`add_meta`, :func:`canonical`
 * writing: :func:`unheld`, :func:`without_system`, :func:`shared_prefix`
 * KTO labels: :func:`read_label`, :func:`write_label`
+* whole columns at once, for the optional ``read_columns`` (a fast import path):
+  :func:`column_kit`
 * tool calls and tool schemas: :func:`tool_call_text`, :func:`canonical_call`, :func:`calls_of`,
   :func:`tools_text`, :func:`tools_value`
 * role/content message lists (OpenAI chat, KTO, TRL conversational): :data:`MESSAGE_ROLES`,
@@ -94,7 +96,7 @@ __all__ = [
     "unheld", "without_system", "shared_prefix", "read_label", "write_label",
     "tool_call_text", "canonical_call", "calls_of", "tools_text", "tools_value",
     "MESSAGE_ROLES", "parse_message", "read_messages", "write_messages",
-    "text_or_messages_style", "read_text_or_messages", "write_text_or_messages",
+    "text_or_messages_style", "read_text_or_messages", "write_text_or_messages", "column_kit",
 ]
 
 
@@ -156,11 +158,26 @@ class DatasetFormat:
         holds several records (one pair per scored response) may give a list of them."""
         raise NotImplementedError
 
+    def read_columns(self, table: Any) -> Any:
+        """Optional, for speed: map a whole Arrow table of raw rows (one column per key, no nulls)
+        to canonical columns exactly as :meth:`read` maps each row, or return None to leave the
+        rows to :meth:`read` (the host then reports each bad one). Formats whose mapping is
+        column-wise build it from :func:`column_kit`; tests compare both paths row for row."""
+        return None
+
     def write(self, record: Record) -> Written:
         """Map a record to a raw row; list anything the format cannot hold in ``dropped``.
         ``row`` is None when the record cannot be expressed at all: it is then skipped, and
         ``dropped`` says why (the host shows the reason to the user)."""
         raise NotImplementedError
+
+
+def column_kit() -> Any:
+    """The Arrow helpers for :meth:`DatasetFormat.read_columns` (:mod:`studio.data.column_kit`),
+    imported on first use so that Arrow loads when a file is imported, not when plugins load."""
+    from studio.data import column_kit as kit  # noqa: PLC0415 - lazy: Arrow is heavy at start-up
+
+    return kit
 
 
 # --- a row's fields -----------------------------------------------------------------------------

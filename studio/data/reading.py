@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from studio.data import containers
 from studio.data.containers import BrokenRow, RawRow
@@ -188,8 +188,14 @@ def _headerless_matches(path: Path, container: str, formats: dict[str, DatasetFo
 
 def read_records(path: Path, fmt: DatasetFormat, detection: Detection) -> Iterator[Record | Reject]:
     """Yield a Record per good row and a Reject per bad one, in file order."""
-    display = str(path)
-    for item in containers.read_rows(Path(path), detection.container, detection.columns):
+    yield from records_from_rows(containers.read_rows(Path(path), detection.container, detection.columns),
+                                 str(path), fmt, detection)
+
+
+def records_from_rows(rows: Iterable[RawRow | BrokenRow], display: str, fmt: DatasetFormat,
+                      detection: Detection) -> Iterator[Record | Reject]:
+    """The row path: a Record per good raw row, a Reject per bad one, naming ``display`` as the file."""
+    for item in rows:
         if isinstance(item, BrokenRow):
             yield Reject(display, item.line, item.index, None, item.message, item.raw)
             continue

@@ -10,7 +10,7 @@ from studio.data import convert as conv
 from studio.data.format_kit import DatasetFormat
 from studio.data.reading import Detection, Reject, RejectedRows, detect, read_records
 from studio.records import Record
-from studio.store import VersionInfo, Workspace, file_sha256
+from studio.store import TableStream, VersionInfo, Workspace, file_sha256
 
 Progress = Callable[[int], None]
 
@@ -20,6 +20,7 @@ class ImportResult:
     version: VersionInfo
     detection: Detection
     rejects: list[Reject]
+    columnar_rows: int = 0  # rows mapped as whole columns; the others took the row path
 
 
 def _streamed(path: Path, fmt: DatasetFormat, detection: Detection, rejects: list[Reject],
@@ -58,19 +59,30 @@ def import_file(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] = lambda: False,
     strict: bool = False,
+    use_columns: bool = True,
 ) -> ImportResult:
     """Import a file as a new version of dataset ``name``. Bad rows become rejects stored with the
     version; with ``strict``, any reject means nothing is stored at all: :class:`RejectedRows`
-    carries every reject (written to ``rejects_out`` too) and the workspace is left untouched."""
+    carries every reject (written to ``rejects_out`` too) and the workspace is left untouched.
+    JSONL in a format that maps whole columns takes the columnar path (:mod:`studio.data.columnar`),
+    which stores the same version and reports the same rejects; ``use_columns=False`` forces the
+    row path."""
+    from studio.data import columnar  # Arrow loads when a file is imported, not at start-up
+
     path = Path(path)
     detection = detect(path, formats, override=override, column_map=column_map)
     fmt = formats[detection.format]
     rejects: list[Reject] = []
+    by_columns = use_columns and columnar.supports(fmt, detection)
     if strict:
         # Every row is checked before the store is touched, so a rejected import leaves no trace
         # (no version, no dataset folder). A clean strict import reads the file twice.
-        for _ in _streamed(path, fmt, detection, rejects, progress, cancelled):
-            pass
+        if by_columns:
+            for _ in columnar.ColumnarRead(path, fmt, detection, rejects, progress, cancelled):
+                pass
+        else:
+            for _ in _streamed(path, fmt, detection, rejects, progress, cancelled):
+                pass
         if rejects:
             if rejects_out is not None:
                 conv.write_rejects(rejects, rejects_out)
@@ -78,7 +90,8 @@ def import_file(
     stat = path.stat()
     source = {
         "path": str(path.resolve()),
-        "sha256": file_sha256(path),
+        # The columnar read hashes the file as it reads it; filled in when it is done.
+        "sha256": None if by_columns else file_sha256(path),
         "bytes": stat.st_size,
         "format": detection.format,
         "container": detection.container,
@@ -90,14 +103,23 @@ def import_file(
         parent = ws.head(target).id
     except Exception:  # noqa: BLE001 - a new dataset has no head yet
         parent = None
-    records = _streamed(path, fmt, detection, rejects, progress, cancelled, strict=strict)
+    if by_columns:
+        read = columnar.ColumnarRead(path, fmt, detection, rejects, progress, cancelled, strict=strict)
+
+        def tables():
+            yield from read
+            source["sha256"] = read.sha256  # before the store writes version.json, after the last table
+
+        records = TableStream(tables())
+    else:
+        records = _streamed(path, fmt, detection, rejects, progress, cancelled, strict=strict)
     # The rejects list fills while the records stream; the store reads it after the last record.
     info = ws.write_version(
         target, records, operation={"name": "import", "format": detection.format, "at": time.time()},
         parent=parent, source=source, rejects=rejects)
     if rejects_out is not None:
         conv.write_rejects(rejects, rejects_out)
-    return ImportResult(info, detection, rejects)
+    return ImportResult(info, detection, rejects, read.columnar_rows if by_columns else 0)
 
 
 def export_version(ws: Workspace, ref: str, fmt: DatasetFormat, out: Path,
