@@ -169,6 +169,11 @@ def test_lora_reference_is_the_base_and_policy_starts_equal_to_it(lora, tiny):
         expected = base(*forward_args(ep)[:2], position_ids=ep.position_ids).logits
     torch.testing.assert_close(models.reference_logits(*forward_args(ep)), expected)
     torch.testing.assert_close(models.policy_logits(*forward_args(ep)).detach(), expected)
+    # keep=k: the output layer runs on the last k positions only (the response), same numbers.
+    torch.testing.assert_close(models.reference_logits(*forward_args(ep), keep=5), expected[:, -5:])
+    kept = models.policy_logits(*forward_args(ep), keep=5).detach()
+    assert kept.shape[1] == 5
+    torch.testing.assert_close(kept, expected[:, -5:])
     values = models.values(*forward_args(ep))
     assert values.shape == ep.query_responses.shape and torch.count_nonzero(values) == 0
     # LoRA dropout is off whatever the recipe says (the ratio must start at 1).

@@ -94,11 +94,12 @@ class RewardSource(Protocol):
 class PPOModels(Protocol):
     tokenizer: Any
 
-    def policy_logits(self, input_ids, attention_mask, position_ids):
-        """[B, T, V] logits of the policy (with gradient)."""
+    def policy_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
+        """[B, T, V] logits of the policy (with gradient); ``keep`` > 0: only the last ``keep``
+        positions (the output layer then runs on the response alone, not on every prompt token)."""
 
-    def reference_logits(self, input_ids, attention_mask, position_ids):
-        """[B, T, V] logits of the reference (no gradient)."""
+    def reference_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
+        """[B, T, V] logits of the reference (no gradient); ``keep`` as for the policy."""
 
     def values(self, input_ids, attention_mask, position_ids):
         """[B, T] value estimates (with gradient)."""
@@ -225,16 +226,16 @@ class FullModels:
                 update={"train_modules": [*adapter.train_modules, "score"]}))
         self._value_backbone = _backbone(value_model)
 
-    def policy_logits(self, input_ids, attention_mask, position_ids):
+    def policy_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
         return self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                           use_cache=False).logits
+                           use_cache=False, logits_to_keep=keep).logits
 
-    def reference_logits(self, input_ids, attention_mask, position_ids):
+    def reference_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
         import torch
 
         with torch.no_grad():
             return self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  use_cache=False).logits
+                                  use_cache=False, logits_to_keep=keep).logits
 
     def values(self, input_ids, attention_mask, position_ids):
         hidden = _hidden(self._value_backbone, input_ids, attention_mask, position_ids)
@@ -556,18 +557,18 @@ class LoRAModels:
             self._active = adapter
         self._restore_trainable()
 
-    def policy_logits(self, input_ids, attention_mask, position_ids):
+    def policy_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
         self._use(self.POLICY)
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).logits
+                          use_cache=False, logits_to_keep=keep).logits
 
-    def reference_logits(self, input_ids, attention_mask, position_ids):
+    def reference_logits(self, input_ids, attention_mask, position_ids, keep: int = 0):
         import torch
 
         try:
             with torch.no_grad(), self.model.disable_adapter():
                 return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  use_cache=False).logits
+                                  use_cache=False, logits_to_keep=keep).logits
         finally:
             self._restore_trainable()
 

@@ -249,11 +249,12 @@ class PPOLoop:
 
         with torch.no_grad():
             length = responses.shape[1]
-            logits = self.response_logits(m.policy_logits(qr, am, pos), length)
+            logits = self.response_logits(m.policy_logits(qr, am, pos, length + 1), length)
             old_logprobs = core.logprobs_from_logits(logits, responses)
             del logits
-            ref_logprobs = core.logprobs_from_logits(self.response_logits(m.reference_logits(qr, am, pos), length),
-                                                     responses)
+            ref_logits = self.response_logits(m.reference_logits(qr, am, pos, length + 1), length)
+            ref_logprobs = core.logprobs_from_logits(ref_logits, responses)
+            del ref_logits
             old_values = _response_part(m.values(qr, am, pos), length).float()
             kl = core.kl_per_token(old_logprobs, ref_logprobs, o.kl_estimator) * mask
             beta = self.kl_ctl.value
@@ -306,7 +307,7 @@ class PPOLoop:
             for start in range(0, batch, size):
                 idx = order[start:start + size]
                 mb_mask = mask[idx]
-                logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx]), length)
+                logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx], length + 1), length)
                 logprobs = core.logprobs_from_logits(logits, responses[idx])
                 values = _response_part(m.values(qr[idx], am[idx], pos[idx]), length).float()
                 pl = core.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb_mask, o.cliprange)
