@@ -23,19 +23,17 @@ with ``options.reward_weights``.
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from studio.training import rule_rewards
-from studio.training.reward_workbench import RewardModel, load_reward_model
+from studio.training.reward_refs import SCORE_HEAD_FILE, adapter_base, reward_adapter_folder
+from studio.training.reward_workbench import RewardModel, load_reward_model, reward_model_folder
 
 Emit = Callable[..., None]
 
-REWARD_ADAPTER = "reward_adapter"      # the unmerged LoRA adapter + score head a LoRA reward run keeps
 VALUE_HEAD_FILE = "value_head.safetensors"
-SCORE_HEAD_FILE = "score_head.safetensors"
 LORA_METHODS = ("lora", "dora")
 
 
@@ -371,26 +369,18 @@ class LoadedReward:
     adapter_folder: Path | None = None
 
 
-def _reward_adapter_folder(reward_folder: Path, policy: str) -> Path | None:
+def _reward_adapter_on(reward_folder: Path, policy: str) -> Path | None:
     """A LoRA reward run's unmerged adapter when its base is the policy's folder."""
-    for run in (reward_folder.parent, reward_folder):
-        folder = run / REWARD_ADAPTER
-        config = folder / "adapter_config.json"
-        if config.is_file() and (folder / SCORE_HEAD_FILE).is_file():
-            base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-            return folder if _same_folder(base, policy) else None
-    return None
+    adapter = reward_adapter_folder(reward_folder)
+    return adapter if adapter is not None and _same_folder(adapter_base(adapter), policy) else None
 
 
 def _load_reward(spec: ModelSpec, tokenizer, lora: bool) -> LoadedReward:
     options = spec.options
     if not spec.reward_model:
         return LoadedReward()
-    folder = Path(spec.reward_model)
-    from studio.models.loading import model_folder
-
-    model_dir = model_folder(folder)
-    adapter = _reward_adapter_folder(model_dir, spec.policy) if lora else None
+    model_dir = reward_model_folder(spec.reward_model)
+    adapter = _reward_adapter_on(model_dir, spec.policy) if lora else None
     if adapter is not None:
         spec.emit("info", message=f"reward model: the LoRA reward run's adapter {adapter} on the policy's base")
         value_from_reward = options.value_init in ("reward", "auto")
@@ -485,6 +475,19 @@ def _causal_config(folder: Path):
     return config
 
 
+def _add_saved_adapter(model, name: str, folder: Path) -> None:
+    """A saved (reward) adapter as adapter ``name`` of the causal base: same layers, same weights."""
+    from peft import set_peft_model_state_dict
+
+    model.add_adapter(name, _causal_config(folder))
+    weights = _adapter_lora_weights(folder)
+    result = set_peft_model_state_dict(model, weights, adapter_name=name)
+    if result.unexpected_keys or not weights:
+        raise ValueError(f"the adapter in {folder} does not fit the policy's base: "
+                         f"{len(result.unexpected_keys)} of {len(weights)} weights found no layer "
+                         f"(e.g. {result.unexpected_keys[:2]})")
+
+
 class LoRAModels:
     """One base model with peft adapters ``policy`` and ``value`` (and ``reward`` for a LoRA
     reward run on the same base); the value head is a separate linear layer; the reference is
@@ -514,6 +517,7 @@ class LoRAModels:
                            for name, p in model.named_parameters() if f".{role}." in name}
         self._trainable.update({f"value_head.{n}": p for n, p in value_head.named_parameters()})
         self._frozen = [p for n, p in model.named_parameters() if f".{self.REWARD}." in n]
+        self._active = None
         self._use(self.POLICY)
 
     @property
@@ -531,8 +535,9 @@ class LoRAModels:
             p.requires_grad_(False)
 
     def _use(self, adapter: str) -> None:
-        if self.model.active_adapter != adapter:
-            self.model.base_model.set_adapter(adapter)
+        if self._active != adapter:
+            self.model.set_adapter(adapter)
+            self._active = adapter
         self._restore_trainable()
 
     def policy_logits(self, input_ids, attention_mask, position_ids):
@@ -652,7 +657,7 @@ def _lora_config(adapter):
 
 def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRAModels, AdapterReward | None]:
     import torch
-    from peft import get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from studio.models.loading import quiet_progress
@@ -665,14 +670,12 @@ def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRA
     reward_head = None
     if reward.adapter_folder is not None:
         folder = reward.adapter_folder
-        model.add_adapter(LoRAModels.REWARD, _causal_config(folder))
-        set_peft_model_state_dict(model, _adapter_lora_weights(folder), adapter_name=LoRAModels.REWARD)
+        _add_saved_adapter(model, LoRAModels.REWARD, folder)
         reward_head = _linear_head(hidden, _read_head(folder / SCORE_HEAD_FILE))
     if reward.value_source is not None and reward.adapter_folder is not None:
         # The value adapter and head start as copies of the reward adapter and its score head.
         folder = reward.adapter_folder
-        model.add_adapter(LoRAModels.VALUE, _causal_config(folder))
-        set_peft_model_state_dict(model, _adapter_lora_weights(folder), adapter_name=LoRAModels.VALUE)
+        _add_saved_adapter(model, LoRAModels.VALUE, folder)
         value_head = _linear_head(hidden, _read_head(folder / SCORE_HEAD_FILE))
     else:
         model.add_adapter(LoRAModels.VALUE, _lora_config(spec.adapter))
