@@ -265,8 +265,9 @@ def _json(value: Any) -> str:
 def run_pipeline(ws, path: Path, overrides: list[str] | None = None, *, emit: Emit = ignore,
                  cancelled: Callable[[], bool] = Never, check: bool = False, host=None) -> list[StepOutcome]:
     """Run a pipeline's steps in order, each starting from what the one before made where it
-    says ``previous`` (or what an earlier step made where it says ``step:<id>``); stops at the first step that does not complete. ``overrides`` apply to
-    the last step (`studio run quickstart training.max_steps=10`)."""
+    says ``previous`` (or what an earlier step made where it says ``step:<id>``); stops at the
+    first step that does not complete. ``overrides`` apply to the last step (`studio run
+    quickstart training.max_steps=10`)."""
     pipeline = load_recipe(path, kind="pipeline")
     ids = {step.id: number for number, step in enumerate(pipeline.steps) if step.id is not None}
     outcomes: list[StepOutcome] = []

@@ -3,10 +3,10 @@
 A timer tails each run's ``events.jsonl`` from the byte offset it reached last time
 (:class:`~studio.tui.widgets.run_live.RunTail`), so watching a long run costs only what it
 appended: the table (status, step, key metric) and, for the selected run, plots of loss, reward
-and KL (a PPO run: reward, KL and value loss), the latest value of every metric, alerts, checkpoints, learning checks and the end of
-``train.log``. The runs are separate processes: this screen only reads their folders, asks them
-to stop (``runs.cancel``, which the run honours at its next step after a checkpoint) or starts
-them again from their last checkpoint (``runs.resume``). ``m`` marks a run and ``d`` compares
+and KL (a PPO run: reward, KL and value loss), the latest value of every metric, alerts,
+checkpoints, learning checks and the end of ``train.log``. The runs are separate processes: this
+screen only reads their folders, asks them to stop (``runs.cancel``, which the run honours at its
+next step after a checkpoint) or starts them again from their last checkpoint (``runs.resume``). ``m`` marks a run and ``d`` compares
 the marked run with the selected one (:func:`studio.training.compare.compare_runs`).
 """
 from __future__ import annotations
