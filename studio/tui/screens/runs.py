@@ -6,8 +6,8 @@ appended: the table (status, step, key metric) and, for the selected run, plots 
 and KL (a PPO run: reward, KL and value loss), the latest value of every metric, alerts,
 checkpoints, learning checks and the end of ``train.log``. The runs are separate processes: this
 screen only reads their folders, asks them to stop (``runs.cancel``, which the run honours at its
-next step after a checkpoint) or starts them again from their last checkpoint (``runs.resume``). ``m`` marks a run and ``d`` compares
-the marked run with the selected one (:func:`studio.training.compare.compare_runs`).
+next step after a checkpoint) or starts them again from their last checkpoint (``runs.resume``).
+``m`` marks a run and ``d`` compares the marked run with the selected one (:func:`studio.training.compare.compare_runs`).
 """
 from __future__ import annotations
 
