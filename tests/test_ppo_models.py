@@ -53,7 +53,7 @@ def forward_args(ep: Episodes):
 def full(tiny):
     options = PPOOptions(reward_funcs=["length_target", "contains", "exact_answer"], keywords=["hello"],
                          target_length=12, reward_weights=[1.0, 2.0, 0.5])
-    return load_ppo_models(ModelSpec(policy=tiny, options=options))
+    return load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=options))
 
 
 def test_full_policy_equals_reference_and_zero_head_values_start_at_zero(full):
@@ -140,7 +140,7 @@ def test_full_save_loads_through_the_studio_resolver_and_generates(full, tmp_pat
 
 def test_freeze_trains_only_the_last_layers_and_the_value_head(tiny):
     options = PPOOptions(reward_funcs=["length_target"])
-    models, _ = load_ppo_models(ModelSpec(policy=tiny, options=options,
+    models, _ = load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=options,
                                           adapter=AdapterSettings(method="freeze", train_last_layers=1)))
     names = set(models.named_trainable())
     assert "value.score.weight" in names
@@ -155,7 +155,8 @@ LORA = AdapterSettings(method="lora", r=4, alpha=8, dropout=0.1)
 
 @pytest.fixture(scope="module")
 def lora(tiny):
-    return load_ppo_models(ModelSpec(policy=tiny, options=PPOOptions(reward_funcs=["length_target"]), adapter=LORA))
+    return load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=PPOOptions(reward_funcs=["length_target"]),
+                                     adapter=LORA))
 
 
 def test_lora_reference_is_the_base_and_policy_starts_equal_to_it(lora, tiny):
@@ -180,7 +181,9 @@ def test_lora_holds_one_base_models_bytes(lora, tiny):
     models, _ = lora
 
     plain = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
-    one = sum(t.untyped_storage().nbytes() for t in {id(p): p for p in [*plain.parameters(), *plain.buffers()]}.values())
+    from studio_train_ppo.models import storage_bytes
+
+    one = storage_bytes([*plain.parameters(), *plain.buffers()])
     memory = models.memory()
     # The base once, plus two small adapters and the head (the tiny model's adapters weigh ~1/4).
     assert one < memory["weights"] < 1.4 * one, (memory, one)
@@ -292,7 +295,7 @@ def test_the_reward_adapter_on_the_policy_base_scores_as_the_merged_classifier(r
     from studio_train_ppo.models import LoRAModels
 
     options = PPOOptions(reward_model=str(reward_run.path))
-    models, reward = load_ppo_models(ModelSpec(policy=tiny, options=options, adapter=LORA,
+    models, reward = load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=options, adapter=LORA,
                                                reward_model=str(reward_run.path)))
     assert isinstance(models, LoRAModels) and models.reward_module is None
     assert set(models.model.peft_config) == {"policy", "value", "reward"}
@@ -319,8 +322,10 @@ def test_the_reward_adapter_on_the_policy_base_scores_as_the_merged_classifier(r
 def test_full_layout_scores_with_the_workbench_and_starts_its_value_from_the_reward_model(reward_run, tiny):
     from studio.training import reward_workbench as wb
 
-    options = PPOOptions(reward_funcs=["length_target"], reward_model=str(reward_run.path), reward_weights=[0.0, 1.0])
-    models, reward = load_ppo_models(ModelSpec(policy=tiny, options=options, reward_model=str(reward_run.path)))
+    options = PPOOptions(reward_funcs=["length_target"], reward_model=str(reward_run.path),
+                         reward_weights=[0.0, 1.0])
+    models, reward = load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=options,
+                                               reward_model=str(reward_run.path)))
     scorer = wb.load_reward_model(reward_run.path, device="cpu")
     expected = scorer.score_conversations(conversations())
     scores, means = reward.score(episodes(models.tokenizer))
@@ -330,3 +335,29 @@ def test_full_layout_scores_with_the_workbench_and_starts_its_value_from_the_rew
     values = models.values(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
     assert values[0, -1].item() == pytest.approx(expected[1], abs=1e-5)
     assert values.requires_grad and models.value_model is not models.reward_module
+
+
+def test_dora_on_one_base_starts_at_the_reference_and_trains_its_magnitudes(tiny):
+    models, _ = load_ppo_models(ModelSpec(policy=tiny, device="cpu", options=PPOOptions(reward_funcs=["length_target"]),
+                                          adapter=AdapterSettings(method="dora", r=4, alpha=8)))
+    ep = episodes(models.tokenizer)
+    torch.testing.assert_close(models.policy_logits(*forward_args(ep)).detach(),
+                               models.reference_logits(*forward_args(ep)))
+    names = list(models._trainable)
+    assert any("lora_magnitude_vector" in n and n.startswith("policy.") for n in names)
+    assert any("lora_magnitude_vector" in n and n.startswith("value.") for n in names)
+
+
+def test_the_shared_resolver_finds_a_reward_run_by_id_path_and_workspace_relative_path(reward_run, tmp_path):
+    from studio.models.loading import ModelNotFound
+    from studio.training.reward_refs import resolve_reward_model
+
+    runs_dir = reward_run.path.parent
+    root = runs_dir.parent
+    this_run = runs_dir / "20990101-ppo-0000"  # the PPO run asking (its folder need not exist yet)
+    final = reward_run.final_dir
+    assert resolve_reward_model(reward_run.path.name, this_run) == final
+    assert resolve_reward_model(str(reward_run.path), this_run) == final
+    assert resolve_reward_model(str(reward_run.path.relative_to(root)), this_run) == final
+    with pytest.raises(ModelNotFound, match="no reward model at no-such-run"):
+        resolve_reward_model("no-such-run", this_run)

@@ -32,8 +32,10 @@ METRICS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "loss/po
            "policy/approxkl", "val/ratio", "val/eos_rate", "val/response_length")
 
 
-def _loop(options: dict, updates: int, learning_rate: float, batch_size: int = 16):
+def _loop(options: dict, updates: int, learning_rate: float, batch_size: int = 16, cancel_after: int | None = None,
+          adapter: dict | None = None, **settings):
     from studio.models.loading import resolve_model_ref
+    from studio.recipes.train import AdapterSettings
     from studio.training.data import load_records
     from studio_train_ppo import PPOOptions
     from studio_train_ppo.models import ModelSpec, load_ppo_models
@@ -41,12 +43,16 @@ def _loop(options: dict, updates: int, learning_rate: float, batch_size: int = 1
 
     torch.set_num_threads(1)
     config = PPOOptions(**{**REWARD, "response_length": 10, **options})
-    models, reward = load_ppo_models(ModelSpec(policy=resolve_model_ref("embedded"), options=config, seed=0))
+    models, reward = load_ppo_models(ModelSpec(policy=resolve_model_ref("embedded"), options=config, seed=0,
+                                               adapter=AdapterSettings(**adapter) if adapter else None, device="cpu"))
     records = load_records(str(PROMPTS)).records
     events: list[tuple[str, dict]] = []
+    asked: list[int] = []  # the loop asks once per update
     loop = PPOLoop(models, reward, prompt_rows(records, models.tokenizer), config,
-                   LoopSettings(updates=updates, batch_size=batch_size, learning_rate=learning_rate, seed=0),
-                   emit=lambda name, **fields: events.append((name, fields)))
+                   LoopSettings(updates=updates, batch_size=batch_size, learning_rate=learning_rate, seed=0,
+                                **settings),
+                   emit=lambda name, **fields: events.append((name, fields)),
+                   cancelled=lambda: asked.append(1) or len(asked) == cancel_after)
     return loop, events
 
 
@@ -54,20 +60,22 @@ def _metrics(events) -> list[dict[str, float]]:
     return [fields["values"] for name, fields in events if name == "metrics"]
 
 
-def test_learning_rate_zero_leaves_the_policy_the_kl_and_the_score_flat():
-    loop, events = _loop({"num_mini_batches": 2, "kl_estimator": "k3"}, updates=4, learning_rate=0.0)
+@pytest.mark.parametrize("adapter", [None, {"method": "lora", "r": 4}], ids=["full", "lora"])
+def test_learning_rate_zero_leaves_the_policy_the_kl_and_the_score_flat(adapter):
+    loop, events = _loop({"num_mini_batches": 2, "kl_estimator": "k3"}, updates=3, learning_rate=0.0,
+                         adapter=adapter)
     before = {k: v.clone() for k, v in loop.models.train_state().items()}
     loop.run()
     after = loop.models.train_state()
     assert all(torch.equal(before[k], after[k]) for k in before)
     metrics = _metrics(events)
-    assert [m["objective/kl"] for m in metrics] == [0.0] * 4            # the policy is the reference
+    assert [m["objective/kl"] for m in metrics] == [0.0] * 3            # the policy is the reference
     assert all(m["policy/approxkl"] == 0.0 and m["val/ratio"] == 1.0 for m in metrics)  # every mini-batch
     # The policy never moved, so each update's episodes are what the untouched model samples
     # from that update's seed: the scores are the starting model's, batch for batch.
     for update, m in enumerate(metrics):
         rollout, episodes = loop.rollout(loop.batch_rows(update), loop._generator(update, "sample"))
-        scores, _, _ = loop.score(episodes, rollout.ended)
+        scores, _, _ = loop.score(episodes, rollout.ended, learn=False)
         assert m["objective/scores"] == pytest.approx(scores.mean().item(), abs=1e-6)
 
 
@@ -89,6 +97,21 @@ def test_a_planted_rule_reward_is_learned_with_bounded_kl_and_the_first_mini_bat
             "episode"} <= set(metrics[-1])
     assert metrics[-1]["episode"] == 12 * 16
     assert ("train_begin", {"step": 0, "max_steps": 12, "epochs": 0.0}) in events
+
+
+def test_a_cancel_saves_the_update_it_lands_on_and_stops(tmp_path):
+    # A cancel asked for during update 2 is seen at its end.
+    loop, events = _loop({"num_ppo_epochs": 1}, updates=5, learning_rate=1e-3, batch_size=4, cancel_after=2,
+                         checkpoints_dir=tmp_path, save_steps=100)
+    loop.run()
+    names = [name for name, _ in events]
+    assert names[-2:] == ["checkpoint", "cancelling"] and loop.update == 2
+    assert [f["step"] for name, f in events if name in ("metrics", "progress")] == [1, 1, 2, 2]
+    from studio.training.adapters import last_checkpoint
+
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["max_steps"] == 5
 
 
 # --- real runs ------------------------------------------------------------------------------------
@@ -164,6 +187,10 @@ def _studio(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_torchrun_trains_with_two_cpu_processes(ws, tmp_path):
+    from studio.models.loading import resolve_model_ref
+
+    # Built once here: two ranks building the embedded model at the same moment race each other.
+    resolve_model_ref("embedded")
     path = _recipe(tmp_path, max_steps=3, save_steps=3, batch_size=4)
     out = _studio("run", str(path), "--launcher", "torchrun", "--nproc", "2", "--json", "-w", str(ws.root),
                   cwd=tmp_path)

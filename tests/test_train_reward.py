@@ -81,7 +81,8 @@ def test_minilm_encoder_with_lora_trains_as_a_reward_base(ws):
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert not (run.final_dir / "adapter_config.json").exists()
     # ... and kept unmerged beside it, with the trained head (BERT's `classifier`).
-    assert {"adapter_config.json", "score_head.safetensors"} <= {p.name for p in (run.path / "reward_adapter").iterdir()}
+    kept = {p.name for p in (run.path / "reward_adapter").iterdir()}
+    assert {"adapter_config.json", "score_head.safetensors"} <= kept
     final = run.metrics()["final"]
     assert final["eval_pairs"] == 4
     # The 4 held-out pairs are one eval batch, so trl's mean margin (the LoRA model, trl's tokenization)

@@ -23,6 +23,7 @@ with ``options.reward_weights``.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -49,6 +50,13 @@ class ModelSpec:
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)   # dtype, ... for from_pretrained
     emit: Emit = lambda name, **fields: None
+    device: str | None = None                    # where every role lives; None = CUDA when there is one
+
+    def __post_init__(self):
+        if self.device is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -133,7 +141,7 @@ def _no_dropout(model) -> None:
             module.p = 0.0
 
 
-def _storage_bytes(tensors) -> int:
+def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors`` (shared weights count once)."""
     seen: dict[int, int] = {}
     for t in tensors:
@@ -146,8 +154,8 @@ def _storage_bytes(tensors) -> int:
 
 def _memory(modules, trainable) -> dict[str, int]:
     tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
-    return {"weights": _storage_bytes(tensors),
-            "gradients": _storage_bytes([p.grad for m in modules for p in m.parameters()]),
+    return {"weights": storage_bytes(tensors),
+            "gradients": storage_bytes([p.grad for m in modules for p in m.parameters()]),
             "trainable": sum(p.numel() * p.element_size() for p in trainable),
             "trainable_parameters": sum(p.numel() for p in trainable)}
 
@@ -280,9 +288,9 @@ def _full_models(spec: ModelSpec, tokenizer, reward: "LoadedReward") -> FullMode
     with quiet_progress():
         policy = AutoModelForCausalLM.from_pretrained(spec.policy, **kwargs)
         reference = AutoModelForCausalLM.from_pretrained(spec.policy, **kwargs)
-        if reward.value_source is not None:
-            # A trainable copy of the reward classifier: its last-token value is the reward score.
-            value = AutoModelForSequenceClassification.from_pretrained(reward.value_source, num_labels=1, **kwargs)
+        if reward.value_from_reward:
+            # A trainable copy of the reward classifier (merged, as scored): its last-token value is the score.
+            value = copy.deepcopy(reward.scorer.model).requires_grad_(True)
         else:
             torch.manual_seed(spec.seed)
             value = AutoModelForSequenceClassification.from_pretrained(spec.policy, num_labels=1, **kwargs)
@@ -292,6 +300,8 @@ def _full_models(spec: ModelSpec, tokenizer, reward: "LoadedReward") -> FullMode
                     value.score.bias.zero_()
     if value.config.pad_token_id is None:
         value.config.pad_token_id = tokenizer.pad_token_id
+    for model in (policy, reference, value):
+        model.to(spec.device)
     return FullModels(policy, reference, value, tokenizer, spec.adapter)
 
 
@@ -362,11 +372,12 @@ class WeightedReward:
 
 @dataclass
 class LoadedReward:
-    """What the reward model decided about the layout: its scorer (None when the adapter path scores),
-    where a full value model starts from, and a LoRA reward run's adapter folder."""
+    """What the reward model decided about the layout: its scorer (a workbench RewardModel; None
+    when the LoRA reward run is scored as an adapter), its adapter folder, and whether the value
+    model starts from it."""
     scorer: Any = None
-    value_source: str | None = None
     adapter_folder: Path | None = None
+    value_from_reward: bool = False
 
 
 def _reward_adapter_on(reward_folder: Path, policy: str) -> Path | None:
@@ -383,19 +394,19 @@ def _load_reward(spec: ModelSpec, tokenizer, lora: bool) -> LoadedReward:
     adapter = _reward_adapter_on(model_dir, spec.policy) if lora else None
     if adapter is not None:
         spec.emit("info", message=f"reward model: the LoRA reward run's adapter {adapter} on the policy's base")
-        value_from_reward = options.value_init in ("reward", "auto")
-        return LoadedReward(adapter_folder=adapter, value_source=str(adapter) if value_from_reward else None)
-    scorer = load_reward_model(model_dir)
+        return LoadedReward(adapter_folder=adapter, value_from_reward=options.value_init in ("reward", "auto"))
+    scorer = load_reward_model(model_dir, device=spec.device)
     spec.emit("info", message=f"reward model: {scorer.location}")
-    value_source = None
+    value_from_reward = False
     if options.value_init in ("reward", "auto"):
-        shares = _same_vocabulary(tokenizer, scorer.tokenizer) and hasattr(scorer.model, "score")
-        if shares:
-            value_source = str(model_dir)
-        elif options.value_init == "reward":
+        value_from_reward = _same_vocabulary(tokenizer, scorer.tokenizer) and hasattr(scorer.model, "score")
+        if not value_from_reward and options.value_init == "reward":
             raise ValueError(f"config.value_init 'reward': the reward model {model_dir} does not share the "
                              f"policy's vocabulary (or has no .score head); use value_init 'policy'")
-    return LoadedReward(scorer=scorer, value_source=value_source)
+        if not value_from_reward:
+            spec.emit("info", message="value model: from the policy with a zero head (the reward model has "
+                                      "another vocabulary)")
+    return LoadedReward(scorer=scorer, value_from_reward=value_from_reward)
 
 
 def _reward_source(spec: ModelSpec, tokenizer, end_ids, reward: LoadedReward, adapter_scorer=None) -> WeightedReward:
@@ -588,14 +599,13 @@ class LoRAModels:
         _load_named(self._trainable, state)
 
     def _save_adapter(self, adapter: str, folder: Path) -> None:
-        import copy
-
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
         state = get_peft_model_state_dict(self.model, adapter_name=adapter)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  str(folder / "adapter_model.safetensors"))
         config = copy.deepcopy(self.model.peft_config[adapter])
         config.base_model_name_or_path = self.base_location
         config.inference_mode = True
@@ -672,7 +682,7 @@ def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRA
         folder = reward.adapter_folder
         _add_saved_adapter(model, LoRAModels.REWARD, folder)
         reward_head = _linear_head(hidden, _read_head(folder / SCORE_HEAD_FILE))
-    if reward.value_source is not None and reward.adapter_folder is not None:
+    if reward.value_from_reward and reward.adapter_folder is not None:
         # The value adapter and head start as copies of the reward adapter and its score head.
         folder = reward.adapter_folder
         _add_saved_adapter(model, LoRAModels.VALUE, folder)
@@ -680,11 +690,14 @@ def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRA
     else:
         model.add_adapter(LoRAModels.VALUE, _lora_config(spec.adapter))
         head_weights = None
-        if reward.value_source is not None and reward.scorer is not None:
+        if reward.value_from_reward and reward.scorer is not None:
             score = reward.scorer.model.score
             if score.weight.shape[-1] == hidden:
                 head_weights = {k: v.detach().clone() for k, v in score.state_dict().items()}
         value_head = _linear_head(hidden, head_weights)
+    for module in (model, value_head, reward_head):
+        if module is not None:
+            module.to(spec.device)
     models = LoRAModels(model, value_head, tokenizer, spec.policy, reward_head)
     if reward.scorer is not None:
         models.reward_module = reward.scorer.model

@@ -129,6 +129,10 @@ class Processes:
         if self.world > 1:
             self.dist.barrier()
 
+    def close(self) -> None:
+        if self.world > 1 and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
     def any(self, flag: bool) -> bool:
         return bool(self.sum(torch.tensor([1.0 if flag else 0.0])).item() > 0)
 
@@ -208,21 +212,25 @@ class PPOLoop:
                             ended=ended, columns=columns)
         return rollout, episodes
 
-    def response_logits(self, logits: torch.Tensor, context_length: int) -> torch.Tensor:
-        """The logits that predict each response token, divided by the temperature."""
-        return logits[:, context_length - 1:-1] / self.options.temperature
+    def response_logits(self, logits: torch.Tensor, length: int) -> torch.Tensor:
+        """The logits that predict each of the ``length`` response tokens, divided by the
+        temperature (counted from the end, so models may return the last positions only)."""
+        return _response_part(logits, length) / self.options.temperature
 
-    def score(self, episodes: Episodes, ended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """``(scores after the EOS penalty, the scores the rewards use, per-source means)``."""
+    def score(self, episodes: Episodes, ended: torch.Tensor,
+              learn: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """``(scores after the EOS penalty, the scores the rewards use, per-source means)``;
+        ``learn``: fold the scores into the running statistics (not for evaluation)."""
         o = self.options
         raw, per_source = self.reward.score(episodes)
-        scores = torch.as_tensor(raw, dtype=torch.float32).reshape(-1).clone()
+        scores = torch.as_tensor(raw, dtype=torch.float32).reshape(-1).to(ended.device)
         if o.missing_eos_penalty is not None:
             scores = scores - o.missing_eos_penalty * (~ended).float()
         used = scores
         if o.normalize_reward:
-            # Every rank folds in the global batch, so every rank keeps the same statistics.
-            self.moments.update(self.procs.gather(scores))
+            if learn:
+                # Every rank folds in the global batch, so every rank keeps the same statistics.
+                self.moments.update(self.procs.gather(scores.cpu()))
             used = scores / max(self.moments.std, 1e-8)
         if o.reward_clip is not None:
             used = used.clamp(-o.reward_clip, o.reward_clip)
@@ -231,17 +239,18 @@ class PPOLoop:
     def step(self, update: int) -> dict[str, float]:
         o, m = self.options, self.models
         rollout, episodes = self.rollout(self.batch_rows(update), self._generator(update, "sample"))
-        qr, am, pos, ctx = rollout.query_responses, rollout.attention_mask, rollout.position_ids, rollout.context_length
+        qr, am, pos = rollout.query_responses, rollout.attention_mask, rollout.position_ids
         responses, mask = rollout.responses, rollout.response_mask
         scores, used_scores, per_source = self.score(episodes, rollout.ended)
 
         with torch.no_grad():
-            logits = self.response_logits(m.policy_logits(qr, am, pos), ctx)
+            length = responses.shape[1]
+            logits = self.response_logits(m.policy_logits(qr, am, pos), length)
             old_logprobs = core.logprobs_from_logits(logits, responses)
             del logits
-            ref_logprobs = core.logprobs_from_logits(self.response_logits(m.reference_logits(qr, am, pos), ctx),
+            ref_logprobs = core.logprobs_from_logits(self.response_logits(m.reference_logits(qr, am, pos), length),
                                                      responses)
-            old_values = m.values(qr, am, pos)[:, ctx - 1:-1].float()
+            old_values = _response_part(m.values(qr, am, pos), length).float()
             kl = core.kl_per_token(old_logprobs, ref_logprobs, o.kl_estimator) * mask
             beta = self.kl_ctl.value
             non_score = -beta * kl
@@ -251,7 +260,7 @@ class PPOLoop:
             advantages, returns = core.gae(rewards, old_values, mask, o.gamma, o.lam)
             advantages = core.masked_whiten(advantages, mask, reduce=self.procs.sum)
 
-        stats = self.optimise(qr, am, pos, ctx, responses, mask, old_logprobs, old_values, advantages, returns,
+        stats = self.optimise(qr, am, pos, responses, mask, old_logprobs, old_values, advantages, returns,
                               update)
         kl_sum = kl.sum(1)
         self.kl_ctl.update(self.procs.mean(kl_sum.mean()).item(), self.settings.batch_size * self.procs.world)
@@ -269,7 +278,7 @@ class PPOLoop:
             **{_source_metric(name): torch.tensor(float(v)) for name, v in per_source.items()},
         }
         names = sorted(values)
-        reduced = self.procs.mean(torch.stack([torch.as_tensor(values[k], dtype=torch.float32) for k in names]))
+        reduced = self.procs.mean(torch.stack([torch.as_tensor(values[k]).detach().float().cpu() for k in names]))
         out = {k: float(v) for k, v in zip(names, reduced.tolist())}
         out["objective/kl_coef"] = beta
         out["lr"] = self.scheduler.get_last_lr()[0]
@@ -279,12 +288,12 @@ class PPOLoop:
                 print(f"[update {update + 1}] {score:+.3f} {text!r}", flush=True)
         return out
 
-    def optimise(self, qr, am, pos, ctx, responses, mask, old_logprobs, old_values, advantages, returns,
+    def optimise(self, qr, am, pos, responses, mask, old_logprobs, old_values, advantages, returns,
                  update: int) -> dict[str, torch.Tensor]:
         """``num_ppo_epochs`` passes of shuffled mini-batches; the loss and clipping statistics
         averaged over every mini-batch step of the update."""
         o, m = self.options, self.models
-        batch = qr.shape[0]
+        batch, length = responses.shape
         size = batch // o.num_mini_batches
         shuffle = self._generator(update, "shuffle")
         totals: dict[str, list[torch.Tensor]] = {}
@@ -293,9 +302,9 @@ class PPOLoop:
             for start in range(0, batch, size):
                 idx = order[start:start + size]
                 mb_mask = mask[idx]
-                logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx]), ctx)
+                logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx]), length)
                 logprobs = core.logprobs_from_logits(logits, responses[idx])
-                values = m.values(qr[idx], am[idx], pos[idx])[:, ctx - 1:-1].float()
+                values = _response_part(m.values(qr[idx], am[idx], pos[idx]), length).float()
                 pl = core.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb_mask, o.cliprange)
                 vl, v_clipfrac = core.value_loss(values, old_values[idx], returns[idx], mb_mask, o.cliprange_value)
                 entropy = core.masked_mean(core.entropy_from_logits(logits), mb_mask)
@@ -416,12 +425,18 @@ class PPOLoop:
             return {}
         rows = prompts[:EVAL_PROMPTS]
         rollout, episodes = self.rollout(rows, self._generator(self.update, "eval"))
-        scores, _, per_source = self.score(episodes, rollout.ended)
+        scores, _, per_source = self.score(episodes, rollout.ended, learn=False)
         out = {"eval_objective/scores": float(scores.mean()),
                "eval_val/eos_rate": float(rollout.ended.float().mean()),
                "eval_val/response_length": float(rollout.response_mask.sum(1).float().mean())}
         out.update({"eval_" + _source_metric(name): float(v) for name, v in per_source.items()})
         return out
+
+
+def _response_part(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Positions ``-(length + 1) .. -2`` of a ``[B, T, ...]`` output: the ones whose next token
+    is a response token (the prediction for response token t sits one position before it)."""
+    return x[:, -(length + 1):-1]
 
 
 def _source_metric(name: str) -> str:
@@ -462,15 +477,11 @@ def _policy_location(ctx, procs: Processes) -> str:
 
 
 def _reward_location(ctx) -> str | None:
-    """A reward model path as given, relative to the workspace root, or a run id of it."""
+    """The reward model's folder: a path, a path relative to the workspace root, or a run id."""
+    from studio.training.reward_refs import resolve_reward_model
+
     ref = ctx.config.reward_model
-    if not ref:
-        return None
-    root = ctx.run_dir.parent.parent  # <workspace>/runs/<run-id>
-    for candidate in (Path(ref).expanduser(), root / ref, root / "runs" / ref):
-        if candidate.exists():
-            return str(candidate)
-    return ref
+    return str(resolve_reward_model(ref, ctx.run_dir)) if ref else None
 
 
 def train_backend(ctx) -> dict[str, Any]:
@@ -496,6 +507,7 @@ def train_backend(ctx) -> dict[str, Any]:
                    emit=ctx.emit, cancelled=ctx.cancelled, processes=procs)
     metrics = loop.run(resume=ctx.resume)
     if loop.update < settings.updates:  # cancelled: the checkpoint is the result
+        procs.close()
         return metrics
     evaluated = loop.evaluate(prompt_rows(ctx.eval_records, tokenizer))
     if evaluated:
@@ -504,4 +516,5 @@ def train_backend(ctx) -> dict[str, Any]:
     if procs.main:
         models.save(ctx.final_dir)
     procs.barrier()
+    procs.close()
     return metrics
