@@ -207,7 +207,7 @@ def test_lora_both_adapters_and_the_head_get_gradients_after_role_switches(lora)
     with models.generator():
         pass
     (logits.logsumexp(-1).mean() + values.pow(2).mean() + (values - 1).abs().mean()).backward()
-    grads = {name: p.grad for name, p in models._trainable.items()}
+    grads = {name: p.grad for name, p in models.named_trainable().items()}
     for role in ("policy", "value"):
         b = [g for n, g in grads.items() if n.startswith(role + ".") and "lora_B" in n]
         assert b and all(g is not None for g in b) and any(g.abs().sum() > 0 for g in b), role
@@ -226,7 +226,7 @@ def test_lora_save_is_a_plain_adapter_the_studio_loads_and_generates_with(lora, 
 
     models, _ = lora
     with torch.no_grad():  # move the policy off the base so the check below can tell them apart
-        for name, p in models._trainable.items():
+        for name, p in models.named_trainable().items():
             if name.startswith("policy.") and "lora_B" in name:
                 p.normal_(0, 0.05)
     try:
@@ -242,11 +242,17 @@ def test_lora_save_is_a_plain_adapter_the_studio_loads_and_generates_with(lora, 
         assert not torch.allclose(got, models.reference_logits(*forward_args(ep)))
         out = model.generate(ep.query_responses[:1, :ep.context_length], max_new_tokens=3, do_sample=False)
         assert out.shape[1] > ep.context_length
+        # The evaluation's model opens it too (the adapter on its base) and answers a chat.
+        from studio.evaluation.models import LocalModel
+
+        evaluated = LocalModel(str(tmp_path / "final"), device="cpu")
+        assert evaluated.location == str(tmp_path / "final") and type(evaluated.model).__name__.startswith("PeftModel")
+        assert len(evaluated.chat([PROMPTS[0]], max_new_tokens=3)) == 1
         assert {"adapter_config.json", "adapter_model.safetensors", "value_head.safetensors"} <= {
             p.name for p in (tmp_path / "final" / "value").iterdir()}
     finally:
         with torch.no_grad():
-            for name, p in models._trainable.items():
+            for name, p in models.named_trainable().items():
                 if name.startswith("policy.") and "lora_B" in name:
                     p.zero_()
 
@@ -343,7 +349,7 @@ def test_dora_on_one_base_starts_at_the_reference_and_trains_its_magnitudes(tiny
     ep = episodes(models.tokenizer)
     torch.testing.assert_close(models.policy_logits(*forward_args(ep)).detach(),
                                models.reference_logits(*forward_args(ep)))
-    names = list(models._trainable)
+    names = list(models.named_trainable())
     assert any("lora_magnitude_vector" in n and n.startswith("policy.") for n in names)
     assert any("lora_magnitude_vector" in n and n.startswith("value.") for n in names)
 

@@ -12,13 +12,18 @@ Layouts:
   held three or four models.
 
 Dropout is off in every role (PPO's ratio must be 1 on the first mini-batch of an update): every
-module stays in eval mode while gradients flow, and LoRA dropout is 0. The loop must not call
-``.train()`` on the models.
+module stays in eval mode while gradients flow, and every dropout probability (LoRA's too) is 0.
 
 Reward sources (``RewardSource``): the rule rewards shared with GRPO/RLOO, a reward model scored
 exactly as the reward workbench (and ``studio reward``) scores a conversation, or, under LoRA, a
-LoRA reward run on the same base as the third adapter, scored on the same ids. Several are summed
-with ``options.reward_weights``.
+LoRA reward run on the policy's base (its ``reward_adapter/``) as the third adapter, scored on the
+same ids as the workbench encodes. Several are summed with ``options.reward_weights``; each
+source's mean goes out as ``rewards/<name>/mean`` (rule names, and ``reward_model``).
+
+Saved (``save``): full -> the policy model + tokenizer in final/, the value classifier in
+final/value/; LoRA -> the policy adapter alone as a plain peft adapter on the resolved base (as an
+SFT LoRA run saves it) + tokenizer in final/, the value adapter + ``value_head.safetensors`` in
+final/value/.
 """
 from __future__ import annotations
 
@@ -588,6 +593,10 @@ class LoRAModels:
     def generator(self):
         self._use(self.POLICY)
         yield self.model
+
+    def named_trainable(self) -> dict[str, Any]:
+        """``policy.<name>``, ``value.<name>`` and ``value_head.<name>`` -> parameter."""
+        return dict(self._trainable)
 
     def parameters_to_train(self) -> list:
         return list(self._trainable.values())
