@@ -186,13 +186,14 @@ def _studio(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_torchrun_trains_with_two_cpu_processes(ws, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_a_launcher_trains_with_two_cpu_processes(ws, tmp_path, launcher):
     from studio.models.loading import resolve_model_ref
 
     # Built once here: two ranks building the embedded model at the same moment race each other.
     resolve_model_ref("embedded")
     path = _recipe(tmp_path, max_steps=3, save_steps=3, batch_size=4)
-    out = _studio("run", str(path), "--launcher", "torchrun", "--nproc", "2", "--json", "-w", str(ws.root),
+    out = _studio("run", str(path), "--launcher", launcher, "--nproc", "2", "--json", "-w", str(ws.root),
                   cwd=tmp_path)
     result = json.loads(out.stdout)
     assert result["status"] == "completed"

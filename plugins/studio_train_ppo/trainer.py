@@ -307,7 +307,9 @@ class PPOLoop:
                 values = _response_part(m.values(qr[idx], am[idx], pos[idx]), length).float()
                 pl = core.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb_mask, o.cliprange)
                 vl, v_clipfrac = core.value_loss(values, old_values[idx], returns[idx], mb_mask, o.cliprange_value)
-                entropy = core.masked_mean(core.entropy_from_logits(logits), mb_mask)
+                # Without a bonus the entropy is only reported: keep it out of the backward pass.
+                with torch.set_grad_enabled(o.entropy_coef > 0):
+                    entropy = core.masked_mean(core.entropy_from_logits(logits), mb_mask)
                 loss = pl.loss + o.vf_coef * vl - o.entropy_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
