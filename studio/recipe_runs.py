@@ -19,7 +19,7 @@ from studio.recipes import RecipeError, load_recipe
 from studio.recipes.catalog import find_recipe, header
 from studio.recipes.evaluate import EvalRecipe
 from studio.recipes.kinds import kind_of_recipe
-from studio.recipes.pipeline import PREVIOUS, PipelineRecipe
+from studio.recipes.pipeline import PREVIOUS, STEP_PREFIX, PipelineRecipe, made_kind, reference
 
 Never: Callable[[], bool] = lambda: False
 
@@ -52,14 +52,27 @@ def recipe_problems(path: Path, host=None) -> list[str]:
         recipe = load_recipe(path)
         if isinstance(recipe, PipelineRecipe):
             for number, step in enumerate(recipe.steps):
-                problems += [f"{path.name} step {number}: {p}"
-                             for p in recipe_problems(step_path(path, step.recipe), host)
-                             if "first comment line" not in p]
+                problems += [f"{path.name} step {number}: {p}" for p in _step_problems(path, step, host)]
         else:
             problems += schema_problems(kind_of_recipe(recipe), recipe, host)
     except (ValueError, KeyError) as exc:
         problems.append(f"{path.name}: {exc}")
     return problems
+
+
+def _step_problems(pipeline: Path, step, host) -> list[str]:
+    """A pipeline step's recipe as the step runs it: with its ``set:`` applied (references to
+    earlier steps as a check sees them)."""
+    try:
+        recipe = load_recipe(step_path(pipeline, step.recipe), _with_references(step.set, [], {}, check=True))
+    except (ValueError, KeyError) as exc:
+        return [str(exc)]
+    if isinstance(recipe, PipelineRecipe):
+        return [p for p in recipe_problems(step_path(pipeline, step.recipe), host) if "first comment line" not in p]
+    try:
+        return schema_problems(kind_of_recipe(recipe), recipe, host)
+    except (ValueError, KeyError) as exc:
+        return [str(exc)]
 
 
 def schema_problems(kind: str, recipe: BaseModel, host=None) -> list[str]:
@@ -205,23 +218,40 @@ def step_path(pipeline: Path, ref: str, ws=None) -> Path:
     return local if local.is_file() else find_recipe(ref, ws)
 
 
-def _made(previous: StepOutcome | None, key: str) -> str:
-    made = getattr(previous, key) if previous is not None else None
+def _made(outcomes: list[StepOutcome], ids: dict[str, int], ref: str, what: str, key: str) -> str:
+    """What ``ref`` (``previous`` or a step id) names for ``key``: that step's model or dataset."""
+    if ref == PREVIOUS:
+        outcome, which = (outcomes[-1] if outcomes else None), "a step before it"
+    else:
+        number = ids.get(ref)
+        outcome = outcomes[number] if number is not None and number < len(outcomes) else None
+        which = f"step {ref!r} (run before this one)"
+    made = getattr(outcome, what) if outcome is not None else None
     if made is None:
-        raise RecipeError(f"`{key}: previous` needs a step before it that made a {key}")
+        shown = PREVIOUS if ref == PREVIOUS else f"{STEP_PREFIX}{ref}"
+        raise RecipeError(f"`{key}: {shown}` needs {which} that made a {what}")
     return made
 
 
-def _with_previous(overrides: dict[str, Any], previous: StepOutcome | None, check: bool) -> list[str]:
+def _with_references(overrides: dict[str, Any], outcomes: list[StepOutcome], ids: dict[str, int],
+                     check: bool) -> list[str]:
+    """A step's ``set:`` as ``key=value`` overrides, with ``previous`` / ``step:<id>`` on model and
+    dataset keys replaced by what that step made. A check runs nothing: a top-level ``model`` or
+    dataset key keeps the recipe's own value, a nested one (``config.reward_model``) keeps the
+    reference (the back-end's check sees a model named), and ``models`` takes them on trust."""
     pairs = []
     for key, value in overrides.items():
-        if value == PREVIOUS and key in ("model", "dataset"):
-            if check:
-                continue  # nothing has run to start from: check the step with its own value
-            value = _made(previous, key)
-        elif key == "models" and isinstance(value, list) and PREVIOUS in value and not check:
+        kind = made_kind(key)
+        if kind == "models" and isinstance(value, list):
             # An evaluation step: `models: [embedded, previous]` compares the base with what was trained.
-            value = [_made(previous, "model") if ref == PREVIOUS else ref for ref in value]
+            value = [ref if reference(ref) is None else PREVIOUS if check
+                     else _made(outcomes, ids, reference(ref), "model", key) for ref in value]
+        elif kind and reference(value) is not None:
+            if check:
+                if "." not in key:
+                    continue  # nothing has run to start from: check the step with its own value
+            else:
+                value = _made(outcomes, ids, reference(value), kind, key)
         pairs.append(f"{key}={value}" if isinstance(value, str) else f"{key}={_json(value)}")
     return pairs
 
@@ -235,21 +265,23 @@ def _json(value: Any) -> str:
 def run_pipeline(ws, path: Path, overrides: list[str] | None = None, *, emit: Emit = ignore,
                  cancelled: Callable[[], bool] = Never, check: bool = False, host=None) -> list[StepOutcome]:
     """Run a pipeline's steps in order, each starting from what the one before made where it
-    says ``previous``; stops at the first step that does not complete. ``overrides`` apply to
-    the last step (`studio run quickstart training.max_steps=10`)."""
+    says ``previous`` (or what an earlier step made where it says ``step:<id>``); stops at the
+    first step that does not complete. ``overrides`` apply to the last step (`studio run
+    quickstart training.max_steps=10`)."""
     pipeline = load_recipe(path, kind="pipeline")
+    ids = {step.id: number for number, step in enumerate(pipeline.steps) if step.id is not None}
     outcomes: list[StepOutcome] = []
     for number, step in enumerate(pipeline.steps):
         if cancelled():
             break
         recipe_file = step_path(path, step.recipe, ws)
-        pairs = _with_previous(step.set, outcomes[-1] if outcomes else None, check)
+        pairs = _with_references(step.set, outcomes, ids, check)
         if number == len(pipeline.steps) - 1:
             pairs += list(overrides or [])
         recipe = load_recipe(recipe_file, pairs)
         if isinstance(recipe, EvalRecipe) and PREVIOUS in recipe.models and not check:
             recipe = recipe.model_copy(update={"models": [
-                _made(outcomes[-1] if outcomes else None, "model") if ref == PREVIOUS else ref
+                _made(outcomes, ids, PREVIOUS, "model", "models") if ref == PREVIOUS else ref
                 for ref in recipe.models]})
         emit({"event": "pipeline_step", "step": number, "steps": len(pipeline.steps), "recipe": str(recipe_file),
               "recipe_kind": kind_of_recipe(recipe)})

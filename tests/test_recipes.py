@@ -20,9 +20,9 @@ GENERATION_RECIPES = sorted((ROOT / "recipes").glob("generate-*.yaml"))
 def test_there_are_recipes():
     assert len(RECIPES) >= 3 and len(GENERATION_RECIPES) >= 6
     kinds = {p.stem.split("-")[0] for p in (ROOT / "recipes").glob("*.yaml")}
-    # curate-* and generate-* run here; train-* and the quickstart pipeline in tests/test_train*.py;
-    # eval-* in tests/test_cli_eval.py
-    assert kinds == {"curate", "generate", "train", "quickstart", "eval"}
+    # curate-* and generate-* run here; train-* and the quickstart and rlhf pipelines in
+    # tests/test_train*.py; eval-* in tests/test_cli_eval.py
+    assert kinds == {"curate", "generate", "train", "quickstart", "rlhf", "eval"}
 
 
 def test_every_training_recipe_is_run_by_a_test():
@@ -30,7 +30,7 @@ def test_every_training_recipe_is_run_by_a_test():
     files = [*(ROOT / "tests").glob("test_train*.py"), *(ROOT / "tests").glob("test_eval*.py")]
     tests = "".join(p.read_text(encoding="utf-8") for p in files)
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
-        if path.stem.startswith(("train-", "quickstart")):
+        if path.stem.startswith(("train-", "quickstart", "rlhf")):
             assert path.name in tests, f"{path.name} is run by no test"
             assert path.read_text(encoding="utf-8").startswith(f"# studio run recipes/{path.name}\n")
 

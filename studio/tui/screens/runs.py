@@ -3,11 +3,11 @@
 A timer tails each run's ``events.jsonl`` from the byte offset it reached last time
 (:class:`~studio.tui.widgets.run_live.RunTail`), so watching a long run costs only what it
 appended: the table (status, step, key metric) and, for the selected run, plots of loss, reward
-and KL, the latest value of every metric, alerts, checkpoints, learning checks and the end of
-``train.log``. The runs are separate processes: this screen only reads their folders, asks them
-to stop (``runs.cancel``, which the run honours at its next step after a checkpoint) or starts
-them again from their last checkpoint (``runs.resume``). ``m`` marks a run and ``d`` compares
-the marked run with the selected one (:func:`studio.training.compare.compare_runs`).
+and KL (a PPO run: reward, KL and value loss), the latest value of every metric, alerts,
+checkpoints, learning checks and the end of ``train.log``. The runs are separate processes: this
+screen only reads their folders, asks them to stop (``runs.cancel``, which the run honours at its
+next step after a checkpoint) or starts them again from their last checkpoint (``runs.resume``).
+``m`` marks a run and ``d`` compares the marked run with the selected one (:func:`studio.training.compare.compare_runs`).
 """
 from __future__ import annotations
 
@@ -142,6 +142,7 @@ class RunsScreen(ReportsWorkerErrors, Screen):
                 yield LinePlot("loss", empty="no loss logged yet", id="plot-loss")
                 yield LinePlot("reward", id="plot-reward")
                 yield LinePlot("KL", id="plot-kl")
+                yield LinePlot("value loss", id="plot-value")
                 yield Label("Log (train.log)", classes="pane-title")
                 yield Static("", id="run-log")
             with VerticalScroll(id="run-side"):
@@ -160,8 +161,8 @@ class RunsScreen(ReportsWorkerErrors, Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#plot-reward").display = False
-        self.query_one("#plot-kl").display = False
+        for selector in ("#plot-reward", "#plot-kl", "#plot-value"):
+            self.query_one(selector).display = False
         self._ready = True
         pending, self._pending = self._pending, None
         self.refresh_runs()  # selects the newest run
@@ -284,8 +285,9 @@ class RunsScreen(ReportsWorkerErrors, Screen):
             self.query_one(selector, Static).update("")
         self.query_one("#run-metrics", DataTable).clear()
         self.query_one("#plot-loss", LinePlot).show([])
-        self.query_one("#plot-reward").display = False
-        self.query_one("#plot-kl").display = False
+        self.query_one("#plot-loss").display = True
+        for selector in ("#plot-reward", "#plot-kl", "#plot-value"):
+            self.query_one(selector).display = False
 
     def show_run(self, run_id: str) -> None:
         self.selected = run_id
@@ -345,9 +347,14 @@ class RunsScreen(ReportsWorkerErrors, Screen):
                 out.append(Series(f"eval_{name}", tail.points(f"eval_{name}"), "bold magenta"))
             return out
 
-        self.query_one("#plot-loss", LinePlot).show(series("loss") if tail.series.get("loss") or
-                                                    tail.series.get("eval_loss") else [])
-        for selector, name in (("#plot-reward", tail.reward_metric()), ("#plot-kl", tail.kl_metric())):
+        has_loss = bool(tail.series.get("loss") or tail.series.get("eval_loss"))
+        value_loss = tail.value_loss_metric()
+        loss_plot = self.query_one("#plot-loss", LinePlot)
+        # A PPO run logs no plain loss: its plots are reward, KL and value loss.
+        loss_plot.display = has_loss or value_loss is None
+        loss_plot.show(series("loss") if has_loss else [])
+        for selector, name in (("#plot-reward", tail.reward_metric()), ("#plot-kl", tail.kl_metric()),
+                               ("#plot-value", value_loss)):
             plot = self.query_one(selector, LinePlot)
             plot.display = name is not None
             if name is not None:

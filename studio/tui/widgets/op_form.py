@@ -38,6 +38,15 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
+def blank_is_none(model: type[BaseModel], spec: FieldSpec) -> bool:
+    """An optional field whose default is a value (``missing_eos_penalty: float | None = 1.0``):
+    a cleared input means none, not the default, or the form could never turn it off."""
+    annotation = model.model_fields[spec.name].annotation
+    allows_none = typing.get_origin(annotation) in (typing.Union, types.UnionType) and \
+        type(None) in typing.get_args(annotation)
+    return allows_none and not spec.required and spec.default is not None
+
+
 def _is_scalar(annotation: Any) -> bool:
     if typing.get_origin(annotation) is typing.Literal:
         return True
@@ -134,6 +143,8 @@ def form_values(model: type[BaseModel], raw: dict[str, Any], extra: dict[str, An
             continue
         if value is not OMIT:
             values[spec.name] = value
+        elif kind not in ("bool", "choice") and blank_is_none(model, spec):
+            values[spec.name] = None
     return values, errors
 
 
@@ -234,6 +245,8 @@ class OpForm(Vertical):
                                  allow_blank=blank, id=f"field-{spec.name}", compact=True, classes="line-field")
                 else:
                     placeholder = "" if spec.required else f"default: {raw_value(kind, spec.default) or 'none'}"
+                    if kind != "structured" and blank_is_none(self.model, spec):
+                        placeholder = f"blank: none ({placeholder})"
                     if kind == "structured":
                         placeholder += "  (JSON or YAML, e.g. [a, b])"
                     elif kind in ("list", "scalar_or_list"):

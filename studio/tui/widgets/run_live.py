@@ -22,9 +22,13 @@ from rich.text import Text
 from studio.events import event_name
 from studio.training.alerts import KL_KEYS, replay
 
-# The one number the run table shows for each run, by preference.
-KEY_METRICS = ("eval_loss", "loss", "train_loss", "rewards/margins", "reward", "rewards/mean")
-REWARD_PLOT_KEYS = ("rewards/margins", "reward", "rewards/mean", "rewards/chosen")
+# The one number the run table shows for each run, by preference (PPO logs no plain loss: its
+# reward model's or rule rewards' score is what a run is judged by).
+KEY_METRICS = ("eval_loss", "loss", "train_loss", "rewards/margins", "reward", "rewards/mean",
+               "objective/scores", "objective/rlhf_reward")
+REWARD_PLOT_KEYS = ("rewards/margins", "reward", "rewards/mean", "rewards/chosen", "objective/scores",
+                    "objective/rlhf_reward")
+VALUE_LOSS_KEYS = ("loss/value",)  # PPO's value-model loss, plotted where there is no plain loss
 STATUS_STYLES = {"running": "bold yellow", "queued": "yellow", "completed": "green", "cancelled": "magenta",
                  "failed": "bold red", "interrupted": "red", "unknown": "dim"}
 LOG_TAIL_BYTES = 32_768
@@ -173,6 +177,9 @@ class RunTail:
     def kl_metric(self) -> str | None:
         return self.first_present(KL_KEYS)
 
+    def value_loss_metric(self) -> str | None:
+        return self.first_present(VALUE_LOSS_KEYS)
+
     def key_metric(self) -> tuple[str, Any] | None:
         for name in KEY_METRICS:
             if name in self.latest:
@@ -183,8 +190,18 @@ class RunTail:
         """The run's own alerts, plus those a replay of its history finds (runs from before
         alerts were written live); one per rule and metric."""
         seen = {(a.get("rule"), a.get("metric")) for a in self.alerts}
-        extra = [a for a in replay(self.history) if (a["rule"], a["metric"]) not in seen]
+        extra = [a for a in replay(self.history, kl_bound=self.kl_bound())
+                 if (a["rule"], a["metric"]) not in seen]
         return self.alerts + extra
+
+    def kl_bound(self) -> float | None:
+        """A PPO run's ``config.kl_alert`` (the bound its own alerts used), read once from its recipe."""
+        if not hasattr(self, "_kl_bound"):
+            try:
+                self._kl_bound = as_number((self.run.recipe().config or {}).get("kl_alert"))
+            except (ValueError, OSError, AttributeError):
+                self._kl_bound = None
+        return self._kl_bound
 
 
 # --- rich text of the detail panes -------------------------------------------------------
