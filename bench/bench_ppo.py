@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
-from ppo_common import (gain_per_episode, good_token_ids, held_tensor_bytes, planted_share,  # noqa: E402
-                        rss_baseline, rss_peak)
+from ppo_common import (gain_per_episode, good_token_ids, held_tensor_bytes, import_model_libraries,  # noqa: E402
+                        planted_share, rss_baseline, rss_peak)
 
 TRL = ("trl-1.12.0", [["torch==2.13.0"], ["trl==1.12.0", "transformers>=5,<6", "peft"]])
 PROMPTS = ROOT / "datasets" / "train" / "rl_prompts.jsonl"
@@ -92,6 +92,7 @@ def ours_child(spec_path: str, out_path: str) -> None:
     from studio_train_ppo.models import ModelSpec, WeightedReward, load_ppo_models
     from studio_train_ppo.trainer import LoopSettings, PPOLoop, PromptRow
 
+    import_model_libraries()
     baseline = rss_baseline()
     load_start = time.perf_counter()
     options = ppo_options(spec)

@@ -96,6 +96,13 @@ def _status_kib(field: str) -> int:
     return 0
 
 
+def import_model_libraries() -> None:
+    """What both sides load lazily (peft, the Llama classes), imported before the RSS baseline so
+    that the peak above it counts training, not imports."""
+    import peft  # noqa: F401
+    from transformers.models.llama import modeling_llama  # noqa: F401
+
+
 def rss_baseline() -> int:
     """Bytes resident now, and the peak (VmHWM) reset to it where the kernel allows, so that the
     peak read later counts only what came after (imports stay in the baseline)."""

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from ppo_common import PlantedRewardModel, held_tensor_bytes, rss_baseline, rss_peak  # noqa: E402
+from ppo_common import PlantedRewardModel, held_tensor_bytes, import_model_libraries, rss_baseline, rss_peak  # noqa: E402
 
 
 def main(spec_path: str, out_path: str) -> None:
@@ -29,6 +29,7 @@ def main(spec_path: str, out_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    import_model_libraries()
     baseline = rss_baseline()
     load_start = time.perf_counter()
     torch.manual_seed(spec["seed"])
