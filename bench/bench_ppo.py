@@ -244,20 +244,42 @@ def base_spec(args, model: str, prompts, messages, good, updates: int, batch: in
             "adam_epsilon": 1e-5, "lora": None}
 
 
-def run_part(part: str, args, model: str, prompts, messages, good, updates: int, batch: int, trl_python: Path,
-             work: Path, log) -> list[dict]:
+def combine(runs: list[dict]) -> dict:
+    """One side's figures over its seeds: the mean gain and scores, the seconds of all runs over all
+    their episodes, the largest memory; the first failure if any run failed."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    mean = lambda key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
+    seconds, episodes = sum(r["seconds"] for r in runs), sum(r["episodes"] for r in runs)
+    memory = {key: max(r["memory"].get(key, 0) for r in runs) for key in ("weights", "gradients", "optimizer")}
+    return {"runs": runs, "seeds": len(runs), "gain_per_episode": mean("gain_per_episode"),
+            "first_score": mean("first_score"), "last_score": mean("last_score"), "seconds": seconds,
+            "episodes": episodes, "seconds_per_episode": seconds / episodes, "episodes_per_s": episodes / seconds,
+            "memory": memory, "tensor_bytes": max(r["tensor_bytes"] for r in runs),
+            "rss_above_baseline": max(r["rss_above_baseline"] for r in runs),
+            "peak_memory": max(r["peak_memory"] for r in runs),
+            "trainable_parameters": runs[0]["trainable_parameters"]}
+
+
+def run_part(part: str, args, model: str, prompts, messages, good, updates: int, batch: int, seeds: int,
+             trl_python: Path, work: Path, log) -> list[dict]:
     rows = []
     k = max(1, updates // 4)
     for mode in args.modes:
-        spec = base_spec(args, model, prompts, messages, good, updates, batch)
-        spec["lora"] = dict(LORA) if mode == "lora" else None
-        sides = {}
-        for side, python in (("trl", trl_python), ("studio", sys.executable)):
-            log(f"{part} / {mode} / {side}: {updates} updates of {batch} ...")
-            sides[side] = summarise(run_side(side, python, spec, work, f"{part}-{mode}-{side}"), batch, k)
-            if "error" in sides[side]:
-                log(f"  failed: {sides[side]['error']}")
-        row = {"part": part, "mode": mode, "model": model, "updates": updates, "batch_size": batch, "k": k, **sides}
+        runs: dict[str, list[dict]] = {"trl": [], "studio": []}
+        for seed in range(args.seed, args.seed + seeds):
+            spec = base_spec(args, model, prompts, messages, good, updates, batch)
+            spec.update(seed=seed, lora=dict(LORA) if mode == "lora" else None)
+            for side, python in (("trl", trl_python), ("studio", sys.executable)):  # alternating: load drifts alike
+                log(f"{part} / {mode} / {side} / seed {seed}: {updates} updates of {batch} ...")
+                run = summarise(run_side(side, python, spec, work, f"{part}-{mode}-{side}-{seed}"), batch, k)
+                if "error" in run:
+                    log(f"  failed: {run['error']}")
+                runs[side].append(run)
+        sides = {side: combine(found) for side, found in runs.items()}
+        row = {"part": part, "mode": mode, "model": model, "updates": updates, "batch_size": batch, "k": k,
+               "seeds": seeds, **sides}
         if not any("error" in s for s in sides.values()):
             row["ratios"] = ratios(sides["studio"], sides["trl"])
             row["goals"] = goals(part, mode, row["ratios"])
@@ -268,13 +290,16 @@ def run_part(part: str, args, model: str, prompts, messages, good, updates: int,
 def print_table(result: dict) -> None:
     mib = 1024 * 1024
     print(f"\nPPO: studio vs trl {result['trl_version']}  ({result['machine']['cpus']} CPUs, {result['threads']} "
-          f"thread(s) per side; ratio = studio / trl)")
+          f"thread(s) per side; scores and gains are means over the seeds; ratio = studio / trl)")
     print(f"{'part':9} {'mode':5} {'side':7} {'score first>last':>17} {'gain/ep':>9} {'s/ep':>7} {'ep/s':>6} "
           f"{'weights':>8} {'grads':>7} {'optim':>7} {'RSS+':>7} {'peak MiB':>9}")
     for row in result["rows"]:
         for side in ("trl", "studio"):
             s = row[side]
             head = f"{row['part']:9} {row['mode']:5} {side:7}"
+            if side == "trl":
+                print(f"{row['part']} / {row['mode']}: {row['updates']} updates of {row['batch_size']}, "
+                      f"{row['seeds']} seed(s), gain over the first and last {row['k']} updates")
             if "error" in s:
                 print(f"{head} ERROR {s['error']}")
                 continue
@@ -301,7 +326,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=("full", "lora"), default=["full", "lora"])
     parser.add_argument("--skip", choices=("learning", "speed"), action="append", default=[])
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each side (the same both sides)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="learning runs per side and mode, seeds --seed, --seed+1, ...; the gain is their mean "
+                             "(default: 3; quick: 1)")
     parser.add_argument("--updates", type=int, default=None, help="learning updates (default: 20; quick: 8)")
     parser.add_argument("--batch-size", type=int, default=16, help="episodes per update in the learning part")
     parser.add_argument("--speed-updates", type=int, default=3)
@@ -318,6 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.updates is None:
         args.updates = 8 if args.quick else 20
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
     if args.quick and "speed" not in args.skip:
         args.skip.append("speed")
     for name, batch in (("--batch-size", args.batch_size), ("--speed-batch-size", args.speed_batch_size)):
@@ -359,12 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
     if "learning" not in args.skip:
         result["rows"] += run_part("learning", args, embedded, prompts, messages, good, args.updates, args.batch_size,
-                                   trl_python, work, log)
+                                   args.seeds, trl_python, work, log)
     if "speed" not in args.skip:
         llama = random_llama(work / "random-llama", embedded, args.seed)
         result["speed_model"] = {"folder": str(llama), **BIG_LLAMA}
         result["rows"] += run_part("speed", args, str(llama), prompts, messages, good, args.speed_updates,
-                                   args.speed_batch_size, trl_python, work, log)
+                                   args.speed_batch_size, 1, trl_python, work, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print_table(result)
