@@ -45,7 +45,7 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 
 from ppo_common import (gain_per_episode, good_token_ids, held_tensor_bytes, import_model_libraries,  # noqa: E402
-                        planted_share, rss_baseline, rss_peak)
+                        planted_share, rss_baseline, rss_peak, timed_training)
 
 TRL = ("trl-1.12.0", [["torch==2.13.0"], ["trl==1.12.0", "transformers>=5,<6", "peft"]])
 PROMPTS = ROOT / "datasets" / "train" / "rl_prompts.jsonl"
@@ -121,9 +121,8 @@ def ours_child(spec_path: str, out_path: str) -> None:
 
     loop = PPOLoop(models, reward, prompts, options, settings, emit=emit)
     load_seconds = time.perf_counter() - load_start
-    start = time.perf_counter()
-    loop.run()
-    seconds = time.perf_counter() - start - scan["seconds"]
+    seconds, profile = timed_training(loop.run, spec.get("profile", False))
+    seconds -= scan["seconds"]
     out = {
         "side": "studio",
         "scores": [r["objective/scores"] for r in records],
@@ -131,7 +130,7 @@ def ours_child(spec_path: str, out_path: str) -> None:
         "ratio": [r.get("val/ratio") for r in records],
         "eos_rate": [r.get("val/eos_rate") for r in records],
         "seconds": seconds, "load_seconds": load_seconds, "episodes": len(records) * spec["batch_size"],
-        "memory": memory, "rss_baseline": baseline, "rss_peak": rss_peak(),
+        "memory": memory, "rss_baseline": baseline, "rss_peak": rss_peak(), "profile": profile,
         "trainable_parameters": sum(p.numel() for p in models.parameters_to_train() if p.requires_grad),
     }
     Path(out_path).write_text(json.dumps(out))
@@ -241,7 +240,7 @@ def base_spec(args, model: str, prompts, messages, good, updates: int, batch: in
             "temperature": args.temperature, "missing_eos_penalty": args.missing_eos_penalty,
             "learning_rate": args.learning_rate, "kl_coef": args.kl_coef, "kl_estimator": "k1",
             "cliprange": 0.2, "cliprange_value": 0.2, "vf_coef": 0.1, "gamma": 1.0, "lam": 0.95,
-            "adam_epsilon": 1e-5, "lora": None}
+            "adam_epsilon": 1e-5, "lora": None, "profile": args.profile}
 
 
 def combine(runs: list[dict]) -> dict:
@@ -341,6 +340,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--missing-eos-penalty", type=float, default=1.0)
+    parser.add_argument("--profile", action="store_true",
+                        help="run each side's training under cProfile and keep the top functions by cumulative "
+                             "time in the JSON (slows both sides: for finding where the seconds go, not for timing)")
     parser.add_argument("--trl-python", default=None,
                         help="python of an installed trl 1.12.0 venv (default: bench/envs, made on first use)")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import random
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,6 +150,26 @@ def held_tensor_bytes() -> dict[str, int]:
                     state[_storage_key(value)] = value.untyped_storage().nbytes()
     del objects, modules, optimisers
     return {"weights": sum(weights.values()), "gradients": sum(trained.values()), "optimizer": sum(state.values())}
+
+
+def timed_training(train, profile: bool) -> tuple[float, str | None]:
+    """Runs ``train()``: its wall seconds, and with ``profile`` the top of a cProfile by cumulative
+    time (where the seconds go; the profiler's overhead lands in the seconds)."""
+    if not profile:
+        start = time.perf_counter()
+        train()
+        return time.perf_counter() - start, None
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.runcall(train)
+    seconds = time.perf_counter() - start
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("cumulative").print_stats(40)
+    return seconds, text.getvalue()
 
 
 def gain_per_episode(scores: list[float], batch_size: int, k: int) -> float:

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from ppo_common import PlantedRewardModel, held_tensor_bytes, import_model_libraries, rss_baseline, rss_peak  # noqa: E402
+from ppo_common import (PlantedRewardModel, held_tensor_bytes, import_model_libraries, rss_baseline,  # noqa: E402
+                        rss_peak, timed_training)
 
 
 def main(spec_path: str, out_path: str) -> None:
@@ -85,9 +86,8 @@ def main(spec_path: str, out_path: str) -> None:
                          value_model=value, train_dataset=dataset, eval_dataset=dataset, peft_config=peft_config,
                          callbacks=[Measure()])
     load_seconds = time.perf_counter() - load_start
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start - Measure.scan_seconds
+    seconds, profile = timed_training(trainer.train, spec.get("profile", False))
+    seconds -= Measure.scan_seconds
     logs = [entry for entry in trainer.state.log_history if "objective/scores" in entry]
     out = {
         "side": "trl", "version": __import__("trl").__version__,
@@ -95,7 +95,7 @@ def main(spec_path: str, out_path: str) -> None:
         "kl": [entry["objective/kl"] for entry in logs],
         "ratio": [entry["val/ratio"] for entry in logs],
         "seconds": seconds, "load_seconds": load_seconds, "episodes": len(logs) * batch,
-        "memory": memory, "rss_baseline": baseline, "rss_peak": rss_peak(),
+        "memory": memory, "rss_baseline": baseline, "rss_peak": rss_peak(), "profile": profile,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }
     Path(out_path).write_text(json.dumps(out))
