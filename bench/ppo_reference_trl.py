@@ -86,15 +86,16 @@ def main(spec_path: str, out_path: str) -> None:
                          value_model=value, train_dataset=dataset, eval_dataset=dataset, peft_config=peft_config,
                          callbacks=[Measure()])
     load_seconds = time.perf_counter() - load_start
-    seconds, profile = timed_training(trainer.train, spec.get("profile", False))
+    seconds, cpu_seconds, profile = timed_training(trainer.train, spec.get("profile", False))
     seconds -= Measure.scan_seconds
+    cpu_seconds -= Measure.scan_seconds
     logs = [entry for entry in trainer.state.log_history if "objective/scores" in entry]
     out = {
         "side": "trl", "version": __import__("trl").__version__,
         "scores": [entry["objective/scores"] for entry in logs],
         "kl": [entry["objective/kl"] for entry in logs],
         "ratio": [entry["val/ratio"] for entry in logs],
-        "seconds": seconds, "load_seconds": load_seconds, "episodes": len(logs) * batch,
+        "seconds": seconds, "cpu_seconds": cpu_seconds, "load_seconds": load_seconds, "episodes": len(logs) * batch,
         "memory": memory, "rss_baseline": baseline, "rss_peak": rss_peak(), "profile": profile,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }

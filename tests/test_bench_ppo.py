@@ -133,21 +133,22 @@ def test_arguments():
 
 
 def test_goals_read_the_ratios():
-    met = bench_ppo.goals("learning", "lora", {"gain_per_episode": 1.2, "episodes_per_s": 1.4, "peak_memory": 0.5})
+    met = bench_ppo.goals("learning", "lora", {"gain_per_episode": 1.2, "episodes_per_cpu_s": 1.4, "peak_memory": 0.5})
     assert met == {"gain >= trl": True, "episodes/s >= 1.5x trl": False, "LoRA peak memory <= 0.5x trl": True}
-    assert "gain >= trl" not in bench_ppo.goals("speed", "full", {"gain_per_episode": 2.0, "episodes_per_s": 2.0})
+    assert "gain >= trl" not in bench_ppo.goals("speed", "full", {"gain_per_episode": 2.0, "episodes_per_cpu_s": 2.0})
 
 
 def test_sides_combine_over_seeds_and_a_failed_run_shows():
     def run(scores, seconds, rss):
-        out = {"scores": scores, "seconds": seconds, "episodes": 8 * len(scores), "rss_peak": 100 + rss,
-               "rss_baseline": 100, "memory": {"weights": 10, "gradients": 5, "optimizer": 10},
+        out = {"scores": scores, "seconds": seconds, "cpu_seconds": seconds / 2, "episodes": 8 * len(scores),
+               "rss_peak": 100 + rss, "rss_baseline": 100, "memory": {"weights": 10, "gradients": 5, "optimizer": 10},
                "trainable_parameters": 3}
         return bench_ppo.summarise(out, 8, 1)
 
     both = bench_ppo.combine([run([0.0, 0.4], 4.0, 50), run([0.2, 0.4], 12.0, 70)])
     assert both["gain_per_episode"] == pytest.approx((0.4 / 8 + 0.2 / 8) / 2)
     assert both["seconds_per_episode"] == pytest.approx(16.0 / 32)
+    assert both["episodes_per_cpu_s"] == pytest.approx(32 / 8.0)
     assert both["peak_memory"] == 25 + 70
     failed = bench_ppo.combine([run([0.0, 0.4], 4.0, 50), {"error": "boom"}])
     assert failed == {"error": "boom"}
