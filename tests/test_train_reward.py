@@ -80,6 +80,9 @@ def test_minilm_encoder_with_lora_trains_as_a_reward_base(ws):
     # The LoRA adapter is merged: final/ is a plain BERT sequence classifier with its tokenizer.
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert not (run.final_dir / "adapter_config.json").exists()
+    # ... and kept unmerged beside it, with the trained head (BERT's `classifier`).
+    kept = {p.name for p in (run.path / "reward_adapter").iterdir()}
+    assert {"adapter_config.json", "score_head.safetensors"} <= kept
     final = run.metrics()["final"]
     assert final["eval_pairs"] == 4
     # The 4 held-out pairs are one eval batch, so trl's mean margin (the LoRA model, trl's tokenization)

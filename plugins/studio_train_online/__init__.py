@@ -18,10 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.hookspecs import hookimpl
-from studio.training.backend_base import Backend
-
 from studio.training import rule_rewards as rewards
-
+from studio.training.backend_base import Backend
+from studio.training.reward_refs import reward_model_ref
 
 
 class OnlineOptions(BaseModel):
@@ -92,30 +91,13 @@ class OnlineBackend(Backend):
         if ctx.config.reward_model:
             from studio.training.reward_workbench import load_reward_model
 
-            scorer = load_reward_model(*self.reward_model_ref(ctx))
+            scorer = load_reward_model(*reward_model_ref(ctx.config.reward_model, ctx.run_dir))
             # trl names a model's reward metrics after its folder ("final" for every run): say what it is.
             scorer.model.config._name_or_path = "reward_model"
             funcs.append(scorer.model)
             classes.append(scorer.tokenizer)
             ctx.emit("info", message=f"reward model: {scorer.location}")
         return funcs, classes
-
-    def reward_model_ref(self, ctx) -> tuple[str, Any]:
-        """The reward model reference and the workspace: a path (relative ones also against the
-        workspace root) or a run id of this workspace."""
-        from pathlib import Path
-
-        from studio.store import StoreError, Workspace
-
-        ref = ctx.config.reward_model
-        root = ctx.run_dir.parent.parent  # <workspace>/runs/<run-id>
-        if not Path(ref).expanduser().exists() and (root / ref).exists():
-            ref = str(root / ref)
-        try:
-            ws = Workspace(root)
-        except StoreError:
-            ws = None
-        return ref, ws
 
     def config_args(self, config) -> dict[str, Any]:
         return {}

@@ -23,19 +23,18 @@ with ``options.reward_weights``.
 from __future__ import annotations
 
 import contextlib
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from studio.training import rule_rewards
-from studio.training.reward_workbench import RewardModel, load_reward_model
+from studio.training.reward_refs import SCORE_HEAD_FILE, adapter_base, reward_adapter_folder
+from studio.training.reward_workbench import RewardModel, load_reward_model, reward_model_folder
 
 Emit = Callable[..., None]
 
-REWARD_ADAPTER = "reward_adapter"      # the unmerged LoRA adapter + score head a LoRA reward run keeps
 VALUE_HEAD_FILE = "value_head.safetensors"
-SCORE_HEAD_FILE = "score_head.safetensors"
 LORA_METHODS = ("lora", "dora")
 
 
@@ -51,6 +50,13 @@ class ModelSpec:
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)   # dtype, ... for from_pretrained
     emit: Emit = lambda name, **fields: None
+    device: str | None = None                    # where every role lives; None = CUDA when there is one
+
+    def __post_init__(self):
+        if self.device is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -135,7 +141,7 @@ def _no_dropout(model) -> None:
             module.p = 0.0
 
 
-def _storage_bytes(tensors) -> int:
+def storage_bytes(tensors) -> int:
     """Bytes of the distinct storages behind ``tensors`` (shared weights count once)."""
     seen: dict[int, int] = {}
     for t in tensors:
@@ -148,8 +154,8 @@ def _storage_bytes(tensors) -> int:
 
 def _memory(modules, trainable) -> dict[str, int]:
     tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
-    return {"weights": _storage_bytes(tensors),
-            "gradients": _storage_bytes([p.grad for m in modules for p in m.parameters()]),
+    return {"weights": storage_bytes(tensors),
+            "gradients": storage_bytes([p.grad for m in modules for p in m.parameters()]),
             "trainable": sum(p.numel() * p.element_size() for p in trainable),
             "trainable_parameters": sum(p.numel() for p in trainable)}
 
@@ -282,9 +288,9 @@ def _full_models(spec: ModelSpec, tokenizer, reward: "LoadedReward") -> FullMode
     with quiet_progress():
         policy = AutoModelForCausalLM.from_pretrained(spec.policy, **kwargs)
         reference = AutoModelForCausalLM.from_pretrained(spec.policy, **kwargs)
-        if reward.value_source is not None:
-            # A trainable copy of the reward classifier: its last-token value is the reward score.
-            value = AutoModelForSequenceClassification.from_pretrained(reward.value_source, num_labels=1, **kwargs)
+        if reward.value_from_reward:
+            # A trainable copy of the reward classifier (merged, as scored): its last-token value is the score.
+            value = copy.deepcopy(reward.scorer.model).requires_grad_(True)
         else:
             torch.manual_seed(spec.seed)
             value = AutoModelForSequenceClassification.from_pretrained(spec.policy, num_labels=1, **kwargs)
@@ -294,6 +300,8 @@ def _full_models(spec: ModelSpec, tokenizer, reward: "LoadedReward") -> FullMode
                     value.score.bias.zero_()
     if value.config.pad_token_id is None:
         value.config.pad_token_id = tokenizer.pad_token_id
+    for model in (policy, reference, value):
+        model.to(spec.device)
     return FullModels(policy, reference, value, tokenizer, spec.adapter)
 
 
@@ -364,48 +372,41 @@ class WeightedReward:
 
 @dataclass
 class LoadedReward:
-    """What the reward model decided about the layout: its scorer (None when the adapter path scores),
-    where a full value model starts from, and a LoRA reward run's adapter folder."""
+    """What the reward model decided about the layout: its scorer (a workbench RewardModel; None
+    when the LoRA reward run is scored as an adapter), its adapter folder, and whether the value
+    model starts from it."""
     scorer: Any = None
-    value_source: str | None = None
     adapter_folder: Path | None = None
+    value_from_reward: bool = False
 
 
-def _reward_adapter_folder(reward_folder: Path, policy: str) -> Path | None:
+def _reward_adapter_on(reward_folder: Path, policy: str) -> Path | None:
     """A LoRA reward run's unmerged adapter when its base is the policy's folder."""
-    for run in (reward_folder.parent, reward_folder):
-        folder = run / REWARD_ADAPTER
-        config = folder / "adapter_config.json"
-        if config.is_file() and (folder / SCORE_HEAD_FILE).is_file():
-            base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-            return folder if _same_folder(base, policy) else None
-    return None
+    adapter = reward_adapter_folder(reward_folder)
+    return adapter if adapter is not None and _same_folder(adapter_base(adapter), policy) else None
 
 
 def _load_reward(spec: ModelSpec, tokenizer, lora: bool) -> LoadedReward:
     options = spec.options
     if not spec.reward_model:
         return LoadedReward()
-    folder = Path(spec.reward_model)
-    from studio.models.loading import model_folder
-
-    model_dir = model_folder(folder)
-    adapter = _reward_adapter_folder(model_dir, spec.policy) if lora else None
+    model_dir = reward_model_folder(spec.reward_model)
+    adapter = _reward_adapter_on(model_dir, spec.policy) if lora else None
     if adapter is not None:
         spec.emit("info", message=f"reward model: the LoRA reward run's adapter {adapter} on the policy's base")
-        value_from_reward = options.value_init in ("reward", "auto")
-        return LoadedReward(adapter_folder=adapter, value_source=str(adapter) if value_from_reward else None)
-    scorer = load_reward_model(model_dir)
+        return LoadedReward(adapter_folder=adapter, value_from_reward=options.value_init in ("reward", "auto"))
+    scorer = load_reward_model(model_dir, device=spec.device)
     spec.emit("info", message=f"reward model: {scorer.location}")
-    value_source = None
+    value_from_reward = False
     if options.value_init in ("reward", "auto"):
-        shares = _same_vocabulary(tokenizer, scorer.tokenizer) and hasattr(scorer.model, "score")
-        if shares:
-            value_source = str(model_dir)
-        elif options.value_init == "reward":
+        value_from_reward = _same_vocabulary(tokenizer, scorer.tokenizer) and hasattr(scorer.model, "score")
+        if not value_from_reward and options.value_init == "reward":
             raise ValueError(f"config.value_init 'reward': the reward model {model_dir} does not share the "
                              f"policy's vocabulary (or has no .score head); use value_init 'policy'")
-    return LoadedReward(scorer=scorer, value_source=value_source)
+        if not value_from_reward:
+            spec.emit("info", message="value model: from the policy with a zero head (the reward model has "
+                                      "another vocabulary)")
+    return LoadedReward(scorer=scorer, value_from_reward=value_from_reward)
 
 
 def _reward_source(spec: ModelSpec, tokenizer, end_ids, reward: LoadedReward, adapter_scorer=None) -> WeightedReward:
@@ -485,6 +486,19 @@ def _causal_config(folder: Path):
     return config
 
 
+def _add_saved_adapter(model, name: str, folder: Path) -> None:
+    """A saved (reward) adapter as adapter ``name`` of the causal base: same layers, same weights."""
+    from peft import set_peft_model_state_dict
+
+    model.add_adapter(name, _causal_config(folder))
+    weights = _adapter_lora_weights(folder)
+    result = set_peft_model_state_dict(model, weights, adapter_name=name)
+    if result.unexpected_keys or not weights:
+        raise ValueError(f"the adapter in {folder} does not fit the policy's base: "
+                         f"{len(result.unexpected_keys)} of {len(weights)} weights found no layer "
+                         f"(e.g. {result.unexpected_keys[:2]})")
+
+
 class LoRAModels:
     """One base model with peft adapters ``policy`` and ``value`` (and ``reward`` for a LoRA
     reward run on the same base); the value head is a separate linear layer; the reference is
@@ -514,6 +528,7 @@ class LoRAModels:
                            for name, p in model.named_parameters() if f".{role}." in name}
         self._trainable.update({f"value_head.{n}": p for n, p in value_head.named_parameters()})
         self._frozen = [p for n, p in model.named_parameters() if f".{self.REWARD}." in n]
+        self._active = None
         self._use(self.POLICY)
 
     @property
@@ -531,8 +546,9 @@ class LoRAModels:
             p.requires_grad_(False)
 
     def _use(self, adapter: str) -> None:
-        if self.model.active_adapter != adapter:
-            self.model.base_model.set_adapter(adapter)
+        if self._active != adapter:
+            self.model.set_adapter(adapter)
+            self._active = adapter
         self._restore_trainable()
 
     def policy_logits(self, input_ids, attention_mask, position_ids):
@@ -583,14 +599,13 @@ class LoRAModels:
         _load_named(self._trainable, state)
 
     def _save_adapter(self, adapter: str, folder: Path) -> None:
-        import copy
-
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
         state = get_peft_model_state_dict(self.model, adapter_name=adapter)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "adapter_model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  str(folder / "adapter_model.safetensors"))
         config = copy.deepcopy(self.model.peft_config[adapter])
         config.base_model_name_or_path = self.base_location
         config.inference_mode = True
@@ -652,7 +667,7 @@ def _lora_config(adapter):
 
 def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRAModels, AdapterReward | None]:
     import torch
-    from peft import get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from studio.models.loading import quiet_progress
@@ -665,23 +680,24 @@ def _lora_models(spec: ModelSpec, tokenizer, reward: LoadedReward) -> tuple[LoRA
     reward_head = None
     if reward.adapter_folder is not None:
         folder = reward.adapter_folder
-        model.add_adapter(LoRAModels.REWARD, _causal_config(folder))
-        set_peft_model_state_dict(model, _adapter_lora_weights(folder), adapter_name=LoRAModels.REWARD)
+        _add_saved_adapter(model, LoRAModels.REWARD, folder)
         reward_head = _linear_head(hidden, _read_head(folder / SCORE_HEAD_FILE))
-    if reward.value_source is not None and reward.adapter_folder is not None:
+    if reward.value_from_reward and reward.adapter_folder is not None:
         # The value adapter and head start as copies of the reward adapter and its score head.
         folder = reward.adapter_folder
-        model.add_adapter(LoRAModels.VALUE, _causal_config(folder))
-        set_peft_model_state_dict(model, _adapter_lora_weights(folder), adapter_name=LoRAModels.VALUE)
+        _add_saved_adapter(model, LoRAModels.VALUE, folder)
         value_head = _linear_head(hidden, _read_head(folder / SCORE_HEAD_FILE))
     else:
         model.add_adapter(LoRAModels.VALUE, _lora_config(spec.adapter))
         head_weights = None
-        if reward.value_source is not None and reward.scorer is not None:
+        if reward.value_from_reward and reward.scorer is not None:
             score = reward.scorer.model.score
             if score.weight.shape[-1] == hidden:
                 head_weights = {k: v.detach().clone() for k, v in score.state_dict().items()}
         value_head = _linear_head(hidden, head_weights)
+    for module in (model, value_head, reward_head):
+        if module is not None:
+            module.to(spec.device)
     models = LoRAModels(model, value_head, tokenizer, spec.policy, reward_head)
     if reward.scorer is not None:
         models.reward_module = reward.scorer.model

@@ -6,7 +6,9 @@ one label. After training the run is judged by the reward workbench on the held-
 ``eval_accuracy`` (chosen scored above rejected), reward distributions, margin and length bias,
 written to ``reward_report.json`` in the run folder. ``final/`` is always a full
 sequence-classification model with its tokenizer (a LoRA adapter is merged in), so the workbench,
-``studio reward`` and the online-RL back-ends load it directly.
+``studio reward`` and the online-RL back-ends load it directly. A LoRA/DoRA run also keeps the
+unmerged adapter in ``reward_adapter/`` (a plain peft adapter, plus ``score_head.safetensors``, the
+trained score head): the PPO back-end runs it as a third adapter on the policy's base.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.hookspecs import hookimpl
 from studio.training.backend_base import Backend
+from studio.training.reward_refs import REWARD_ADAPTER, SCORE_HEAD_FILE
 
 MINILM = "minilm"
 # Encoders have no chat template: a plain one, opened by [CLS] (what BERT pools) and closing each
@@ -149,10 +152,20 @@ class RewardBackend(Backend):
         if ctx.cancelled():
             return metrics
         model = trainer.model
+        adapter_dir = ctx.run_dir / REWARD_ADAPTER
         if hasattr(model, "merge_and_unload"):
+            if trainer.is_world_process_zero():
+                # Kept unmerged too: PPO runs it as a third adapter on the policy's own base.
+                model.save_pretrained(str(adapter_dir))
             model = model.merge_and_unload()
         if trainer.is_world_process_zero():
             model.config.pad_token_id = tokenizer.pad_token_id
+            if adapter_dir.is_dir():
+                from safetensors.torch import save_file
+
+                head = model.score if hasattr(model, "score") else model.classifier  # decoders / BERT
+                save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                          str(adapter_dir / SCORE_HEAD_FILE))
             model.save_pretrained(str(ctx.final_dir))
             tokenizer.save_pretrained(str(ctx.final_dir))
             (ctx.final_dir / "studio_reward.json").write_text(json.dumps(
