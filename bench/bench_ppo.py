@@ -156,6 +156,23 @@ def load_prompts(tokenizer, path: Path = PROMPTS) -> tuple[list[list[int]], list
     return ids, messages
 
 
+def one_stop_copy(source: str, folder: Path) -> Path:
+    """The model folder with its generation config stopping on the tokenizer's EOS alone: trl 1.12
+    stops on one token (``stop_token="eos"``), the studio on every EOS id of the generation config
+    (the embedded model lists <|end_of_text|> beside <|im_end|>), so both get the one."""
+    from transformers import AutoTokenizer
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(source, folder)
+    eos = AutoTokenizer.from_pretrained(folder).eos_token_id
+    config_path = folder / "generation_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config["eos_token_id"] = eos
+    config_path.write_text(json.dumps(config, indent=2))
+    return folder
+
+
 def random_llama(folder: Path, tokenizer_folder: str, seed: int) -> Path:
     """A randomly initialised Llama (BIG_LLAMA) with the embedded tokenizer, saved once into ``folder``."""
     if (folder / "config.json").is_file():
@@ -384,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     trl_python = Path(args.trl_python) if args.trl_python else ensure_env(*TRL, log=log)
-    embedded = resolve_model_ref("embedded")
+    embedded = str(one_stop_copy(resolve_model_ref("embedded"), work / "embedded-tiny"))
     tokenizer = AutoTokenizer.from_pretrained(embedded)
     prompts, messages = load_prompts(tokenizer)
     good = good_token_ids(len(tokenizer), args.seed, skip=tuple(tokenizer.all_special_ids))

@@ -108,11 +108,15 @@ def test_gain_per_episode_compares_the_first_and_last_updates():
     assert ppo_common.gain_per_episode([0.9, 0.1], 4, 3) == pytest.approx(-0.8 / 4)
 
 
-def test_prompts_are_the_user_turns_with_the_generation_prompt():
+@pytest.fixture(scope="module")
+def tokenizer():
     from studio.models.embedded import build_tokenizer, collect_corpus
 
     conversations, texts, _ = collect_corpus()
-    tokenizer = build_tokenizer(conversations, texts, 2048)
+    return build_tokenizer(conversations, texts, 2048)
+
+
+def test_prompts_are_the_user_turns_with_the_generation_prompt(tokenizer):
     ids, messages = bench_ppo.load_prompts(tokenizer)
     assert len(ids) == len(messages) > 10
     assert all(m[-1]["role"] == "user" for m in messages)
@@ -152,3 +156,14 @@ def test_sides_combine_over_seeds_and_a_failed_run_shows():
     assert both["peak_memory"] == 25 + 70
     failed = bench_ppo.combine([run([0.0, 0.4], 4.0, 50), {"error": "boom"}])
     assert failed == {"error": "boom"}
+
+
+def test_both_sides_get_a_model_that_stops_on_one_token(tokenizer, tmp_path):
+    import json
+
+    source = tmp_path / "model"
+    tokenizer.save_pretrained(source)
+    (source / "generation_config.json").write_text(json.dumps({"eos_token_id": [tokenizer.eos_token_id, 1]}))
+    copy = bench_ppo.one_stop_copy(str(source), tmp_path / "copy")
+    assert json.loads((copy / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eos_token_id
+    assert json.loads((source / "generation_config.json").read_text())["eos_token_id"] == [tokenizer.eos_token_id, 1]
