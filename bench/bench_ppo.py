@@ -6,9 +6,9 @@ Both sides train on the same setup: the model folder, the prompts (``datasets/tr
 rendered by the chat template with the generation prompt; trl gets them left-padded to one length),
 the planted reward (``bench/ppo_common.py``: the share of a response's tokens in a fixed half of the
 vocabulary; a reward module for trl, a reward source for the studio), batch size, mini-batches, PPO
-epochs, response length, learning rate (constant), AdamW epsilon, beta and the KL estimator,
-temperature, the missing-EOS penalty, the value model's start (the policy with a zero head), the
-clip ranges, vf_coef, gamma, lambda and the seed. Full fine-tuning and LoRA (r 8, alpha 16, all
+epochs, response length, the stop token (the tokenizer's EOS alone: trl takes one), learning rate
+(constant), AdamW epsilon, beta and the KL estimator, temperature, the missing-EOS penalty, the value
+model's start (the policy with a zero head), the clip ranges, vf_coef, gamma, lambda and the seeds. Full fine-tuning and LoRA (r 8, alpha 16, all
 linear layers). Not the same, by design: the studio clips gradients at ``max_grad_norm`` (1.0), trl
 1.12 does not clip; the studio puts the score on the EOS token, trl on the first pad after it.
 
