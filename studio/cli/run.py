@@ -5,7 +5,8 @@
 
 RECIPE is a YAML path or the name of a shipped or workspace recipe (`studio recipes ls`); it may
 be a training, curation or generation recipe, or a pipeline (``steps:`` of recipes) whose steps
-run in order, ``model: previous`` / ``dataset: previous`` taking what the step before made.
+run in order, ``model: previous`` / ``dataset: previous`` taking what the step before made (a
+step with ``id:`` is named later as ``step:<id>``, e.g. ``config.reward_model: step:rm``).
 A training run is a subprocess writing into ``<workspace>/runs/<id>/``; Ctrl-C asks it to
 checkpoint and stop, and `studio runs resume ID` continues it with the same results as an
 uninterrupted run.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from rich.markup import escape
 
 from studio.cli.shared import (
     EXIT_CHECKS_FAILED, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, Interrupts, add_json_option, add_workspace_option, console,
@@ -27,7 +30,8 @@ from studio.extensions import Command
 from studio.serving.launch import build_event_text
 
 SHOWN_METRICS = ("loss", "learning_rate", "mean_token_accuracy", "rewards/margins", "rewards/accuracies",
-                 "reward", "kl", "logps/chosen", "accuracy")
+                 "reward", "kl", "logps/chosen", "accuracy", "objective/scores", "objective/kl",
+                 "val/eos_rate", "loss/value")
 
 
 class Printer:
@@ -41,7 +45,8 @@ class Printer:
         name = event_name(event)
         if name in ("alert", "warning", "error"):
             style = "red" if name == "error" else "yellow"
-            self.console.print(f"[{style}]{name}:[/] {event.get('message')}")
+            # Messages quote tracebacks and paths: "[/...]" in them must print as text, not markup.
+            self.console.print(f"[{style}]{name}:[/] {escape(str(event.get('message')))}")
             return
         if name == "pipeline_step":  # even when quiet: which step a later message belongs to
             self.console.print(f"[bold]step {event['step']}[/] of {event['steps']}: {event['recipe']}")

@@ -362,6 +362,10 @@ def ensure_embedded_model(size: str = "tiny", emit: Emit | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build_embedded_model(tmp, size=size, emit=stage)
+        current = embedded_info(target)
+        if current and current.get("builder_version") == BUILDER_VERSION:
+            # Another process built it meanwhile (and may be loading it now): keep theirs.
+            return target
         if target.exists():  # an outdated build: move it aside first, rename is not allowed onto a full folder
             stale = Path(tempfile.mkdtemp(prefix=f".{target.name}-stale-", dir=target.parent))
             os.replace(target, stale / "old")
