@@ -14,7 +14,8 @@ from generation_fakes import EchoGenerator
 
 from studio.generation.engine import Engine, RunContext, _Retryable
 from studio.generation.journal import Journal
-from studio.generation.limiter import PROBE_AFTER_WINDOWS, RateLimiter, TokenBucket, parse_duration, retry_after
+from studio.generation.limiter import (INITIAL_WINDOW, PROBE_AFTER_WINDOWS, RateLimiter, TokenBucket, parse_duration,
+                                      retry_after)
 from studio.generation.provider import ProviderConfig
 from studio.generation.runner import list_runs, run_generation
 from studio.recipes.generate import GenerationRecipe
@@ -176,9 +177,9 @@ def test_estimate_uses_prices(tmp_path, host):
 CAP = 4
 
 
-def _capped_server_script(tmp_path, concurrency: int, requests: int):
-    """The engine against a scripted server of CAP slots, with no clock and no HTTP. A request
-    that arrives with CAP in service is refused; each step, once every worker has run as far as
+def _capped_server_script(tmp_path, concurrency: int, requests: int, cap: int = CAP):
+    """The engine against a scripted server of ``cap`` slots, with no clock and no HTTP. A request
+    that arrives with ``cap`` in service is refused; each step, once every worker has run as far as
     it can, the server sends all its refusals (429s come back fast, all at once, as from a real
     server) and finishes its oldest request. Every run of it is the same, on any machine.
     Returns the engine, what the server did ("ok" or "429", in order) and the limiter's
@@ -196,7 +197,7 @@ def _capped_server_script(tmp_path, concurrency: int, requests: int):
 
     async def scripted_call(endpoint, body):
         done = asyncio.get_running_loop().create_future()
-        if len(serving) >= CAP:
+        if len(serving) >= cap:
             refusing.append(done)
             await done
             outcomes.append("429")
@@ -249,6 +250,78 @@ def test_concurrency_converges_to_the_cap_and_the_429s_stop(tmp_path):
     gaps = [b - a for a, b in zip([learnt] + later, later)]
     assert all(gap >= PROBE_AFTER_WINDOWS * CAP for gap in gaps), gaps
     assert len(later) <= 300 // (PROBE_AFTER_WINDOWS * CAP)
+
+
+def test_slow_start_finds_an_unknown_cap_and_holds_it_without_halving(tmp_path):
+    # Told 64, the server holds 16: the limit starts at the initial window and grows by one per
+    # success (doubling per window) until the first refusal, which teaches the cap exactly; from
+    # then it holds at the cap (halving on a 429 would drop it to 8 and under-use the server).
+    cap, told = 16, 64
+    engine, outcomes, trace = _capped_server_script(tmp_path, concurrency=told, requests=400, cap=cap)
+    assert outcomes.count("ok") == 400 and engine.meter.failed == 0
+    learnt = next(step for step, (_, ceiling) in enumerate(trace) if ceiling < told)
+    growing = [limit for limit, _ in trace[:learnt]]
+    assert growing[0] <= INITIAL_WINDOW + 1 and growing == sorted(growing) and growing[-1] >= cap
+    assert trace[learnt][1] == cap
+    # From then on: the limit never drops under the cap, and a probe for one more slot is all it tries.
+    assert all(cap <= int(limit) <= cap + 1 and ceiling in (cap, cap + 1) for limit, ceiling in trace[learnt:])
+    assert sum(1 for limit, _ in trace[learnt:] if int(limit) >= cap) == len(trace[learnt:])
+    # The 429s: one burst to find the cap (counted once), then one per probe, each after
+    # PROBE_AFTER_WINDOWS x cap successes at the cap.
+    assert engine.limiter.throttled == outcomes.count("429") <= 2 + 400 // (PROBE_AFTER_WINDOWS * cap)
+
+
+def test_a_later_429_lowers_the_ceiling_by_one_and_a_burst_counts_once():
+    now = [0.0]
+
+    async def main():
+        limiter = RateLimiter(concurrency=32, clock=lambda: now[0])
+        assert limiter.limit == INITIAL_WINDOW and limiter.slow_start
+        for _ in range(12):  # successes in slow start: one more slot each
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        assert limiter.limit == INITIAL_WINDOW + 12
+        # The first refusal, of a request sent with 16 others in flight: the server holds at most 16.
+        now[0] = 1.0
+        await limiter.throttle(0.5, sent_at=0.9, position=17)
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (16, 16.0, False)
+        assert limiter.paused_until < now[0]  # the concurrency explains it: requests under the cap go on
+        # Refusals of the same burst (sent before that decision) are echoes: they change nothing.
+        for position in (18, 19, 20):
+            await limiter.throttle(0.5, sent_at=0.95, position=position)
+        assert (limiter.ceiling, limiter.limit) == (16, 16.0) and limiter.throttled == 4
+        # A later refusal under the ceiling (the server's room shrank, or a quota): one slot less,
+        # not half, and everyone waits out the server's Retry-After.
+        now[0] = 5.0
+        await limiter.throttle(0.5, sent_at=4.0, position=16)
+        assert (limiter.ceiling, limiter.limit) == (15, 15.0) and limiter.paused_until == pytest.approx(5.5)
+        now[0] = 9.0
+        await limiter.throttle(None, sent_at=8.0, position=15)
+        assert (limiter.ceiling, limiter.limit) == (14, 14.0) and limiter.paused_until == pytest.approx(10.0)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_a_request_waiting_out_its_back_off_holds_no_slot(tmp_path, monkeypatch, status):
+    # One slot: the refused request's back-off must let the next request use the slot meanwhile.
+    provider = ProviderConfig(name="t", base_url="http://127.0.0.1:9/v1", model="m", concurrency=1)
+    engine = Engine(provider, Journal(tmp_path / "j.sqlite"), run_id="r")
+    monkeypatch.setattr(Engine, "_backoff", lambda self, attempt: 0.05)
+    ctx = RunContext(engine, [], 0, on_fail=lambda row: None)
+    sent: list[str] = []
+
+    async def scripted_call(endpoint, body):
+        prompt = body["messages"][0]["content"]
+        sent.append(prompt)
+        if sent.count(prompt) == 1 and prompt == "first":
+            raise _Retryable(f"HTTP {status}: try again", status, 0.05 if status == 429 else None)
+        return [f"answer to {prompt}"], ["stop"], 1, 1, None
+
+    engine._call = scripted_call
+    results = asyncio.run(ctx.gather(["first", "second"], lambda p: ctx.chat([{"role": "user", "content": p}])))
+    assert [r.text for r in results] == ["answer to first", "answer to second"]
+    assert sent == ["first", "second", "first"]
 
 
 def test_a_client_within_the_cap_never_gets_a_429(tmp_path, host):
@@ -408,7 +481,7 @@ def test_ratelimit_headers_pause_everyone():
         assert limiter.paused_until == pytest.approx(102.0)
         await limiter.observe({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "9s"})
         assert limiter.paused_until == pytest.approx(102.0)
-        await limiter.throttle(None)
-        assert limiter.limit == 2.0 and limiter.throttled == 1
+        await limiter.throttle(None)  # a 429 lowers the limit by one slot, not by half
+        assert limiter.limit == 3.0 and limiter.ceiling == 3 and limiter.throttled == 1
 
     asyncio.run(main())

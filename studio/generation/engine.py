@@ -184,7 +184,7 @@ class Engine:
         while True:
             self._check_running()
             attempts += 1
-            await self.limiter.acquire(tokens)
+            position = await self.limiter.acquire(tokens)
             used, ok = None, False
             if self.stop_reason is None and self.budget is not None \
                     and self.meter.cost + self.reserved + reserve > self.budget:
@@ -198,6 +198,7 @@ class Engine:
             sent_at = self.limiter.clock()
             self.meter.in_flight += 1
             self.meter.sent += 1
+            retry: _Retryable | None = None
             try:
                 texts, reasons, p_tok, c_tok, headers = await self._call(endpoint, body)
                 used, ok = p_tok + c_tok, True
@@ -211,22 +212,29 @@ class Engine:
                     raise GenerationFailed(str(exc), key=key, status=exc.status) from None
                 return self._fail(endpoint, body, key, str(exc), exc.status, attempts)
             except _Retryable as exc:
+                retry = exc
                 if exc.status == 429:
                     self.meter.throttled += 1
-                    await self.limiter.throttle(exc.wait, sent_at)
-                if attempts > self.provider.max_retries:
-                    return self._fail(endpoint, body, key, f"{exc} (gave up after {attempts} attempts)",
-                                      exc.status, attempts)
-                self.meter.retries += 1
-                wait = exc.wait if exc.wait is not None else self._backoff(attempts)
-                self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(exc),
-                           "status": exc.status, "wait": round(wait, 3)})
-                await asyncio.sleep(wait)
-                continue
+                    await self.limiter.throttle(exc.wait, sent_at, position)
             finally:
+                # The slot is free as soon as the answer (or refusal) is in: a request waiting
+                # out its back-off holds none, so it neither blocks others nor counts as in flight.
                 self.reserved -= reserve
                 self.meter.in_flight -= 1
                 await self.limiter.release(tokens, used, ok)
+            if retry is not None:
+                if attempts > self.provider.max_retries:
+                    return self._fail(endpoint, body, key, f"{retry} (gave up after {attempts} attempts)",
+                                      retry.status, attempts)
+                self.meter.retries += 1
+                wait = retry.wait if retry.wait is not None else self._backoff(attempts)
+                self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(retry),
+                           "status": retry.status, "wait": round(wait, 3)})
+                await asyncio.sleep(wait)
+                continue
+            # Let the request waiting for the slot just freed go out before this answer is stored
+            # and turned into a row: when many answers arrive together, their slots refill first.
+            await asyncio.sleep(0)
             await self.limiter.observe(headers)
             self.journal.put_ok(key, endpoint, body["model"], body, texts, reasons, p_tok, c_tok, cost,
                                 attempts, self.run_id)

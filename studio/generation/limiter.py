@@ -1,12 +1,24 @@
 """Client-side rate limiting: token buckets for requests and tokens per minute, a shared pause
 that every request honours after the server says ``Retry-After`` or runs out of quota, and an
-adaptive concurrency limit that halves on 429 and creeps back up on success (AIMD), so an
-unknown server limit costs a few 429s rather than a storm.
+adaptive concurrency limit that finds a server's unknown concurrency cap by slow start.
 
-A 429 also sets a ceiling one below the window it was sent in: the limit creeps back up to it
-but not past it, so once the server's cap is found the 429s stop. Only after
-``PROBE_AFTER_WINDOWS`` times the ceiling in successes at the ceiling is one more slot tried (a
-busy server may have room again), which costs at most one 429 per probe when it has not."""
+Slow start: the limit begins at ``INITIAL_WINDOW`` (or the configured concurrency, if lower)
+and grows by one slot per success, so it doubles every window of successes, until the first
+429. Every request carries its *position*, how many of ours were in flight with it when it was
+sent. A refusal at position ``p`` means the server already held ``p - 1`` or fewer requests of
+ours and was full, so its cap is at most ``p - 1``: that becomes the ceiling, and the limit holds
+there, just under the first refusal, instead of halving. The other refusals of the same burst
+(sent before that decision) are echoes of it and count once.
+
+Later, a 429 lowers the ceiling by one, not by half. Only after ``PROBE_AFTER_WINDOWS`` times
+the ceiling in successes at the ceiling is one more slot tried (a busy server may have room
+again), which costs at most one 429 per probe when it has not.
+
+A refusal the concurrency explains (sent at or beyond a level the server has refused before,
+or while slow start was still growing) costs the refused request its own ``Retry-After``: the
+requests under the ceiling would be answered, so they don't wait. Any other 429 (a quota, or a
+server whose room shrank) pauses every request for the server's ``Retry-After``."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +28,7 @@ import time
 from typing import Mapping
 
 PROBE_AFTER_WINDOWS = 8
+INITIAL_WINDOW = 8  # slow start's first window, like TCP's initial window of ~10 segments
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -92,8 +105,10 @@ class RateLimiter:
         self.requests = TokenBucket(rpm, clock=clock) if rpm else None
         self.tokens = TokenBucket(tpm, clock=clock) if tpm else None
         self.max_concurrency = concurrency
-        self.limit = float(concurrency)  # adaptive; fractional so it can grow slowly
+        self.limit = float(min(concurrency, INITIAL_WINDOW))  # adaptive; fractional so it can grow slowly
         self.ceiling = concurrency  # the limit grows up to this; lowered by 429s, raised by probes
+        self.slow_start = True  # growing one slot per success until the first 429
+        self.refused_at: int | None = None  # the ceiling the last 429 taught: positions beyond it are refused
         self.at_ceiling = 0  # successes since the limit reached the ceiling (or since the last probe)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -101,8 +116,9 @@ class RateLimiter:
         self._cond = asyncio.Condition()
         self.throttled = 0  # 429s seen
 
-    async def acquire(self, tokens: int) -> None:
-        """Wait for a concurrency slot, the shared pause and both buckets, then take them."""
+    async def acquire(self, tokens: int) -> int:
+        """Wait for a concurrency slot, the shared pause and both buckets, then take them.
+        Returns the request's position: how many of ours are in flight with it, itself included."""
         async with self._cond:
             while True:
                 now = self.clock()
@@ -128,6 +144,7 @@ class RateLimiter:
             if self.tokens is not None:
                 self.tokens.take(tokens)
             self.in_flight += 1
+            return self.in_flight
 
     async def release(self, reserved_tokens: int = 0, used_tokens: int | None = None, ok: bool = True) -> None:
         async with self._cond:
@@ -135,7 +152,9 @@ class RateLimiter:
             if self.tokens is not None and used_tokens is not None and used_tokens < reserved_tokens:
                 self.tokens.give_back(reserved_tokens - used_tokens)
             slots = int(self.limit)
-            if ok and self.limit < self.ceiling:
+            if ok and self.slow_start:
+                self.limit = min(self.ceiling, self.limit + 1.0)  # one more per success: x2 per window
+            elif ok and self.limit < self.ceiling:
                 self.limit = min(self.ceiling, self.limit + 1.0 / max(1.0, self.limit))
             elif ok and self.ceiling < self.max_concurrency:
                 self.at_ceiling += 1
@@ -143,27 +162,36 @@ class RateLimiter:
                     self.ceiling += 1  # probe: the limit may grow by one more slot
                     self.at_ceiling = 0
             # One slot freed: wake one waiter (FIFO), not the whole queue to re-check and sleep;
-            # and one more for a slot the additive increase just opened, or nobody would use it.
+            # and one more for each slot the increase just opened, or nobody would use them.
             self._cond.notify(1 + max(0, int(self.limit) - slots))
 
-    async def throttle(self, wait: float | None, sent_at: float | None = None) -> None:
-        """A 429: halve concurrency and pause everyone for the server's ``Retry-After`` (or a
-        short default), so the other in-flight workers don't hammer it too. 429s for requests
-        sent before the last halving are echoes of the same overload and don't halve again.
+    async def throttle(self, wait: float | None, sent_at: float | None = None, position: int | None = None) -> None:
+        """A 429 for a request sent at ``sent_at`` (the limiter's clock) in ``position``.
 
-        The ceiling becomes one below the window in force: the limit has only grown since this
-        request was sent, so every request in flight with it was let through under at most this
-        window, and the server refused that many. It is never below a concurrency cap: to refuse,
-        the server had more than its cap in flight, all of them ours."""
+        The first one ends slow start: the ceiling becomes ``position - 1``, the most the server
+        can hold (it was full with at most that many of ours), or one below the window in force
+        when the position is unknown. A later one lowers the ceiling by one. Either way the limit
+        holds at the ceiling, and 429s for requests sent before that decision are echoes of the
+        same overload that change nothing. A 429 the concurrency doesn't explain also pauses
+        everyone for the server's ``Retry-After`` (or a short default)."""
         async with self._cond:
             self.throttled += 1
+            explained = position is not None and (
+                self.slow_start or self.refused_at is None or position - 1 >= self.refused_at)
             if sent_at is None or sent_at >= self.last_decrease:
-                self.ceiling = max(1, int(self.limit) - 1)
+                if self.slow_start and position is not None:
+                    ceiling = position - 1
+                else:
+                    ceiling = min(self.ceiling, int(self.limit)) - 1
+                self.ceiling = max(1, min(self.ceiling, ceiling))
+                self.limit = min(self.limit, float(self.ceiling))
+                self.refused_at = self.ceiling
+                self.slow_start = False
                 self.at_ceiling = 0
-                self.limit = max(1.0, self.limit / 2)
                 self.last_decrease = self.clock()
-            pause = wait if wait is not None else 1.0
-            self.paused_until = max(self.paused_until, self.clock() + pause)
+            if not explained:
+                pause = wait if wait is not None else 1.0
+                self.paused_until = max(self.paused_until, self.clock() + pause)
             self._cond.notify_all()
 
     async def observe(self, headers: Mapping[str, str] | None) -> None:
