@@ -364,6 +364,16 @@ def test_retry_after_is_honoured(tmp_path, host):
     assert second["time"] - first["time"] >= 0.1  # the server said Retry-After: 0.1
 
 
+def test_a_request_that_outlasts_the_timeout_is_cut_and_retried(tmp_path, host):
+    ws = _workspace(tmp_path, ["slow [[timeout]]"])
+    events: list[dict] = []
+    with ScriptedServer(timeout_sleep=3.0) as server:  # without a client timeout it answers after 3 s
+        summary = run_generation(ws, _recipe(server, timeout=0.3), host=host, emit=events.append)
+    assert summary.rows == 1 and summary.meter["retries"] == 1
+    assert [e["error"] for e in events if e["event"] == "retry"] == ["timed out after 0.3 s"]
+    assert sorted(e["attempt"] for e in server.log) == [1, 2]  # the first ends when the server stops
+
+
 def test_bad_credentials_stop_the_run_with_a_clear_reason(tmp_path, host, monkeypatch):
     monkeypatch.setenv("STUDIO_TEST_KEY", "wrong-key")
     ws = _workspace(tmp_path, [f"q{i}" for i in range(10)])

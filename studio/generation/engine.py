@@ -96,6 +96,7 @@ class Engine:
         self._in_progress: dict[str, asyncio.Future] = {}
         self._last_emit = 0.0
         self._client = None
+        self._urls: dict[str, Any] = {}  # endpoint -> its parsed URL
         self._limiter: RateLimiter | None = None
         self._jitter = random.Random()  # back-off jitter only; never feeds generated content
 
@@ -114,6 +115,8 @@ class Engine:
                 base_url=self.base_url.rstrip("/") + "/", headers=headers, timeout=self.provider.timeout,
                 limits=httpx2.Limits(max_connections=None,
                                      max_keepalive_connections=max(20, self.provider.concurrency)))
+            self._urls = {"chat": self._client.base_url.join("chat/completions"),
+                          "completions": self._client.base_url.join("completions")}
         return self._client
 
     @property
@@ -270,9 +273,13 @@ class Engine:
         for what it can't."""
         import httpx2
 
-        path = "chat/completions" if endpoint == "chat" else "completions"
+        client = self.client
+        # A request built from the parsed URL and headers kept with the client (send() adds the
+        # client's timeout): post() would parse and merge them again for every request.
+        request = httpx2.Request("POST", self._urls[endpoint], headers=client.headers,
+                                 content=json.dumps(body, ensure_ascii=False).encode())
         try:
-            response = await self.client.post(path, content=json.dumps(body, ensure_ascii=False).encode())
+            response = await client.send(request)
         except httpx2.TimeoutException:
             raise _Retryable(f"timed out after {self.provider.timeout:g} s") from None
         except httpx2.TransportError as exc:
