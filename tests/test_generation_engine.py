@@ -14,8 +14,8 @@ from generation_fakes import EchoGenerator
 
 from studio.generation.engine import Engine, RunContext, _Retryable
 from studio.generation.journal import Journal
-from studio.generation.limiter import (INITIAL_WINDOW, PROBE_AFTER_WINDOWS, RateLimiter, TokenBucket, parse_duration,
-                                      retry_after)
+from studio.generation.limiter import (INITIAL_WINDOW, PROBE_AFTER_WINDOWS, RateLimiter, Ticket, TokenBucket,
+                                      parse_duration, retry_after)
 from studio.generation.provider import ProviderConfig
 from studio.generation.runner import list_runs, run_generation
 from studio.recipes.generate import GenerationRecipe
@@ -236,9 +236,9 @@ def test_concurrency_converges_to_the_cap_and_the_429s_stop(tmp_path):
     # It learns the cap exactly (never less: a 429 proves more than the cap was in flight) ...
     learnt = next(step for step, (_, ceiling) in enumerate(trace) if ceiling == CAP)
     assert all(ceiling >= CAP for _, ceiling in trace)
-    # ... within the first few dozen requests, and without a storm: each window it tries costs at
-    # most the requests it sends beyond the cap: 12 for the first burst of 16, 4 at the halved 8,
-    # 1 when the limit creeps up to 5. (Halving on every echo of the first burst, or never, costs more.)
+    # ... within the first few dozen requests, and without a storm: no more than the old halving
+    # limiter's 12 for a first burst of 16, 4 at the halved 8 and 1 when the limit crept up to 5
+    # (slow start's first window of 8 costs 4). Lowering on every echo of a burst, or never, costs more.
     assert learnt < 30
     assert sum(1 for i in throttled if outcomes[:i].count("ok") <= learnt) <= (16 - CAP) + (8 - CAP) + (5 - CAP)
     # From then on it never runs more than one slot beyond the cap, and keeps the cap busy.
@@ -281,23 +281,47 @@ def test_a_later_429_lowers_the_ceiling_by_one_and_a_burst_counts_once():
             await limiter.acquire(1)
             await limiter.release(1, 1, ok=True)
         assert limiter.limit == INITIAL_WINDOW + 12
-        # The first refusal, of a request sent with 16 others in flight: the server holds at most 16.
+        # The first refusal handled, of a request sent with 18 others in flight: the server holds
+        # at most 18, and slow start ends there.
         now[0] = 1.0
-        await limiter.throttle(0.5, sent_at=0.9, position=17)
-        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (16, 16.0, False)
+        await limiter.throttle(0.5, Ticket(0.9, 19))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (18, 18.0, False)
         assert limiter.paused_until < now[0]  # the concurrency explains it: requests under the cap go on
-        # Refusals of the same burst (sent before that decision) are echoes: they change nothing.
-        for position in (18, 19, 20):
-            await limiter.throttle(0.5, sent_at=0.95, position=position)
-        assert (limiter.ceiling, limiter.limit) == (16, 16.0) and limiter.throttled == 4
-        # A later refusal under the ceiling (the server's room shrank, or a quota): one slot less,
-        # not half, and everyone waits out the server's Retry-After.
+        # The rest of the burst (sent while slow start grew) comes back in any order: the tightest
+        # bound wins; however many refusals there are, they never lower it further.
+        for position in (20, 17, 18, 20, 19):
+            await limiter.throttle(0.5, Ticket(0.95, position))
+        assert (limiter.ceiling, limiter.limit) == (16, 16.0) and limiter.throttled == 6
+        # A later refusal at the ceiling: one slot less, not half; the others go on.
         now[0] = 5.0
-        await limiter.throttle(0.5, sent_at=4.0, position=16)
-        assert (limiter.ceiling, limiter.limit) == (15, 15.0) and limiter.paused_until == pytest.approx(5.5)
+        await limiter.throttle(0.5, Ticket(4.0, 16))
+        assert (limiter.ceiling, limiter.limit) == (15, 15.0) and limiter.paused_until < now[0]
+        # Its echoes (sent before that decision) change nothing.
+        await limiter.throttle(0.5, Ticket(4.5, 16))
+        assert (limiter.ceiling, limiter.limit) == (15, 15.0)
+        # A refusal under the ceiling (a quota, or the server's room shrank): one slot less, and
+        # everyone waits out the server's Retry-After (a second by default).
         now[0] = 9.0
-        await limiter.throttle(None, sent_at=8.0, position=15)
-        assert (limiter.ceiling, limiter.limit) == (14, 14.0) and limiter.paused_until == pytest.approx(10.0)
+        await limiter.throttle(0.5, Ticket(8.0, 10))
+        assert (limiter.ceiling, limiter.limit) == (14, 14.0) and limiter.paused_until == pytest.approx(9.5)
+        now[0] = 12.0
+        await limiter.throttle(None, Ticket(11.0, 10))
+        assert (limiter.ceiling, limiter.limit) == (13, 13.0) and limiter.paused_until == pytest.approx(13.0)
+
+    asyncio.run(main())
+
+
+def test_slow_start_never_ends_under_half_its_window():
+    # A refusal at position 8 when the window had grown to 20: on a loaded machine later requests
+    # can reach the server first, but the first half of the window was answered, so the ceiling
+    # stays at 10 or more.
+    async def main():
+        limiter = RateLimiter(concurrency=64, clock=lambda: 1.0)
+        for _ in range(12):
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        await limiter.throttle(0.5, Ticket(0.5, 8))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (10, 10.0, False)
 
     asyncio.run(main())
 

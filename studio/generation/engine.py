@@ -196,7 +196,7 @@ class Engine:
         while True:
             self._check_running()
             attempts += 1
-            position = await self.limiter.acquire(tokens)
+            ticket = await self.limiter.acquire(tokens)
             used, ok = None, False
             if self.stop_reason is None and self.budget is not None \
                     and self.meter.cost + self.reserved + reserve > self.budget:
@@ -207,7 +207,6 @@ class Engine:
                 self._check_running()
                 raise RunStopped(self.stop_reason or "stopped")
             self.reserved += reserve
-            sent_at = self.limiter.clock()
             self.meter.in_flight += 1
             self.meter.sent += 1
             retry: _Retryable | None = None
@@ -227,7 +226,7 @@ class Engine:
                 retry = exc
                 if exc.status == 429:
                     self.meter.throttled += 1
-                    await self.limiter.throttle(exc.wait, sent_at, position)
+                    await self.limiter.throttle(exc.wait, ticket)
             finally:
                 # The slot is free as soon as the answer (or refusal) is in: a request waiting
                 # out its back-off holds none, so it neither blocks others nor counts as in flight.

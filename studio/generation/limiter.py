@@ -4,20 +4,21 @@ adaptive concurrency limit that finds a server's unknown concurrency cap by slow
 
 Slow start: the limit begins at ``INITIAL_WINDOW`` (or the configured concurrency, if lower)
 and grows by one slot per success, so it doubles every window of successes, until the first
-429. Every request carries its *position*, how many of ours were in flight with it when it was
-sent. A refusal at position ``p`` means the server already held ``p - 1`` or fewer requests of
-ours and was full, so its cap is at most ``p - 1``: that becomes the ceiling, and the limit holds
-there, just under the first refusal, instead of halving. The other refusals of the same burst
-(sent before that decision) are echoes of it and count once.
+429. A refused request tells how full the server was: it held its cap of our requests, all of
+them in flight with the refused one when it was sent (``position - 1``) or sent after it. That
+bound becomes the ceiling, and the limit holds there, just under the first refusal, instead of
+halving. The refusals of that burst (every request sent while slow start grew) come back in any
+order; the tightest bound among them wins, and however many there are they count as that one
+measurement.
 
 Later, a 429 lowers the ceiling by one, not by half. Only after ``PROBE_AFTER_WINDOWS`` times
 the ceiling in successes at the ceiling is one more slot tried (a busy server may have room
 again), which costs at most one 429 per probe when it has not.
 
-A refusal the concurrency explains (sent at or beyond a level the server has refused before,
-or while slow start was still growing) costs the refused request its own ``Retry-After``: the
-requests under the ceiling would be answered, so they don't wait. Any other 429 (a quota, or a
-server whose room shrank) pauses every request for the server's ``Retry-After``."""
+A refusal the concurrency explains (sent while slow start grew, or at the ceiling) costs the
+refused request its own ``Retry-After``: the requests under the ceiling would be answered, so
+they don't wait. Any other 429 (a quota, or a server whose room shrank) pauses every request
+for the server's ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import asyncio
 import email.utils
 import re
 import time
+from dataclasses import dataclass
 from typing import Mapping
 
 PROBE_AFTER_WINDOWS = 8
@@ -99,6 +101,15 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + amount)
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """One request let through: when it was sent (the limiter's clock) and how many of ours were
+    in flight with it, itself included."""
+
+    sent_at: float
+    position: int
+
+
 class RateLimiter:
     def __init__(self, rpm: int | None = None, tpm: int | None = None, concurrency: int = 8, clock=time.monotonic):
         self.clock = clock
@@ -108,7 +119,8 @@ class RateLimiter:
         self.limit = float(min(concurrency, INITIAL_WINDOW))  # adaptive; fractional so it can grow slowly
         self.ceiling = concurrency  # the limit grows up to this; lowered by 429s, raised by probes
         self.slow_start = True  # growing one slot per success until the first 429
-        self.refused_at: int | None = None  # the ceiling the last 429 taught: positions beyond it are refused
+        self.slow_start_ended = float("-inf")
+        self.floor = 1  # the least a refusal of slow start's burst can set the ceiling to
         self.at_ceiling = 0  # successes since the limit reached the ceiling (or since the last probe)
         self.in_flight = 0
         self.paused_until = 0.0
@@ -116,9 +128,8 @@ class RateLimiter:
         self._cond = asyncio.Condition()
         self.throttled = 0  # 429s seen
 
-    async def acquire(self, tokens: int) -> int:
-        """Wait for a concurrency slot, the shared pause and both buckets, then take them.
-        Returns the request's position: how many of ours are in flight with it, itself included."""
+    async def acquire(self, tokens: int) -> Ticket:
+        """Wait for a concurrency slot, the shared pause and both buckets, then take them."""
         async with self._cond:
             while True:
                 now = self.clock()
@@ -144,7 +155,7 @@ class RateLimiter:
             if self.tokens is not None:
                 self.tokens.take(tokens)
             self.in_flight += 1
-            return self.in_flight
+            return Ticket(self.clock(), self.in_flight)
 
     async def release(self, reserved_tokens: int = 0, used_tokens: int | None = None, ok: bool = True) -> None:
         async with self._cond:
@@ -165,34 +176,48 @@ class RateLimiter:
             # and one more for each slot the increase just opened, or nobody would use them.
             self._cond.notify(1 + max(0, int(self.limit) - slots))
 
-    async def throttle(self, wait: float | None, sent_at: float | None = None, position: int | None = None) -> None:
-        """A 429 for a request sent at ``sent_at`` (the limiter's clock) in ``position``.
+    async def throttle(self, wait: float | None, ticket: Ticket | None = None) -> None:
+        """A 429 for the request let through with ``ticket``.
 
-        The first one ends slow start: the ceiling becomes ``position - 1``, the most the server
-        can hold (it was full with at most that many of ours), or one below the window in force
-        when the position is unknown. A later one lowers the ceiling by one. Either way the limit
-        holds at the ceiling, and 429s for requests sent before that decision are echoes of the
-        same overload that change nothing. A 429 the concurrency doesn't explain also pauses
-        everyone for the server's ``Retry-After`` (or a short default)."""
+        When it was refused, the server was full with the ``position - 1`` requests of ours in
+        flight with it, or fewer: that bounds its cap. Refusals of requests sent while slow start
+        was growing end it, and the tightest of their bounds becomes the ceiling (they arrive in
+        any order, but they are one measurement: the burst never lowers it further). On a loaded
+        machine a later request can reach the server first and make a bound too tight, so none
+        goes below half the window in force at the first refusal: the window before it was
+        answered whole (TCP's slow start ends at half its window for the same reason). A later 429 lowers the ceiling by one, once per window:
+        429s for requests sent before that decision are echoes of the same overload. The limit
+        holds at the ceiling. A refusal the concurrency doesn't explain (sent under the ceiling:
+        a quota, or a server whose room shrank) also pauses everyone for the server's
+        ``Retry-After`` (or a short default)."""
         async with self._cond:
             self.throttled += 1
-            explained = position is not None and (
-                self.slow_start or self.refused_at is None or position - 1 >= self.refused_at)
-            if sent_at is None or sent_at >= self.last_decrease:
-                if self.slow_start and position is not None:
-                    ceiling = position - 1
-                else:
-                    ceiling = min(self.ceiling, int(self.limit)) - 1
-                self.ceiling = max(1, min(self.ceiling, ceiling))
-                self.limit = min(self.limit, float(self.ceiling))
-                self.refused_at = self.ceiling
+            now = self.clock()
+            if ticket is not None and (self.slow_start or ticket.sent_at < self.slow_start_ended):
+                explained = True
+                if self.slow_start:
+                    self.floor = max(1, int(self.limit) // 2)
+                bound = max(self.floor, ticket.position - 1)
+                if self.slow_start or bound < self.ceiling:
+                    self._hold(min(self.ceiling, bound), now)
+            else:
+                explained = ticket is not None and ticket.position >= self.ceiling
+                if ticket is None or ticket.sent_at >= self.last_decrease:
+                    self._hold(min(self.ceiling, int(self.limit)) - 1, now)
+            if self.slow_start:
                 self.slow_start = False
-                self.at_ceiling = 0
-                self.last_decrease = self.clock()
+                self.slow_start_ended = now
             if not explained:
                 pause = wait if wait is not None else 1.0
-                self.paused_until = max(self.paused_until, self.clock() + pause)
+                self.paused_until = max(self.paused_until, now + pause)
             self._cond.notify_all()
+
+    def _hold(self, ceiling: int, now: float) -> None:
+        """A new ceiling from a 429: the limit holds there (at once, not by halves)."""
+        self.ceiling = max(1, ceiling)
+        self.limit = min(self.limit, float(self.ceiling))
+        self.at_ceiling = 0
+        self.last_decrease = now
 
     async def observe(self, headers: Mapping[str, str] | None) -> None:
         """``x-ratelimit-remaining-*`` at zero: wait for the matching ``x-ratelimit-reset-*``."""
