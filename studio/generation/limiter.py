@@ -4,12 +4,12 @@ adaptive concurrency limit that finds a server's unknown concurrency cap by slow
 
 Slow start: the limit begins at ``INITIAL_WINDOW`` (or the configured concurrency, if lower)
 and grows by one slot per success, so it doubles every window of successes, until the first
-429. A refused request tells how full the server was: it held its cap of our requests, all of
-them in flight with the refused one when it was sent (``position - 1``) or sent after it. That
-bound becomes the ceiling, and the limit holds there, just under the first refusal, instead of
-halving. The refusals of that burst (every request sent while slow start grew) come back in any
-order; the tightest bound among them wins, and however many there are they count as that one
-measurement.
+429. A refused request tells how full the server was: it held its cap of our requests, and we
+had ``position - 1`` others in flight when it was sent. That bound becomes the ceiling, and the
+limit holds there, just under the first refusal, instead of halving. The refusals of that burst
+(every request sent while slow start grew) come back in any order; the tightest bound among
+them wins, never under half the window in force at the first one, and however many there are
+they count as that one measurement.
 
 Later, a 429 lowers the ceiling by one, not by half. Only after ``PROBE_AFTER_WINDOWS`` times
 the ceiling in successes at the ceiling is one more slot tried (a busy server may have room
@@ -185,11 +185,12 @@ class RateLimiter:
         any order, but they are one measurement: the burst never lowers it further). On a loaded
         machine a later request can reach the server first and make a bound too tight, so none
         goes below half the window in force at the first refusal: the window before it was
-        answered whole (TCP's slow start ends at half its window for the same reason). A later 429 lowers the ceiling by one, once per window:
-        429s for requests sent before that decision are echoes of the same overload. The limit
-        holds at the ceiling. A refusal the concurrency doesn't explain (sent under the ceiling:
-        a quota, or a server whose room shrank) also pauses everyone for the server's
-        ``Retry-After`` (or a short default)."""
+        answered whole (TCP's slow start ends at half its window for the same reason).
+
+        A later 429 lowers the ceiling by one, once per window: 429s for requests sent before
+        that decision are echoes of the same overload. The limit holds at the ceiling. A refusal
+        the concurrency doesn't explain (sent under the ceiling: a quota, or a server whose room
+        shrank) also pauses everyone for the server's ``Retry-After`` (or a short default)."""
         async with self._cond:
             self.throttled += 1
             now = self.clock()
