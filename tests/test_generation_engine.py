@@ -284,28 +284,28 @@ def test_a_later_429_lowers_the_ceiling_by_one_and_a_burst_counts_once():
         # The first refusal handled, of a request sent with 18 others in flight: the server holds
         # at most 18, and slow start ends there.
         now[0] = 1.0
-        await limiter.throttle(0.5, Ticket(0.9, 19))
+        await limiter.throttle(0.5, Ticket(0.9, 19, limiter.sent))
         assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (18, 18.0, False)
         assert limiter.paused_until < now[0]  # the concurrency explains it: requests under the cap go on
         # The rest of the burst (sent while slow start grew) comes back in any order: the tightest
         # bound wins; however many refusals there are, they never lower it further.
         for position in (20, 17, 18, 20, 19):
-            await limiter.throttle(0.5, Ticket(0.95, position))
+            await limiter.throttle(0.5, Ticket(0.95, position, limiter.sent))
         assert (limiter.ceiling, limiter.limit) == (16, 16.0) and limiter.throttled == 6
         # A later refusal at the ceiling: one slot less, not half; the others go on.
         now[0] = 5.0
-        await limiter.throttle(0.5, Ticket(4.0, 16))
+        await limiter.throttle(0.5, Ticket(4.0, 16, limiter.sent))
         assert (limiter.ceiling, limiter.limit) == (15, 15.0) and limiter.paused_until < now[0]
         # Its echoes (sent before that decision) change nothing.
-        await limiter.throttle(0.5, Ticket(4.5, 16))
+        await limiter.throttle(0.5, Ticket(4.5, 16, limiter.sent))
         assert (limiter.ceiling, limiter.limit) == (15, 15.0)
         # A refusal under the ceiling (a quota, or the server's room shrank): one slot less, and
         # everyone waits out the server's Retry-After (a second by default).
         now[0] = 9.0
-        await limiter.throttle(0.5, Ticket(8.0, 10))
+        await limiter.throttle(0.5, Ticket(8.0, 10, limiter.sent))
         assert (limiter.ceiling, limiter.limit) == (14, 14.0) and limiter.paused_until == pytest.approx(9.5)
         now[0] = 12.0
-        await limiter.throttle(None, Ticket(11.0, 10))
+        await limiter.throttle(None, Ticket(11.0, 10, limiter.sent))
         assert (limiter.ceiling, limiter.limit) == (13, 13.0) and limiter.paused_until == pytest.approx(13.0)
 
     asyncio.run(main())
@@ -320,8 +320,26 @@ def test_slow_start_never_ends_under_half_its_window():
         for _ in range(12):
             await limiter.acquire(1)
             await limiter.release(1, 1, ok=True)
-        await limiter.throttle(0.5, Ticket(0.5, 8))
+        await limiter.throttle(0.5, Ticket(0.5, 8, limiter.sent))
         assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (10, 10.0, False)
+
+    asyncio.run(main())
+
+
+def test_a_refusal_many_later_requests_could_overtake_bounds_the_cap_by_the_window_only():
+    # Refused at position 8, but 30 requests were let through after it: any of them may have
+    # filled the server first, so it says no more than the window in force (20 - 1); a fresh
+    # refusal of the same burst then gives the cap.
+    async def main():
+        limiter = RateLimiter(concurrency=64, clock=lambda: 1.0)
+        for _ in range(12):
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        limiter.sent += 30
+        await limiter.throttle(0.5, Ticket(0.5, 8, limiter.sent - 30))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (19, 19.0, False)
+        await limiter.throttle(0.5, Ticket(0.6, 17, limiter.sent - 2))
+        assert (limiter.ceiling, limiter.limit) == (16, 16.0)
 
     asyncio.run(main())
 

@@ -103,11 +103,12 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class Ticket:
-    """One request let through: when it was sent (the limiter's clock) and how many of ours were
-    in flight with it, itself included."""
+    """One request let through: when it was sent (the limiter's clock), how many of ours were in
+    flight with it (itself included) and how many were let through before it (itself included)."""
 
     sent_at: float
     position: int
+    seq: int
 
 
 class RateLimiter:
@@ -121,8 +122,10 @@ class RateLimiter:
         self.slow_start = True  # growing one slot per success until the first 429
         self.slow_start_ended = float("-inf")
         self.floor = 1  # the least a refusal of slow start's burst can set the ceiling to
+        self.measured = False  # a refusal's position (not only the window) has bounded the ceiling
         self.at_ceiling = 0  # successes since the limit reached the ceiling (or since the last probe)
         self.in_flight = 0
+        self.sent = 0  # requests let through so far
         self.paused_until = 0.0
         self.last_decrease = float("-inf")
         self._cond = asyncio.Condition()
@@ -155,7 +158,8 @@ class RateLimiter:
             if self.tokens is not None:
                 self.tokens.take(tokens)
             self.in_flight += 1
-            return Ticket(self.clock(), self.in_flight)
+            self.sent += 1
+            return Ticket(self.clock(), self.in_flight, self.sent)
 
     async def release(self, reserved_tokens: int = 0, used_tokens: int | None = None, ok: bool = True) -> None:
         async with self._cond:
@@ -182,10 +186,13 @@ class RateLimiter:
         When it was refused, the server was full with the ``position - 1`` requests of ours in
         flight with it, or fewer: that bounds its cap. Refusals of requests sent while slow start
         was growing end it, and the tightest of their bounds becomes the ceiling (they arrive in
-        any order, but they are one measurement: the burst never lowers it further). On a loaded
-        machine a later request can reach the server first and make a bound too tight, so none
-        goes below half the window in force at the first refusal: the window before it was
-        answered whole (TCP's slow start ends at half its window for the same reason).
+        any order, but they are one measurement: the burst never lowers it further). Requests
+        sent after it may have reached the server first (a new connection is slow to be served):
+        when more were sent after it than were in flight with it, its position says little, and
+        only the window in force bounds the cap; the burst then lasts until a fresh refusal has
+        measured the cap. And no bound goes below half the window in force
+        at the first refusal: the window before it was answered whole (TCP's slow start ends at
+        half its window for the same reason).
 
         A later 429 lowers the ceiling by one, once per window: 429s for requests sent before
         that decision are echoes of the same overload. The limit holds at the ceiling. A refusal
@@ -194,11 +201,15 @@ class RateLimiter:
         async with self._cond:
             self.throttled += 1
             now = self.clock()
-            if ticket is not None and (self.slow_start or ticket.sent_at < self.slow_start_ended):
+            if ticket is not None and (self.slow_start or ticket.sent_at < self.slow_start_ended
+                                       or not self.measured):
                 explained = True
                 if self.slow_start:
                     self.floor = max(1, int(self.limit) // 2)
-                bound = max(self.floor, ticket.position - 1)
+                window = int(self.limit) - 1 if self.slow_start else self.ceiling
+                fresh = self.sent - ticket.seq < ticket.position
+                self.measured = self.measured or fresh
+                bound = max(self.floor, min(window, ticket.position - 1 if fresh else window))
                 if self.slow_start or bound < self.ceiling:
                     self._hold(min(self.ceiling, bound), now)
             else:
