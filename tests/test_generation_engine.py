@@ -14,7 +14,8 @@ from generation_fakes import EchoGenerator
 
 from studio.generation.engine import Engine, RunContext, _Retryable
 from studio.generation.journal import Journal
-from studio.generation.limiter import PROBE_AFTER_WINDOWS, RateLimiter, TokenBucket, parse_duration, retry_after
+from studio.generation.limiter import (INITIAL_WINDOW, PROBE_AFTER_WINDOWS, RateLimiter, Ticket, TokenBucket,
+                                      parse_duration, retry_after)
 from studio.generation.provider import ProviderConfig
 from studio.generation.runner import list_runs, run_generation
 from studio.recipes.generate import GenerationRecipe
@@ -176,9 +177,9 @@ def test_estimate_uses_prices(tmp_path, host):
 CAP = 4
 
 
-def _capped_server_script(tmp_path, concurrency: int, requests: int):
-    """The engine against a scripted server of CAP slots, with no clock and no HTTP. A request
-    that arrives with CAP in service is refused; each step, once every worker has run as far as
+def _capped_server_script(tmp_path, concurrency: int, requests: int, cap: int = CAP):
+    """The engine against a scripted server of ``cap`` slots, with no clock and no HTTP. A request
+    that arrives with ``cap`` in service is refused; each step, once every worker has run as far as
     it can, the server sends all its refusals (429s come back fast, all at once, as from a real
     server) and finishes its oldest request. Every run of it is the same, on any machine.
     Returns the engine, what the server did ("ok" or "429", in order) and the limiter's
@@ -196,7 +197,7 @@ def _capped_server_script(tmp_path, concurrency: int, requests: int):
 
     async def scripted_call(endpoint, body):
         done = asyncio.get_running_loop().create_future()
-        if len(serving) >= CAP:
+        if len(serving) >= cap:
             refusing.append(done)
             await done
             outcomes.append("429")
@@ -235,9 +236,9 @@ def test_concurrency_converges_to_the_cap_and_the_429s_stop(tmp_path):
     # It learns the cap exactly (never less: a 429 proves more than the cap was in flight) ...
     learnt = next(step for step, (_, ceiling) in enumerate(trace) if ceiling == CAP)
     assert all(ceiling >= CAP for _, ceiling in trace)
-    # ... within the first few dozen requests, and without a storm: each window it tries costs at
-    # most the requests it sends beyond the cap: 12 for the first burst of 16, 4 at the halved 8,
-    # 1 when the limit creeps up to 5. (Halving on every echo of the first burst, or never, costs more.)
+    # ... within the first few dozen requests, and without a storm: no more than the old halving
+    # limiter's 12 for a first burst of 16, 4 at the halved 8 and 1 when the limit crept up to 5
+    # (slow start's first window of 8 costs 4). Lowering on every echo of a burst, or never, costs more.
     assert learnt < 30
     assert sum(1 for i in throttled if outcomes[:i].count("ok") <= learnt) <= (16 - CAP) + (8 - CAP) + (5 - CAP)
     # From then on it never runs more than one slot beyond the cap, and keeps the cap busy.
@@ -249,6 +250,120 @@ def test_concurrency_converges_to_the_cap_and_the_429s_stop(tmp_path):
     gaps = [b - a for a, b in zip([learnt] + later, later)]
     assert all(gap >= PROBE_AFTER_WINDOWS * CAP for gap in gaps), gaps
     assert len(later) <= 300 // (PROBE_AFTER_WINDOWS * CAP)
+
+
+def test_slow_start_finds_an_unknown_cap_and_holds_it_without_halving(tmp_path):
+    # Told 64, the server holds 16: the limit starts at the initial window and grows by one per
+    # success (doubling per window) until the first refusal, which teaches the cap exactly; from
+    # then it holds at the cap (halving on a 429 would drop it to 8 and under-use the server).
+    cap, told = 16, 64
+    engine, outcomes, trace = _capped_server_script(tmp_path, concurrency=told, requests=400, cap=cap)
+    assert outcomes.count("ok") == 400 and engine.meter.failed == 0
+    learnt = next(step for step, (_, ceiling) in enumerate(trace) if ceiling < told)
+    growing = [limit for limit, _ in trace[:learnt]]
+    assert growing[0] <= INITIAL_WINDOW + 1 and growing == sorted(growing) and growing[-1] >= cap
+    assert trace[learnt][1] == cap
+    # From then on: the limit never drops under the cap, and a probe for one more slot is all it tries.
+    assert all(cap <= int(limit) <= cap + 1 and ceiling in (cap, cap + 1) for limit, ceiling in trace[learnt:])
+    assert sum(1 for limit, _ in trace[learnt:] if int(limit) >= cap) == len(trace[learnt:])
+    # The 429s: one burst to find the cap (counted once), then one per probe, each after
+    # PROBE_AFTER_WINDOWS x cap successes at the cap.
+    assert engine.limiter.throttled == outcomes.count("429") <= 2 + 400 // (PROBE_AFTER_WINDOWS * cap)
+
+
+def test_a_later_429_lowers_the_ceiling_by_one_and_a_burst_counts_once():
+    now = [0.0]
+
+    async def main():
+        limiter = RateLimiter(concurrency=32, clock=lambda: now[0])
+        assert limiter.limit == INITIAL_WINDOW and limiter.slow_start
+        for _ in range(12):  # successes in slow start: one more slot each
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        assert limiter.limit == INITIAL_WINDOW + 12
+        # The first refusal handled, of a request sent with 18 others in flight: the server holds
+        # at most 18, and slow start ends there.
+        now[0] = 1.0
+        await limiter.throttle(0.5, Ticket(0.9, 19, limiter.sent))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (18, 18.0, False)
+        assert limiter.paused_until < now[0]  # the concurrency explains it: requests under the cap go on
+        # The rest of the burst (sent while slow start grew) comes back in any order: the tightest
+        # bound wins; however many refusals there are, they never lower it further.
+        for position in (20, 17, 18, 20, 19):
+            await limiter.throttle(0.5, Ticket(0.95, position, limiter.sent))
+        assert (limiter.ceiling, limiter.limit) == (16, 16.0) and limiter.throttled == 6
+        # A later refusal at the ceiling: one slot less, not half; the others go on.
+        now[0] = 5.0
+        await limiter.throttle(0.5, Ticket(4.0, 16, limiter.sent))
+        assert (limiter.ceiling, limiter.limit) == (15, 15.0) and limiter.paused_until < now[0]
+        # Its echoes (sent before that decision) change nothing.
+        await limiter.throttle(0.5, Ticket(4.5, 16, limiter.sent))
+        assert (limiter.ceiling, limiter.limit) == (15, 15.0)
+        # A refusal under the ceiling (a quota, or the server's room shrank): one slot less, and
+        # everyone waits out the server's Retry-After (a second by default).
+        now[0] = 9.0
+        await limiter.throttle(0.5, Ticket(8.0, 10, limiter.sent))
+        assert (limiter.ceiling, limiter.limit) == (14, 14.0) and limiter.paused_until == pytest.approx(9.5)
+        now[0] = 12.0
+        await limiter.throttle(None, Ticket(11.0, 10, limiter.sent))
+        assert (limiter.ceiling, limiter.limit) == (13, 13.0) and limiter.paused_until == pytest.approx(13.0)
+
+    asyncio.run(main())
+
+
+def test_slow_start_never_ends_under_half_its_window():
+    # A refusal at position 8 when the window had grown to 20: on a loaded machine later requests
+    # can reach the server first, but the first half of the window was answered, so the ceiling
+    # stays at 10 or more.
+    async def main():
+        limiter = RateLimiter(concurrency=64, clock=lambda: 1.0)
+        for _ in range(12):
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        await limiter.throttle(0.5, Ticket(0.5, 8, limiter.sent))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (10, 10.0, False)
+
+    asyncio.run(main())
+
+
+def test_a_refusal_many_later_requests_could_overtake_bounds_the_cap_by_the_window_only():
+    # Refused at position 8, but 30 requests were let through after it: any of them may have
+    # filled the server first, so it says no more than the window in force (20 - 1); a fresh
+    # refusal of the same burst then gives the cap.
+    async def main():
+        limiter = RateLimiter(concurrency=64, clock=lambda: 1.0)
+        for _ in range(12):
+            await limiter.acquire(1)
+            await limiter.release(1, 1, ok=True)
+        limiter.sent += 30
+        await limiter.throttle(0.5, Ticket(0.5, 8, limiter.sent - 30))
+        assert (limiter.ceiling, limiter.limit, limiter.slow_start) == (19, 19.0, False)
+        await limiter.throttle(0.5, Ticket(0.6, 17, limiter.sent - 2))
+        assert (limiter.ceiling, limiter.limit) == (16, 16.0)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_a_request_waiting_out_its_back_off_holds_no_slot(tmp_path, monkeypatch, status):
+    # One slot: the refused request's back-off must let the next request use the slot meanwhile.
+    provider = ProviderConfig(name="t", base_url="http://127.0.0.1:9/v1", model="m", concurrency=1)
+    engine = Engine(provider, Journal(tmp_path / "j.sqlite"), run_id="r")
+    monkeypatch.setattr(Engine, "_backoff", lambda self, attempt: 0.05)
+    ctx = RunContext(engine, [], 0, on_fail=lambda row: None)
+    sent: list[str] = []
+
+    async def scripted_call(endpoint, body):
+        prompt = body["messages"][0]["content"]
+        sent.append(prompt)
+        if sent.count(prompt) == 1 and prompt == "first":
+            raise _Retryable(f"HTTP {status}: try again", status, 0.05 if status == 429 else None)
+        return [f"answer to {prompt}"], ["stop"], 1, 1, None
+
+    engine._call = scripted_call
+    results = asyncio.run(ctx.gather(["first", "second"], lambda p: ctx.chat([{"role": "user", "content": p}])))
+    assert [r.text for r in results] == ["answer to first", "answer to second"]
+    assert sent == ["first", "second", "first"]
 
 
 def test_a_client_within_the_cap_never_gets_a_429(tmp_path, host):
@@ -289,6 +404,16 @@ def test_retry_after_is_honoured(tmp_path, host):
         first, second = server.log
     assert first["status"] == 429 and second["status"] == 200
     assert second["time"] - first["time"] >= 0.1  # the server said Retry-After: 0.1
+
+
+def test_a_request_that_outlasts_the_timeout_is_cut_and_retried(tmp_path, host):
+    ws = _workspace(tmp_path, ["slow [[timeout]]"])
+    events: list[dict] = []
+    with ScriptedServer(timeout_sleep=3.0) as server:  # without a client timeout it answers after 3 s
+        summary = run_generation(ws, _recipe(server, timeout=0.3), host=host, emit=events.append)
+    assert summary.rows == 1 and summary.meter["retries"] == 1
+    assert [e["error"] for e in events if e["event"] == "retry"] == ["timed out after 0.3 s"]
+    assert sorted(e["attempt"] for e in server.log) == [1, 2]  # the first ends when the server stops
 
 
 def test_bad_credentials_stop_the_run_with_a_clear_reason(tmp_path, host, monkeypatch):
@@ -408,7 +533,7 @@ def test_ratelimit_headers_pause_everyone():
         assert limiter.paused_until == pytest.approx(102.0)
         await limiter.observe({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "9s"})
         assert limiter.paused_until == pytest.approx(102.0)
-        await limiter.throttle(None)
-        assert limiter.limit == 2.0 and limiter.throttled == 1
+        await limiter.throttle(None)  # a 429 lowers the limit by one slot, not by half
+        assert limiter.limit == 3.0 and limiter.ceiling == 3 and limiter.throttled == 1
 
     asyncio.run(main())

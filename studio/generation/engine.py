@@ -1,7 +1,12 @@
-"""The request engine under every generator: ``AsyncOpenAI`` with our own retries (so
-``Retry-After`` and rate-limit headers are honoured across all workers), the journal that
-answers repeated requests for free, cost metering against a hard budget, and the
-:class:`GenerationContext` generators talk to."""
+"""The request engine under every generator: plain HTTP to the OpenAI-compatible API with our
+own retries (so ``Retry-After`` and rate-limit headers are honoured across all workers), the
+journal that answers repeated requests for free, cost metering against a hard budget, and the
+:class:`GenerationContext` generators talk to.
+
+Requests go through one pooled, keep-alive ``httpx2.AsyncClient`` (the transport the openai
+client itself uses), with the body serialised once and the answer read as plain JSON: the
+openai client's per-request parameter transforms and response models cost more CPU than the
+whole rest of a request, and at a server's capacity that time is a slot left idle."""
 from __future__ import annotations
 
 import asyncio
@@ -91,6 +96,7 @@ class Engine:
         self._in_progress: dict[str, asyncio.Future] = {}
         self._last_emit = 0.0
         self._client = None
+        self._urls: dict[str, Any] = {}  # endpoint -> its parsed URL
         self._limiter: RateLimiter | None = None
         self._jitter = random.Random()  # back-off jitter only; never feeds generated content
 
@@ -99,12 +105,18 @@ class Engine:
     @property
     def client(self):
         if self._client is None:
-            from openai import AsyncOpenAI
+            import httpx2
 
-            # Our own retry loop, not the client's, so every worker sees one shared pause.
-            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self.provider.api_key(),
-                                       default_headers=self.provider.headers or None, max_retries=0,
-                                       timeout=self.provider.timeout)
+            # No retries in the transport: our own loop retries, so every worker sees one shared pause.
+            # The pool keeps a warm connection for every slot the limiter may open.
+            headers = {"Authorization": f"Bearer {self.provider.api_key()}", "Content-Type": "application/json",
+                       "Accept": "application/json", **self.provider.headers}
+            self._client = httpx2.AsyncClient(
+                base_url=self.base_url.rstrip("/") + "/", headers=headers, timeout=self.provider.timeout,
+                limits=httpx2.Limits(max_connections=None,
+                                     max_keepalive_connections=max(20, self.provider.concurrency)))
+            self._urls = {"chat": self._client.base_url.join("chat/completions"),
+                          "completions": self._client.base_url.join("completions")}
         return self._client
 
     @property
@@ -115,7 +127,7 @@ class Engine:
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            await self._client.aclose()
 
     def progress_event(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -184,7 +196,7 @@ class Engine:
         while True:
             self._check_running()
             attempts += 1
-            await self.limiter.acquire(tokens)
+            ticket = await self.limiter.acquire(tokens)
             used, ok = None, False
             if self.stop_reason is None and self.budget is not None \
                     and self.meter.cost + self.reserved + reserve > self.budget:
@@ -195,9 +207,9 @@ class Engine:
                 self._check_running()
                 raise RunStopped(self.stop_reason or "stopped")
             self.reserved += reserve
-            sent_at = self.limiter.clock()
             self.meter.in_flight += 1
             self.meter.sent += 1
+            retry: _Retryable | None = None
             try:
                 texts, reasons, p_tok, c_tok, headers = await self._call(endpoint, body)
                 used, ok = p_tok + c_tok, True
@@ -211,22 +223,29 @@ class Engine:
                     raise GenerationFailed(str(exc), key=key, status=exc.status) from None
                 return self._fail(endpoint, body, key, str(exc), exc.status, attempts)
             except _Retryable as exc:
+                retry = exc
                 if exc.status == 429:
                     self.meter.throttled += 1
-                    await self.limiter.throttle(exc.wait, sent_at)
-                if attempts > self.provider.max_retries:
-                    return self._fail(endpoint, body, key, f"{exc} (gave up after {attempts} attempts)",
-                                      exc.status, attempts)
-                self.meter.retries += 1
-                wait = exc.wait if exc.wait is not None else self._backoff(attempts)
-                self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(exc),
-                           "status": exc.status, "wait": round(wait, 3)})
-                await asyncio.sleep(wait)
-                continue
+                    await self.limiter.throttle(exc.wait, ticket)
             finally:
+                # The slot is free as soon as the answer (or refusal) is in: a request waiting
+                # out its back-off holds none, so it neither blocks others nor counts as in flight.
                 self.reserved -= reserve
                 self.meter.in_flight -= 1
                 await self.limiter.release(tokens, used, ok)
+            if retry is not None:
+                if attempts > self.provider.max_retries:
+                    return self._fail(endpoint, body, key, f"{retry} (gave up after {attempts} attempts)",
+                                      retry.status, attempts)
+                self.meter.retries += 1
+                wait = retry.wait if retry.wait is not None else self._backoff(attempts)
+                self.emit({"event": "retry", "key": key, "attempt": attempts, "error": str(retry),
+                           "status": retry.status, "wait": round(wait, 3)})
+                await asyncio.sleep(wait)
+                continue
+            # Let the request waiting for the slot just freed go out before this answer is stored
+            # and turned into a row: when many answers arrive together, their slots refill first.
+            await asyncio.sleep(0)
             await self.limiter.observe(headers)
             self.journal.put_ok(key, endpoint, body["model"], body, texts, reasons, p_tok, c_tok, cost,
                                 attempts, self.run_id)
@@ -251,59 +270,63 @@ class Engine:
         """One HTTP request. Returns (texts, finish_reasons, prompt_tokens, completion_tokens,
         headers); raises _Retryable for what a retry may fix, GenerationFailed or RunStopped
         for what it can't."""
-        import openai
+        import httpx2
 
-        api = self.client.chat.completions if endpoint == "chat" else self.client.completions
+        client = self.client
+        # A request built from the parsed URL and headers kept with the client (send() adds the
+        # client's timeout): post() would parse and merge them again for every request.
+        request = httpx2.Request("POST", self._urls[endpoint], headers=client.headers,
+                                 content=json.dumps(body, ensure_ascii=False).encode())
         try:
-            raw = await api.with_raw_response.create(**body)
-            headers = raw.headers
-            parsed = raw.parse()
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            headers = exc.response.headers if exc.response is not None else None
-            message = _error_message(exc)
+            response = await client.send(request)
+        except httpx2.TimeoutException:
+            raise _Retryable(f"timed out after {self.provider.timeout:g} s") from None
+        except httpx2.TransportError as exc:
+            raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
+        status, headers = response.status_code, response.headers
+        if status >= 400:
+            message = _error_message(response)
             if status == 429 or status == 408 or status == 409 or status >= 500:
-                raise _Retryable(f"HTTP {status}: {message}", status, retry_after(headers)) from None
+                raise _Retryable(f"HTTP {status}: {message}", status, retry_after(headers))
             if status in (401, 403):
                 self.stop(f"the API refused the credentials (HTTP {status}): {message}")
-                raise RunStopped(self.stop_reason) from None
+                raise RunStopped(self.stop_reason)
             if endpoint == "completions" and status in (404, 405, 501):
                 raise GenerationFailed(f"this endpoint has no raw completions (/v1/completions, HTTP {status}): "
-                                       f"{message}", status=status) from None
-            raise GenerationFailed(f"HTTP {status}: {message}", status=status) from None
-        except openai.APITimeoutError:
-            raise _Retryable(f"timed out after {self.provider.timeout:g} s") from None
-        except openai.APIConnectionError as exc:
-            raise _Retryable(f"connection failed: {exc.__cause__ or exc}") from None
-        except (json.JSONDecodeError, openai.APIResponseValidationError, ValueError, TypeError) as exc:
+                                       f"{message}", status=status)
+            raise GenerationFailed(f"HTTP {status}: {message}", status=status)
+        try:
+            parsed = json.loads(response.content)
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise _Retryable(f"malformed response: {type(exc).__name__}: {str(exc)[:200]}") from None
+        if not isinstance(parsed, dict):
+            raise _Retryable("malformed response: not a JSON object")
         texts, reasons = _choices(endpoint, parsed)
-        usage = getattr(parsed, "usage", None)
-        p_tok = getattr(usage, "prompt_tokens", None)
-        c_tok = getattr(usage, "completion_tokens", None)
-        if p_tok is None or c_tok is None:  # some servers omit usage: meter our estimate instead
+        usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else {}
+        p_tok, c_tok = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(p_tok, int) or not isinstance(c_tok, int):  # some servers omit usage: meter our estimate
             p_tok, _ = self._estimate(endpoint, body)
             c_tok = sum(self.count_tokens(t) for t in texts)
         return texts, reasons, int(p_tok), int(c_tok), headers
 
 
-def _choices(endpoint: str, parsed: Any) -> tuple[list[str], list[str]]:
-    choices = getattr(parsed, "choices", None)
-    if not isinstance(choices, list) or not choices:
+def _choices(endpoint: str, parsed: dict[str, Any]) -> tuple[list[str], list[str]]:
+    choices = parsed.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
         raise _Retryable("malformed response: no choices")
     texts, reasons = [], []
-    for choice in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
+    for choice in sorted(choices, key=lambda c: c.get("index") or 0):
         if endpoint == "chat":
-            message = getattr(choice, "message", None)
-            content = getattr(message, "content", None)
-            if content is None and getattr(message, "tool_calls", None):
-                content = json.dumps([tc.model_dump() for tc in message.tool_calls])
+            message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            content = message.get("content")
+            if content is None and message.get("tool_calls"):
+                content = json.dumps(message["tool_calls"])
         else:
-            content = getattr(choice, "text", None)
+            content = choice.get("text")
         if not isinstance(content, str):
             raise _Retryable("malformed response: a choice has no text")
         texts.append(content)
-        reasons.append(str(getattr(choice, "finish_reason", None) or "stop"))
+        reasons.append(str(choice.get("finish_reason") or "stop"))
     return texts, reasons
 
 
@@ -311,13 +334,20 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("model", "messages", "prompt")}
 
 
-def _error_message(exc) -> str:
-    body = getattr(exc, "body", None)
+def _error_message(response) -> str:
+    """The API's own ``error.message`` when the body has one, else the body's text."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])[:300]
-    return str(getattr(exc, "message", exc))[:300]
+        if isinstance(inner, str) and inner:
+            return inner[:300]
+    text = response.content.decode("utf-8", "replace").strip()
+    return text[:300] or (response.reason_phrase or "")
 
 
 class RunContext(GenerationContext):

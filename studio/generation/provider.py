@@ -31,7 +31,8 @@ class ProviderConfig(BaseModel):
     api_key_env: str | None = Field(None, description="environment variable holding the API key (the key is never stored)")
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
     prices: dict[str, Price] = Field(default_factory=dict, description="per-model prices per 1M tokens")
-    concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once")
+    concurrency: int = Field(8, ge=1, le=1024, description="the most requests in flight at once (from 8, it grows "
+                             "to this or to just under the server's first 429)")
     rpm: int | None = Field(None, ge=1, description="requests per minute limit (token bucket)")
     tpm: int | None = Field(None, ge=1, description="tokens per minute limit (prompt + max completion)")
     timeout: float = Field(120.0, gt=0, description="seconds per request before it is retried")
