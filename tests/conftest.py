@@ -39,3 +39,16 @@ def realdata_file(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent (real data lives in ../shared/realdata beside the project)")
     return path
+
+
+def run_to_end(ws, recipe_path: Path):
+    """Train a recipe file as the CLI does (a run subprocess) and wait for it to complete."""
+    from studio.recipes import load_recipe
+    from studio.training import runs
+
+    run = runs.prepare_run(ws, load_recipe(recipe_path))
+    process = runs.start(run)
+    for _ in runs.follow(run, process):
+        pass
+    assert run.status()["status"] == "completed", run.log_tail()
+    return run

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DATASETS, ROOT
+from conftest import DATASETS, ROOT, run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.expectations import series
@@ -149,18 +149,9 @@ def ws(tmp_path) -> Workspace:
     return Workspace.init(tmp_path / "ws")
 
 
-def _run_to_end(ws: Workspace, path: Path) -> runs.TrainRun:
-    run = runs.prepare_run(ws, load_recipe(path))
-    process = runs.start(run)
-    for _ in runs.follow(run, process):
-        pass
-    assert run.status()["status"] == "completed", run.log_tail()
-    return run
-
-
 def test_kill_9_between_checkpoints_then_resume_repeats_the_uninterrupted_metrics(ws, tmp_path):
     path = _recipe(tmp_path)
-    reference = _run_to_end(ws, path)
+    reference = run_to_end(ws, path)
     assert (reference.final_dir / "config.json").is_file() and (reference.final_dir / "value").is_dir()
     assert "eval_objective/scores" in reference.metrics()["final"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DATASETS, ROOT
+from conftest import DATASETS, ROOT, run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.expectations import series
@@ -57,22 +57,13 @@ def ws(tmp_path) -> Workspace:
     return Workspace.init(tmp_path / "ws")
 
 
-def _run_to_end(ws: Workspace, path: Path) -> runs.TrainRun:
-    run = runs.prepare_run(ws, load_recipe(path))
-    process = runs.start(run)
-    for _ in runs.follow(run, process):
-        pass
-    assert run.status()["status"] == "completed", run.log_tail()
-    return run
-
-
 def _losses(run: runs.TrainRun) -> list[float]:
     return series(run.metric_history(), "loss")
 
 
 def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(ws, tmp_path):
     path = _recipe(tmp_path)
-    reference = _run_to_end(ws, path)
+    reference = run_to_end(ws, path)
 
     run = runs.prepare_run(ws, load_recipe(path))
     process = runs.start(run)
@@ -173,7 +164,7 @@ def test_export_merges_lora_and_the_export_serves(ws, tmp_path):
     from studio.models.loading import load_model
 
     path = _recipe(tmp_path, **{"training.max_steps": 8, "training.learning_rate": 0.02})
-    run = _run_to_end(ws, path)
+    run = run_to_end(ws, path)
     out = tmp_path / "export"
     _studio("model", "export", str(run.path), str(out), cwd=tmp_path)
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()

@@ -61,18 +61,7 @@ class OnlineBackend(Backend):
     trainer_name = ""
 
     def check(self, recipe, config) -> list[str]:
-        problems = []
-        unknown = [n for n in config.reward_funcs if n not in rewards.NAMES]
-        if unknown:
-            problems.append(f"config.reward_funcs: unknown {', '.join(map(repr, unknown))}; built in: "
-                            f"{', '.join(rewards.NAMES)}")
-        sources = len(config.reward_funcs) + (1 if config.reward_model else 0)
-        if sources == 0:
-            problems.append("config: no reward: name reward_funcs and/or a reward_model")
-        if config.reward_weights is not None and len(config.reward_weights) != sources:
-            problems.append(f"config.reward_weights: {len(config.reward_weights)} weight(s) for {sources} reward(s)")
-        if "contains" in config.reward_funcs and not config.keywords:
-            problems.append("config.keywords: the 'contains' reward needs at least one keyword")
+        problems = rewards.reward_problems(config)
         t = recipe.training
         processes = recipe.launcher.nproc if recipe.launcher.kind != "none" else 1
         batch = t.batch_size * t.grad_accum * processes

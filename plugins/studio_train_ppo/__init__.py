@@ -89,18 +89,7 @@ class PPOBackend(Backend):
     adapter_methods = ("none", "lora", "dora", "freeze")
 
     def check(self, recipe, config) -> list[str]:
-        problems = []
-        unknown = [n for n in config.reward_funcs if n not in rule_rewards.NAMES]
-        if unknown:
-            problems.append(f"config.reward_funcs: unknown {', '.join(map(repr, unknown))}; built in: "
-                            f"{', '.join(rule_rewards.NAMES)}")
-        sources = len(config.reward_funcs) + (1 if config.reward_model else 0)
-        if sources == 0:
-            problems.append("config: no reward: name reward_funcs and/or a reward_model")
-        if config.reward_weights is not None and len(config.reward_weights) != sources:
-            problems.append(f"config.reward_weights: {len(config.reward_weights)} weight(s) for {sources} reward(s)")
-        if "contains" in config.reward_funcs and not config.keywords:
-            problems.append("config.keywords: the 'contains' reward needs at least one keyword")
+        problems = rule_rewards.reward_problems(config)
         if config.value_init == "reward" and not config.reward_model:
             problems.append("config.value_init: 'reward' needs a reward_model")
         batch = recipe.training.batch_size

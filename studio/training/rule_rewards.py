@@ -96,3 +96,20 @@ def _ids(tokenizer, token: str | None) -> list[int]:
         return []
     vocab = tokenizer.get_vocab()
     return [vocab[token]] if token in vocab else []
+
+
+def reward_problems(options) -> list[str]:
+    """What is wrong with a config's reward sources (``reward_funcs``, ``reward_model``,
+    ``reward_weights``, ``keywords``), found before a run starts; GRPO, RLOO and PPO share them."""
+    problems = []
+    unknown = [n for n in options.reward_funcs if n not in NAMES]
+    if unknown:
+        problems.append(f"config.reward_funcs: unknown {', '.join(map(repr, unknown))}; built in: {', '.join(NAMES)}")
+    sources = len(options.reward_funcs) + (1 if options.reward_model else 0)
+    if sources == 0:
+        problems.append("config: no reward: name reward_funcs and/or a reward_model")
+    if options.reward_weights is not None and len(options.reward_weights) != sources:
+        problems.append(f"config.reward_weights: {len(options.reward_weights)} weight(s) for {sources} reward(s)")
+    if "contains" in options.reward_funcs and not options.keywords:
+        problems.append("config.keywords: the 'contains' reward needs at least one keyword")
+    return problems
