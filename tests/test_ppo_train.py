@@ -5,6 +5,7 @@ and two CPU processes over gloo train one model."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -97,6 +98,22 @@ def test_a_planted_rule_reward_is_learned_with_bounded_kl_and_the_first_mini_bat
             "episode"} <= set(metrics[-1])
     assert metrics[-1]["episode"] == 12 * 16
     assert ("train_begin", {"step": 0, "max_steps": 12, "epochs": 0.0}) in events
+
+
+def test_bf16_autocast_runs_the_forward_passes_in_bf16_and_keeps_float32_weights():
+    # training.precision bf16 (auto on a GPU with bf16): the forwards autocast, the optimiser's
+    # weights stay float32, and an update still starts from ratio 1 with the policy at the reference.
+    loop, events = _loop({"num_mini_batches": 2}, updates=2, learning_rate=1e-3, batch_size=8, precision="bf16")
+    seen = []
+    lm_head = loop.models.policy.get_output_embeddings()
+    hook = lm_head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    loop.run()
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in loop.params)
+    metrics = _metrics(events)
+    assert metrics[0]["objective/kl"] == 0.0 and metrics[0]["val/ratio_first"] == pytest.approx(1.0, abs=1e-3)
+    assert all(math.isfinite(v) for m in metrics for v in m.values())
 
 
 def test_a_cancel_saves_the_update_it_lands_on_and_stops(tmp_path):

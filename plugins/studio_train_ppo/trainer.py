@@ -26,6 +26,7 @@ reduced over all ranks; only rank 0 writes checkpoints and the final model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -62,6 +63,7 @@ class LoopSettings:
     save_steps: int | None = None
     save_total_limit: int | None = 2
     checkpoints_dir: Path | None = None
+    precision: str = "fp32"              # fp32, or bf16/fp16 autocast around every forward pass
 
 
 @dataclass
@@ -174,6 +176,14 @@ class PPOLoop:
         self.update = 0                  # updates done
         self.last_metrics: dict[str, float] = {}
 
+    def autocast(self):
+        """The forward passes' precision: bf16/fp16 autocast (weights and optimiser stay float32),
+        or nothing for fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision)
+        if dtype is None or not self.params:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.params[0].device.type, dtype=dtype)
+
     # -- data and seeds ---------------------------------------------------------------------------
     def batch_rows(self, update: int) -> list[PromptRow]:
         """This rank's prompts for ``update``: the global stream of episodes walks the prompts in a
@@ -200,7 +210,7 @@ class PPOLoop:
     # -- one update -------------------------------------------------------------------------------
     def rollout(self, rows: list[PromptRow], generator: torch.Generator) -> tuple[Rollout, Episodes]:
         tokenizer = self.models.tokenizer
-        with self.models.generator() as lm:
+        with self.models.generator() as lm, self.autocast():
             rollout = sample(lm, [r.input_ids for r in rows], pad_id=self.pad_id, stop=stop_ids(lm, tokenizer),
                              response_length=self.options.response_length, temperature=self.options.temperature,
                              generator=generator)
@@ -249,7 +259,7 @@ class PPOLoop:
         responses, mask = rollout.responses, rollout.response_mask
         scores, used_scores, per_source = self.score(episodes, rollout.ended)
 
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             length = responses.shape[1]
             logits = self.response_logits(m.policy_logits(qr, am, pos, length + 1), length)
             old_logprobs = core.logprobs_from_logits(logits, responses)
@@ -309,9 +319,10 @@ class PPOLoop:
             for start in range(0, batch, size):
                 idx = order[start:start + size]
                 mb_mask = mask[idx]
-                logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx], length + 1), length)
+                with self.autocast():
+                    logits = self.response_logits(m.policy_logits(qr[idx], am[idx], pos[idx], length + 1), length)
+                    values = _response_part(m.values(qr[idx], am[idx], pos[idx]), length).float()
                 logprobs = core.logprobs_from_logits(logits, responses[idx])
-                values = _response_part(m.values(qr[idx], am[idx], pos[idx]), length).float()
                 pl = core.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mb_mask, o.cliprange)
                 vl, v_clipfrac = core.value_loss(values, old_values[idx], returns[idx], mb_mask, o.cliprange_value)
                 # Without a bonus the entropy is only reported: keep it out of the backward pass.
@@ -442,6 +453,14 @@ class PPOLoop:
         return out
 
 
+def _precision(setting: str) -> str:
+    """The recipe's ``training.precision``, with ``auto`` meaning bf16 on a GPU that has it and
+    float32 otherwise (as for the trl back-ends)."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def _fused_ok(params: list[torch.Tensor]) -> bool:
     """Fused AdamW takes float parameters on CPU or CUDA only."""
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
@@ -516,7 +535,8 @@ def train_backend(ctx) -> dict[str, Any]:
                             seed=ctx.recipe.seed, max_grad_norm=t.max_grad_norm, scheduler=t.scheduler,
                             warmup_steps=round(t.warmup_ratio * t.max_steps), weight_decay=t.weight_decay,
                             logging_steps=t.logging_steps, save_steps=t.save_steps,
-                            save_total_limit=t.save_total_limit, checkpoints_dir=ctx.checkpoints_dir)
+                            save_total_limit=t.save_total_limit, checkpoints_dir=ctx.checkpoints_dir,
+                            precision=_precision(t.precision))
     loop = PPOLoop(models, reward, prompt_rows(ctx.train_records, tokenizer), ctx.config, settings,
                    emit=ctx.emit, cancelled=ctx.cancelled, processes=procs)
     metrics = loop.run(resume=ctx.resume)
