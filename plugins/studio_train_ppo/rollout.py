@@ -68,20 +68,25 @@ def sample(model, prompts: list[list[int]], *, pad_id: int, stop: list[int], res
     first stop token (the loop ends when every row has stopped)."""
     from transformers import DynamicCache
 
+    from studio.serving.batching import cache_keyword
+
     query, query_mask = left_pad(prompts, pad_id)
     batch, context_length = query.shape
     device = next(model.parameters()).device
     query, query_mask = query.to(device), query_mask.to(device)
     stop_tensor = torch.tensor(stop, dtype=torch.long, device=device)
     cache = DynamicCache()
+    # transformers 5.25 renamed the forward's past_key_values to cache; a name the model does not
+    # take would be swallowed by **kwargs and every step would see only its own token.
+    keyword = cache_keyword(model.get_base_model() if hasattr(model, "get_base_model") else model)
     attention = query_mask
     step_ids, step_positions = query, positions(query_mask)
     next_position = query_mask.sum(1, keepdim=True)
     tokens, done = [], torch.zeros(batch, dtype=torch.bool, device=device)
     for _ in range(response_length):
         # The cache fills in place; only the last position's logits are needed.
-        out = model(input_ids=step_ids, attention_mask=attention, position_ids=step_positions, cache=cache,
-                    use_cache=True, logits_to_keep=1)
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=step_positions, use_cache=True,
+                    logits_to_keep=1, **{keyword: cache})
         logits = out.logits[:, -1, :].float() / temperature
         probs = torch.softmax(logits, dim=-1)
         token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
