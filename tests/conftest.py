@@ -52,3 +52,37 @@ def run_to_end(ws, recipe_path: Path):
         pass
     assert run.status()["status"] == "completed", run.log_tail()
     return run
+
+
+def kill_at_checkpoint(ws, recipe_path: Path, step: int):
+    """Start a training run and kill -9 its process as soon as it reports the checkpoint of
+    ``step``: ``(run, killed_after)``, where killed_after is None if that never came."""
+    import signal
+    import time
+
+    from studio.recipes import load_recipe
+    from studio.training import runs
+
+    run = runs.prepare_run(ws, load_recipe(recipe_path))
+    process = runs.start(run)
+    offset, killed_after = 0, None
+    deadline = time.time() + 240
+    while killed_after is None and time.time() < deadline:
+        events, offset = run.read_from("events.jsonl", offset)
+        for event in events:
+            if event["event"] == "checkpoint" and event["step"] == step:
+                os.kill(process.pid, signal.SIGKILL)  # the whole run process, no clean-up
+                killed_after = event["step"]
+                break
+        time.sleep(0.01)
+    process.wait(timeout=30)
+    return run, killed_after
+
+
+def resume_to_end(run):
+    from studio.training import runs
+
+    resumed = runs.resume(run)
+    for _ in runs.follow(run, resumed):
+        pass
+    assert run.status()["status"] == "completed", run.log_tail()

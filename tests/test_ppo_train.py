@@ -7,21 +7,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import DATASETS, ROOT, run_to_end
+from conftest import DATASETS, ROOT, kill_at_checkpoint, resume_to_end, run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.expectations import series
-from studio.recipes import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -172,27 +169,12 @@ def test_kill_9_between_checkpoints_then_resume_repeats_the_uninterrupted_metric
     assert (reference.final_dir / "config.json").is_file() and (reference.final_dir / "value").is_dir()
     assert "eval_objective/scores" in reference.metrics()["final"]
 
-    run = runs.prepare_run(ws, load_recipe(path))
-    process = runs.start(run)
-    offset, killed_after = 0, None
-    deadline = time.time() + 240
-    while killed_after is None and time.time() < deadline:
-        events, offset = run.read_from("events.jsonl", offset)
-        for event in events:
-            if event["event"] == "checkpoint" and event["step"] == 2:
-                os.kill(process.pid, signal.SIGKILL)  # no clean-up at all
-                killed_after = event["step"]
-                break
-        time.sleep(0.01)
-    process.wait(timeout=30)
+    run, killed_after = kill_at_checkpoint(ws, path, 2)
     assert killed_after == 2 and run.status()["status"] == "interrupted"
     done = [c["step"] for c in run.checkpoints() if c["complete"]]
     assert 2 in done and max(done) < 6, done
 
-    resumed = runs.resume(run)
-    for _ in runs.follow(run, resumed):
-        pass
-    assert run.status()["status"] == "completed", run.log_tail()
+    resume_to_end(run)
     assert any(e["event"] == "start" and e["resume"] for e in run.events())
     # Float32 on one thread: the same weights, optimiser state, KL coefficient, running score
     # statistics and seeds give the same numbers; 1e-6 only allows for JSON's float printing.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DATASETS, ROOT, run_to_end
+from conftest import DATASETS, ROOT, kill_at_checkpoint, resume_to_end, run_to_end
 from studio.store import Workspace
 from studio.training import runs
 from studio.training.expectations import series
-from studio.recipes import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -65,28 +63,13 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(ws, tmp_pa
     path = _recipe(tmp_path)
     reference = run_to_end(ws, path)
 
-    run = runs.prepare_run(ws, load_recipe(path))
-    process = runs.start(run)
-    offset, killed_after = 0, None
-    deadline = time.time() + 240
-    while killed_after is None and time.time() < deadline:
-        events, offset = run.read_from("events.jsonl", offset)
-        for event in events:
-            if event["event"] == "checkpoint" and event["step"] == 5:
-                os.kill(process.pid, signal.SIGKILL)  # the whole run process, no clean-up
-                killed_after = event["step"]
-                break
-        time.sleep(0.01)
-    process.wait(timeout=30)
+    run, killed_after = kill_at_checkpoint(ws, path, 5)
     assert killed_after == 5
     assert run.status()["status"] == "interrupted"
     done = [c["step"] for c in run.checkpoints() if c["complete"]]
     assert 5 in done and max(done) < 20, done
 
-    resumed = runs.resume(run)
-    for _ in runs.follow(run, resumed):
-        pass
-    assert run.status()["status"] == "completed", run.log_tail()
+    resume_to_end(run)
     assert any(e["event"] == "start" and e["resume"] for e in run.events())
     # Every step's loss, the held-out loss and the trained weights equal the uninterrupted run's.
     assert _losses(run) == pytest.approx(_losses(reference), abs=1e-5)
