@@ -8,9 +8,10 @@ the planted reward (``bench/ppo_common.py``: the share of a response's tokens in
 vocabulary; a reward module for trl, a reward source for the studio), batch size, mini-batches, PPO
 epochs, response length, the stop token (the tokenizer's EOS alone: trl takes one), learning rate
 (constant), AdamW epsilon, beta and the KL estimator, temperature, the missing-EOS penalty, the value
-model's start (the policy with a zero head), the clip ranges, vf_coef, gamma, lambda and the seeds. Full fine-tuning and LoRA (r 8, alpha 16, all
-linear layers). Not the same, by design: the studio clips gradients at ``max_grad_norm`` (1.0), trl
-1.12 does not clip; the studio puts the score on the EOS token, trl on the first pad after it.
+model's start (the policy with a zero head), the clip ranges, vf_coef, gamma, lambda, the seeds and
+no gradient clipping (trl 1.12's PPO loop never clips; ``--max-grad-norm`` turns the studio's on).
+Full fine-tuning and LoRA (r 8, alpha 16, all linear layers). Not the same, by design: the studio
+puts the score on the EOS token, trl on the first pad after it.
 
 Two parts:
 - **learning**: the embedded model, enough updates for the score to climb;
@@ -105,7 +106,8 @@ def ours_child(spec_path: str, out_path: str) -> None:
     prompts = [PromptRow(input_ids=ids, messages=messages, columns={})
                for ids, messages in zip(spec["prompts"], spec["messages"])]
     settings = LoopSettings(updates=spec["updates"], batch_size=spec["batch_size"],
-                            learning_rate=spec["learning_rate"], seed=spec["seed"], scheduler="constant")
+                            learning_rate=spec["learning_rate"], seed=spec["seed"], scheduler="constant",
+                            max_grad_norm=spec["max_grad_norm"])
     records: list[dict] = []
     memory: dict = {}
     scan = {"seconds": 0.0}
@@ -262,7 +264,7 @@ def base_spec(args, model: str, prompts, messages, good, updates: int, batch: in
             "temperature": args.temperature, "missing_eos_penalty": args.missing_eos_penalty,
             "learning_rate": args.learning_rate, "kl_coef": args.kl_coef, "kl_estimator": "k1",
             "cliprange": 0.2, "cliprange_value": 0.2, "vf_coef": 0.1, "gamma": 1.0, "lam": 0.95,
-            "adam_epsilon": 1e-5, "lora": None, "profile": args.profile}
+            "adam_epsilon": 1e-5, "lora": None, "profile": args.profile, "max_grad_norm": args.max_grad_norm}
 
 
 def combine(runs: list[dict]) -> dict:
@@ -365,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--missing-eos-penalty", type=float, default=1.0)
+    parser.add_argument("--max-grad-norm", type=float, default=0.0,
+                        help="the studio's gradient clipping; 0 = off, as in trl 1.12's PPO loop, which never clips")
     parser.add_argument("--profile", action="store_true",
                         help="run each side's training under cProfile and keep the top functions by cumulative "
                              "time in the JSON (slows both sides: for finding where the seconds go, not for timing)")
