@@ -55,7 +55,7 @@ def preflight(ws, recipe: TrainRecipe, host=None) -> Checked:
     problems = adapter_problems(recipe.adapter, tuple(backend.adapter_methods), backend.name)
     problems += backend.check(recipe, config)
     model, model_issues = check_model(ws, recipe, backend, config)
-    problems += model_issues
+    problems += model_issues + reward_model_problems(ws, config)
     formats = host.formats()
     if recipe.format_options:
         from studio.data.format_options import configure_formats
@@ -83,6 +83,23 @@ def preflight(ws, recipe: TrainRecipe, host=None) -> Checked:
     if problems:
         raise ValueError("the run cannot start:\n  " + "\n  ".join(problems))
     return Checked(backend, config, train, evaluation, loaded.source, eval_source, warnings, model)
+
+
+def reward_model_problems(ws, config: BaseModel) -> list[str]:
+    """A back-end's ``config.reward_model`` (GRPO, RLOO, PPO) must name a reward model that is
+    there before the run starts; a pipeline's not-yet-made reference is left to the pipeline."""
+    from studio.models.loading import ModelNotFound
+    from studio.recipes.pipeline import PREVIOUS, STEP_PREFIX
+    from studio.training.reward_refs import resolve_reward_model
+
+    ref = getattr(config, "reward_model", None)
+    if not isinstance(ref, str) or ref == PREVIOUS or ref.startswith(STEP_PREFIX):
+        return []
+    try:
+        resolve_reward_model(ref, Path(ws.root) / "runs" / "-")
+    except ModelNotFound as exc:
+        return [f"config.reward_model: {exc}"]
+    return []
 
 
 def check_model(ws, recipe: TrainRecipe, backend, config: BaseModel) -> tuple[str, list[str]]:
