@@ -42,6 +42,8 @@ SHARED_PROCESS_MARGIN = 32
 STDERR_TAIL = 2000
 # A program killed by a signal exits from the sandbox's init with 128 + the signal's number.
 SIGNAL_EXIT_BASE = 128
+# How long the sandbox waits for a killed program's processes to be gone.
+GROUP_EXIT_PATIENCE = 30.0
 
 # Runs first in the child. Limits are set here, not with preexec_fn (unsafe while the parent has
 # threads), and inside the new user namespace, where the process limit counts only the sandbox's
@@ -189,6 +191,35 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _live_members(group: int) -> bool:
+    """Whether a process of ``group`` is still running (zombies, already ended, do not count)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            # Fields after the command's closing parenthesis: state, ppid, pgrp, ...
+            fields = stat[stat.rfind(")") + 2:].split()
+            if len(fields) > 2 and fields[2] == str(group) and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _end_group(group: int, patience: float = GROUP_EXIT_PATIENCE) -> None:
+    """SIGKILL every process of ``group`` and wait until none runs. A fork loop may have left
+    hundreds, and on a busy machine they take a while to be scheduled and die."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        if not _live_members(group) or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
 def run_program(source: str, limits: Limits | None = None) -> Outcome:
     """Run one program in the sandbox and say how it ended."""
     limits = limits or Limits()
@@ -210,10 +241,7 @@ def run_program(source: str, limits: Limits | None = None) -> Outcome:
                 timed_out = True
             finally:
                 # The whole group goes, whether the program ended or not: it may have left children.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _end_group(proc.pid)
                 proc.wait()
         seconds = time.monotonic() - started
         stderr = (folder / "stderr").read_bytes()[-STDERR_TAIL:].decode("utf-8", errors="replace")
