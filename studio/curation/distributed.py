@@ -1,27 +1,76 @@
-"""Running curation ops on an existing distributed engine.
+"""Curation on a distributed engine: what the studio's Ray engine (``studio curate RECIPE --engine
+ray``, :mod:`studio.curation.ray_engine`) and an op's engine-side code agree on, with no engine
+imported here.
 
-Row-local ops (filters, PII redaction, decontamination: each row's fate depends only on that
-row and the op's config) become a plain function from an Arrow batch of canonical rows to the
-rows that survive, so an engine that maps Arrow batches runs the studio's own op code:
+Rows on the engine carry ``_pos`` (int64): a row's position in the pipeline's order. Rows of the
+pipeline's input have ``_pos`` = their index there; rows an op adds come after them. Sorting by
+``_pos`` gives the order the local engine holds, so "the first occurrence" and "the smallest index
+of a cluster" mean the same on both engines.
 
-    # Ray Data
+* Row-local ops (filters, PII, decontamination: a row's fate depends on that row and the op's
+  config only) need nothing from their plugin: the engine maps Arrow batches through the op's own
+  ``run`` (:func:`apply_to_batch`).
+* An op that groups the whole dataset (dedup) implements ``run_on_ray(rows, config, ctx)``: it gets
+  the step's rows as a Ray Dataset (materialised, in ``_pos`` order) and an :class:`EngineContext`,
+  and returns :class:`Duplicates`, which the engine applies batch by batch.
+* Split, sample and mix need only row counts and a few narrow columns: the engine runs their own
+  ``run`` on the driver over a table without the conversation columns.
+
+Other engines can use :func:`batch_function` (Arrow batch -> surviving rows) and :func:`exact_keys`:
+
     fn = batch_function("refusal_filter", {"pair_policy": "drop_if_chosen_refuses"})
-    ds = ray.data.read_parquet("s3://bucket/canonical/").map_batches(fn, batch_format="pyarrow")
-
-    # Spark
-    df.mapInArrow(lambda batches: (fn(b) for b in batches), schema=df.schema)
-
-Dedup needs one global grouping step: ``exact_keys`` gives each row the same normalised key
-``exact_dedup`` uses, so ``groupBy(key).first()`` on the engine is exact dedup. Ops that see the
-whole dataset (dedup clusters, split, sample, mix) otherwise run on one machine.
+    df.mapInArrow(lambda batches: (fn(b) for b in batches), schema=df.schema)   # Spark
 """
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 ROW_LOCAL = ("filter", "transform")
+POS = "_pos"
+
+
+@dataclass
+class EngineContext:
+    """What an op's engine-side code gets besides its rows and config."""
+
+    seed: int  # the recipe's seed (an op's own seed option wins, as on the local engine)
+    rows: int  # rows in this step's input
+    num_cpus: int  # CPUs of the cluster: a hint for how many blocks/partitions to use
+    step: int = 0
+    emit: Callable[[dict[str, Any]], None] = lambda event: None
+    cancelled: Callable[[], bool] = lambda: False
+
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        self.emit({"event": "progress", "step": self.step, "done": done, "total": total, "what": what})
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise InterruptedError("curation cancelled")
+
+
+@dataclass
+class Duplicates:
+    """A dedup op's result on an engine, by ``_pos``: the rows it removes, each with the kept row of
+    its cluster, exactly as the local op's :class:`~studio.curation.op_base.OpResult` would say."""
+
+    reason: str  # the local op's Removal.reason ("exact duplicate", ...)
+    pos: np.ndarray  # int64, ascending: the removed rows
+    root: np.ndarray  # int64: per removed row, the kept row of its cluster (the smallest _pos)
+    similarity: np.ndarray | None = None  # float64 per removed row, to the kept row, unrounded
+    detail: list[dict[str, Any]] | None = None  # per removed row: the local Removal.detail
+    report: dict[str, Any] = field(default_factory=dict)  # the local op's result.report
+
+    def cluster_stats(self, rows: int) -> dict[str, Any]:
+        """The statistics ``result_from_roots`` reports, from the removed rows alone."""
+        roots, per_root = np.unique(self.root, return_counts=True)
+        return {"rows": rows, "kept": rows - len(self.pos), "removed": int(len(self.pos)),
+                "clusters": int(len(roots)), "largest_cluster": int(per_root.max() + 1) if len(roots) else 0,
+                "rows_in_clusters": int(len(self.pos) + len(roots))}
 
 
 def _ops():

@@ -165,7 +165,11 @@ class OpContext:
 
 
 class CurationOp:
-    """Base class of curation ops. Subclasses set the class attributes and ``run``."""
+    """Base class of curation ops. Subclasses set the class attributes and ``run``.
+
+    An op that groups the whole dataset may also run on the Ray engine by defining
+    ``run_on_ray(rows, config, ctx) -> studio.curation.distributed.Duplicates`` (see that module);
+    row-local ops (filters, transforms) run there through their own ``run`` with nothing added."""
 
     name: ClassVar[str]
     title: ClassVar[str]
