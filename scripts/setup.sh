@@ -19,7 +19,7 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
   "${pip[@]}" "torch==2.13.0"
 fi
-"${pip[@]}" -e ".[dev]"
+"${pip[@]}" -e ".[dev,ray]"
 # The editable finder maps only the plugin packages that existed at install time; putting
 # plugins/ on sys.path lets a newly written built-in plugin import without reinstalling.
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

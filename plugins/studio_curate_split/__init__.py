@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from studio.curation.op_base import CurationOp, OpContext, OpInput, OpResult, Removal
+from studio.curation.op_base import CURRENT_ROWS, CurationOp, OpContext, OpInput, OpResult, Removal
 from studio.hookspecs import hookimpl
 
 STRATIFY_HELP = ("keep each group's share in every part: kind, label, tools, or a meta field (category, "
@@ -186,7 +186,7 @@ class MixConfig(BaseModel):
         return self
 
 
-CURRENT = "(current)"
+CURRENT = CURRENT_ROWS
 
 
 def _pick(rng, available: int, wanted: int, replace: bool):

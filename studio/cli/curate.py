@@ -1,6 +1,6 @@
 """``studio curate``: run curation recipes and inspect, restore or drop what they removed.
 
-    studio curate RECIPE [KEY=VALUE ...] [--dry-run] [--limit N] [--json]
+    studio curate RECIPE [KEY=VALUE ...] [--dry-run] [--limit N] [--engine local|ray [--address ADDR]] [--json]
     studio curate ops [--json]
     studio curate removed NAME[@V] [--op OP] [--reason TEXT] [--offset N] [--limit N] [--json]
     studio curate restore NAME[@V] [ENTRY ...] [--op OP] [--reason TEXT] [--json]
@@ -13,6 +13,7 @@ row number in the recipe's input dataset (`source #N`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any
@@ -29,6 +30,10 @@ def _parser(action: str) -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="report what each step would do; write nothing")
         p.add_argument("--limit", type=int, help="run on the first N records only (implies --dry-run)")
         p.add_argument("--examples", type=int, default=3, help="example removals per step in --dry-run output")
+        p.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="where the steps run: this machine's cores (local) or Ray Data (ray)")
+        p.add_argument("--address", help="with --engine ray: a running Ray cluster (HOST:PORT, or auto); "
+                                         "default: a local Ray instance sized to this machine")
     elif action == "removed":
         p.add_argument("ref")
         p.add_argument("--op")
@@ -65,10 +70,18 @@ def _run_recipe(args) -> int:
     ws = workspace(args)
     path = recipe_path(args.recipe, ws)
     recipe = load_recipe(path, args.overrides, kind="curate")
+    if args.address and args.engine != "ray":
+        raise ValueError("--address needs --engine ray")
+    run = run_pipeline
+    if args.engine == "ray":
+        from studio.curation.ray_engine import import_ray, run_on_ray
+
+        import_ray()  # says how to install Ray before anything starts
+        run = functools.partial(run_on_ray, address=args.address)
     emit, finish = _progress_emitter(args.json)
     try:
-        result = run_pipeline(ws, recipe, host().items("curation_op"), emit=emit, dry_run=args.dry_run,
-                              limit=args.limit, base_dir=path.resolve().parent, examples=args.examples)
+        result = run(ws, recipe, host().items("curation_op"), emit=emit, dry_run=args.dry_run,
+                     limit=args.limit, base_dir=path.resolve().parent, examples=args.examples)
     finally:
         finish()
     report_curation(result, args.json, args.examples)
@@ -87,7 +100,10 @@ def report_curation(result, as_json: bool, examples: int = 3) -> None:
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"curate {result.input.dataset}@{result.input.id[:8]}"
+    engine = result.engine
+    where = "" if engine.get("name") == "local" else \
+        f" on {engine['name']} ({engine.get('nodes', 1)} node(s), {engine.get('cpus', '?')} CPUs)"
+    table = Table(title=f"curate {result.input.dataset}@{result.input.id[:8]}{where}"
                         + (" (dry run)" if result.dry_run else ""), title_justify="left")
     for col in ("step", "op", "in", "removed", "changed", "out", "seconds", "reasons"):
         table.add_column(col, overflow="fold")

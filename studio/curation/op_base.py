@@ -19,6 +19,8 @@ from pydantic import BaseModel
 # Rows per task handed to a worker process; small inputs run in-process (a pool costs ~1 s).
 PARALLEL_MIN_ROWS = 20_000
 CHUNK_ROWS = 25_000
+# ``OpResult.added_from`` names this dataset for rows copied from the op's own input (mix upsampling).
+CURRENT_ROWS = "(current)"
 
 
 @dataclass

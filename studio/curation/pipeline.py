@@ -91,6 +91,7 @@ class PipelineResult:
     outputs: dict[str, VersionInfo] = field(default_factory=dict)
     dry_run: bool = False
     side_rows: int = 0
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "local", "nodes": 1})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class PipelineResult:
             "splits": {k: {"dataset": v.dataset, "version": v.id, "records": v.num_records}
                        for k, v in self.outputs.items()},
             "side_rows": self.side_rows,
+            "engine": self.engine,
         }
 
 
@@ -300,14 +302,16 @@ def run_pipeline(
                     raise RecipeError(f"step {index} ({op.name}) split the rows; a split must be the last step")
                 outputs_idx = result.outputs
                 last_keep = result.keep
-        out = PipelineResult(input=input_info, steps=reports, dry_run=dry_run, side_rows=len(run.side))
+        out = PipelineResult(input=input_info, steps=reports, dry_run=dry_run, side_rows=len(run.side),
+                             engine={"name": "local", "nodes": 1, "cpus": ctx.num_proc})
         if dry_run:
             return out
         final = OpInput(run.path).table
         target = recipe.output or input_info.dataset
         operation = {"name": "curate", "input": f"{input_info.dataset}@{input_info.id}",
                      "recipe": recipe.model_dump(exclude_none=True),
-                     "steps": [r.to_dict() for r in reports]}
+                     "steps": [r.to_dict() for r in reports],
+                     "engine": out.engine}
         parent = input_info.id
         if outputs_idx is None:
             out.version = ws.write_version(target, final, operation, parent=parent, side_files=_side_writer(run.side, run.origin))

@@ -1,0 +1,251 @@
+"""``studio curate --engine ray``: the same recipe on a local Ray instance gives the same versions,
+kept rows, side table and clusters as the local engine, reads Parquet, survives a kill -9, and
+says how to install Ray when it is missing."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from studio.curation.pipeline import ORIGIN_FILE, SIDE_TABLE, run_pipeline
+from studio.data.workflows import import_file
+from studio.plugins import get_host
+from studio.recipes import load_recipe
+from studio.records import arrow_schema
+from studio.store import Workspace
+
+ray = pytest.importorskip("ray")
+
+from studio.curation.ray_engine import merge_reports, run_on_ray  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOLLY_RECIPE = ROOT / "recipes" / "curate-dolly.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ops():
+    return get_host().items("curation_op")
+
+
+def workspaces(tmp_path: Path) -> tuple[Workspace, Workspace]:
+    return Workspace.init(tmp_path / "local"), Workspace.init(tmp_path / "ray")
+
+
+def read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).read_all()
+
+
+def assert_same_version(ws_a: Workspace, ws_b: Workspace, a, b) -> None:
+    """Same id (content address), rows, side table and origins; only the engine differs."""
+    assert a.id == b.id and a.num_records == b.num_records
+    folder_a, folder_b = ws_a.version_dir(a.dataset, a.id), ws_b.version_dir(b.dataset, b.id)
+    for name in ("data.arrow", SIDE_TABLE, ORIGIN_FILE):
+        assert read_arrow(folder_a / name).equals(read_arrow(folder_b / name)), name
+    info_b = json.loads((folder_b / "version.json").read_text())
+    assert info_b["operation"]["engine"]["name"] == "ray"
+    assert info_b["operation"]["engine"]["nodes"] >= 1
+    info_a = json.loads((folder_a / "version.json").read_text())
+    assert info_a["operation"]["engine"]["name"] == "local"
+    assert info_b["parent"] == info_a["parent"]
+
+
+def assert_same_steps(local, on_ray) -> None:
+    for x, y in zip(local.steps, on_ray.steps, strict=True):
+        assert (x.op, x.rows_in, x.removed, x.changed, x.added, x.rows_out, x.clusters) == \
+               (y.op, y.rows_in, y.removed, y.changed, y.added, y.rows_out, y.clusters), x.op
+        assert x.by_reason == y.by_reason, x.op
+        if x.op.endswith("dedup"):
+            for key in ("rows", "kept", "removed", "clusters", "largest_cluster", "rows_in_clusters"):
+                assert x.report[key] == y.report[key], (x.op, key)
+
+
+def test_the_dolly_recipe_gives_the_same_versions_on_both_engines(tmp_path, local_ray, ops):
+    ws_local, ws_ray = workspaces(tmp_path)
+    recipe = load_recipe(DOLLY_RECIPE, kind="curate")
+    local = run_pipeline(ws_local, recipe, ops, base_dir=ROOT)
+    events = []
+    on_ray = run_on_ray(ws_ray, recipe, ops, base_dir=ROOT, emit=events.append)
+    assert set(local.outputs) == set(on_ray.outputs) == {"train", "validation", "test"}
+    for name in local.outputs:
+        assert_same_version(ws_local, ws_ray, local.outputs[name], on_ray.outputs[name])
+    assert_same_steps(local, on_ray)
+    assert on_ray.side_rows == local.side_rows > 0
+    assert on_ray.engine["name"] == "ray" and on_ray.to_dict()["engine"]["cpus"] >= 1
+    names = [e["event"] for e in events]
+    assert names.index("engine") < names.index("step_start") and names[-1] == "done" and names.count("step_done") == len(recipe.steps)
+    # A dry run writes nothing and reports the same steps.
+    heads = {name: ws_ray.head(name).id for name in ws_ray.dataset_names()}
+    dry = run_on_ray(ws_ray, recipe, ops, base_dir=ROOT, dry_run=True)
+    assert dry.dry_run and not dry.outputs and dry.version is None
+    assert_same_steps(local, dry)
+    assert {name: ws_ray.head(name).id for name in ws_ray.dataset_names()} == heads
+
+
+def planted_rows(n: int, seed: int = 0) -> list[dict]:
+    """Conversations of random words with planted exact copies (case and spacing changed), near
+    copies (a few words edited; some edited again: chains), and empty answers."""
+    rng = random.Random(seed)
+    vocab = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "tu", "vo", "ze")
+             for b in range(300)]
+    texts: list[tuple[str, str]] = []
+    for i in range(n):
+        r = rng.random()
+        if texts and r < 0.06:
+            q, a = texts[rng.randrange(len(texts))]
+            texts.append((q.upper(), "  ".join(a.split(" "))))
+        elif texts and r < 0.16:
+            q, a = texts[rng.randrange(max(0, len(texts) - 500), len(texts))]
+            words = a.split(" ")
+            for _ in range(rng.randint(1, 3)):
+                words[rng.randrange(len(words))] = rng.choice(vocab)
+            texts.append((q, " ".join(words)))
+        elif r > 0.995:
+            texts.append(("", ""))
+        else:
+            texts.append((" ".join(rng.choices(vocab, k=8)) + "?", " ".join(rng.choices(vocab, k=60)) + "."))
+    return [{"kind": "sft", "messages": [{"role": "user", "content": q, "weight": None},
+                                         {"role": "assistant", "content": a, "weight": None}],
+             "chosen": None, "rejected": None, "label": None, "tools": None, "meta": json.dumps({"i": i})}
+            for i, (q, a) in enumerate(texts)]
+
+
+PLANTED_RECIPE = """
+dataset: planted
+output: planted-clean
+seed: 3
+steps:
+  - op: exact_dedup
+  - op: length_filter
+    min_words: 5
+  - op: minhash_dedup
+    part: [prompt, response]
+    threshold: 0.7
+"""
+
+
+def test_minhash_and_exact_dedup_over_100k_planted_rows_match(tmp_path, local_ray, ops):
+    ws_local, ws_ray = workspaces(tmp_path)
+    rows = planted_rows(100_000)
+    for ws in (ws_local, ws_ray):
+        ws.write_version("planted", pa.Table.from_pylist(rows, schema=arrow_schema()), {"name": "test"})
+    path = tmp_path / "planted.yaml"
+    path.write_text(PLANTED_RECIPE)
+    recipe = load_recipe(path, kind="curate")
+    local = run_pipeline(ws_local, recipe, ops)
+    on_ray = run_on_ray(ws_ray, recipe, ops)
+    assert_same_version(ws_local, ws_ray, local.version, on_ray.version)
+    assert_same_steps(local, on_ray)
+    exact, _, minhash = local.steps
+    assert exact.removed > 4000 and minhash.removed > 5000 and minhash.clusters > 1000
+
+
+MIX_RECIPE = """
+dataset: {input}
+output: mixed
+seed: 5
+steps:
+  - op: refusal_filter
+  - op: sample
+    fraction: 0.8
+    stratify_by: category
+  - op: mix
+    sources: [{{dataset: extra, weight: 0.25}}]
+    replace: true
+"""
+
+
+def test_parquet_input_sample_and_mix_match_the_stored_version(tmp_path, local_ray, ops):
+    ws_local, ws_ray = workspaces(tmp_path)
+    dolly = ROOT / "datasets" / "dolly.jsonl"
+    for ws in (ws_local, ws_ray):
+        import_file(ws, dolly, get_host().formats(), name="dolly")
+        import_file(ws, ROOT / "datasets" / "alpaca.json", get_host().formats(), name="extra")
+    table = ws_local.open("dolly")._table
+    parquet = tmp_path / "shared" / "dolly.parquet"
+    parquet.parent.mkdir()
+    pq.write_table(table, parquet, row_group_size=7)  # several row groups: several read tasks
+    local_recipe = tmp_path / "local.yaml"
+    local_recipe.write_text(MIX_RECIPE.format(input="dolly"))
+    ray_recipe = tmp_path / "ray.yaml"
+    ray_recipe.write_text(MIX_RECIPE.format(input=str(parquet)))
+    local = run_pipeline(ws_local, load_recipe(local_recipe, kind="curate"), ops)
+    on_ray = run_on_ray(ws_ray, load_recipe(ray_recipe, kind="curate"), ops)
+    assert local.version.id == on_ray.version.id and local.steps[-1].added == on_ray.steps[-1].added > 0
+    side_local = read_arrow(ws_local.version_dir("mixed", local.version.id) / SIDE_TABLE)
+    side_ray = read_arrow(ws_ray.version_dir("mixed", on_ray.version.id) / SIDE_TABLE)
+    assert side_local.equals(side_ray)
+    info = json.loads((ws_ray.version_dir("mixed", on_ray.version.id) / "version.json").read_text())
+    assert info["source"] == {"parquet": [str(parquet.resolve())]} and info["parent"] is None
+
+
+def test_row_local_reports_add_up_over_batches():
+    merged = merge_reports([{"rows": 3, "removed": 1, "by_reason": {"refusal": 1}, "n": 13, "size": 2},
+                            {"rows": 3, "removed": 1, "by_reason": {"refusal": 1, "empty": 2}, "n": 13, "size": 5}])
+    assert merged == {"rows": 6, "removed": 2, "by_reason": {"refusal": 2, "empty": 2}, "n": 13, "size": 7}
+
+
+def test_without_ray_the_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from studio.cli.entry import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    Workspace.init(tmp_path / "ws")
+    monkeypatch.chdir(tmp_path / "ws")
+    code = main(["curate", str(DOLLY_RECIPE), "--engine", "ray"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert 'pip install "alignment-studio[ray]"' in err
+    assert not (tmp_path / "ws" / "data" / "dolly-clean-train").exists()
+
+
+def studio_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "studio", *args]
+
+
+def test_a_killed_ray_run_leaves_the_previous_version_and_a_rerun_completes(tmp_path):
+    ws = Workspace.init(tmp_path / "ws")
+    rows = planted_rows(30_000, seed=1)
+    ws.write_version("planted", pa.Table.from_pylist(rows, schema=arrow_schema()), {"name": "test"})
+    first = ws.write_version("planted-clean", pa.Table.from_pylist(rows[:10], schema=arrow_schema()), {"name": "test"})
+    recipe = tmp_path / "planted.yaml"
+    recipe.write_text(PLANTED_RECIPE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
+    proc = subprocess.Popen(studio_command("curate", str(recipe), "--engine", "ray", "--json"), cwd=ws.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # Kill once Ray has started working for it (a raylet among the run's processes), mid-run.
+    import psutil
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if any("raylet" in " ".join(c.cmdline()) for c in children if c.is_running()):
+            break
+        time.sleep(0.2)
+    time.sleep(4)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert ws.version_info("planted-clean").id == first.id  # the head is still the previous version
+    assert list((ws.root / "data" / "planted-clean" / "versions").iterdir()) != []
+    done = subprocess.run(studio_command("curate", str(recipe), "--engine", "ray", "--json"), cwd=ws.root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["engine"]["name"] == "ray" and result["output"]["records"] < len(rows)
+    assert ws.version_info("planted-clean").id == result["output"]["version"] != first.id
