@@ -297,6 +297,7 @@ def recipe_for(output: str) -> dict[str, Any]:
 def run_engine(engine: str, workspace: str, output: str, address: str | None, result_path: str) -> None:
     """The subprocess: run the recipe on one engine; write what it did as JSON."""
     from studio.curation.pipeline import run_pipeline
+    from studio.events import event_name
     from studio.plugins import get_host
     from studio.recipes import load_recipe
     from studio.store import Workspace
@@ -304,17 +305,25 @@ def run_engine(engine: str, workspace: str, output: str, address: str | None, re
     ws = Workspace(Path(workspace))
     recipe = load_recipe(recipe_for(output), kind="curate")
     ops = get_host().items("curation_op")
+    first_step: list[float] = []
+
+    def emit(event: dict[str, Any]) -> None:
+        if event_name(event) == "step_start" and not first_step:
+            first_step.append(time.perf_counter())
+
     start = time.perf_counter()
     if engine == "local":
-        result = run_pipeline(ws, recipe, ops)
+        result = run_pipeline(ws, recipe, ops, emit=emit)
     else:
         from studio.curation.ray_engine import run_on_ray
 
-        result = run_on_ray(ws, recipe, ops, address=address)
+        result = run_on_ray(ws, recipe, ops, emit=emit, address=address)
     seconds = time.perf_counter() - start
     version = ws.version_info(output, result.version.id)
     Path(result_path).write_text(json.dumps({
-        "seconds": seconds, "version": result.version.id, "records_out": result.version.num_records,
+        # Until the first step starts: for Ray, starting (or joining) the instance and loading the input.
+        "seconds": seconds, "startup_seconds": first_step[0] - start if first_step else 0.0,
+        "version": result.version.id, "records_out": result.version.num_records,
         "side_rows": result.side_rows, "engine": (version.operation or {}).get("engine"),
         "steps": [{k: s[k] for k in ("op", "rows_in", "removed", "rows_out", "seconds")}
                   for s in (step.to_dict() for step in result.steps)],
@@ -432,6 +441,7 @@ def summarise(n: int, cores: int, planted: Counter, local: dict, ray: dict, same
               "overhead_ratio": round(ray["seconds"] / local["seconds"], 2)}
     for name, r in (("local", local), ("ray", ray)):
         report[name] = {**r, "seconds": round(r["seconds"], 2), "process_seconds": round(r["process_seconds"], 2),
+                        "startup_seconds": round(r["startup_seconds"], 2),
                         "records_per_s": round(n / r["seconds"])}
     return report
 
@@ -440,14 +450,18 @@ def markdown(report: dict[str, Any]) -> str:
     n = report["records"]
     lines = [f"Curation recipe ({', '.join(report['recipe'])}) over {n:,} records, {report['cores']} cores; "
              f"Ray: {report['ray_mode']}.", "",
-             "| engine | seconds | records/s | driver peak RSS MB | other processes peak RSS / PSS MB "
-             "| total peak PSS MB | kept | version | load |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| engine | seconds | of which start-up | records/s | driver peak RSS MB "
+             "| other processes peak RSS / PSS MB | total peak PSS MB | kept | version | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for name in ("local", "ray"):
         r = report[name]
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['records_per_s']:,} | {r['peak_driver_rss_mb']:,} | "
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['startup_seconds']:.1f} | {r['records_per_s']:,} | "
+                     f"{r['peak_driver_rss_mb']:,} | "
                      f"{r['peak_others_rss_mb']:,} / {r['peak_others_pss_mb']:,} | {r['peak_total_pss_mb']:,} | "
                      f"{r['records_out']:,} | {r['version']} | {r['load_average']} |")
+    lines += ["", f"load: the 1-minute load average during the run ({report['cores']} cores; above that, other "
+                  f"processes competed for them). Start-up: until the first step began (for Ray: starting or "
+                  f"joining the instance and sending the input)."]
     lines += ["", f"Overhead ratio (ray seconds / local seconds): **{report['overhead_ratio']}**. Same version "
                   f"hash: {report['same_version']}; same side table: {report['same_side_table']} "
                   f"({report['local']['side_rows']:,} rows).", "",
