@@ -140,13 +140,14 @@ def run_recipe(ws, recipe: BaseModel, *, emit: Emit = ignore, cancelled: Callabl
 
 
 def _curate(ws, recipe, emit, cancelled, check, host) -> StepOutcome:
-    from studio.curation.pipeline import resolve_steps, run_pipeline
+    from studio.curation.engines import run_curation
+    from studio.curation.pipeline import resolve_steps
 
     ops = host.items("curation_op")
     if check:
         resolve_steps(recipe, ops)
         return StepOutcome("curate", "checked", result={"dataset": recipe.dataset, "steps": len(recipe.steps)})
-    result = run_pipeline(ws, recipe, ops, emit=emit, cancelled=cancelled)
+    result = run_curation(ws, recipe, ops, emit=emit, cancelled=cancelled)
     written = result.outputs.get("train") or result.version or next(iter(result.outputs.values()), None)
     dataset = f"{written.dataset}@{written.id}" if written is not None else None
     return StepOutcome("curate", "completed", result, dataset=dataset)

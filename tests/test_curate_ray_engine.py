@@ -249,3 +249,16 @@ def test_a_killed_ray_run_leaves_the_previous_version_and_a_rerun_completes(tmp_
     result = json.loads(done.stdout)
     assert result["engine"]["name"] == "ray" and result["output"]["records"] < len(rows)
     assert ws.version_info("planted-clean").id == result["output"]["version"] != first.id
+
+
+def test_an_unreachable_cluster_address_fails_fast_with_the_reason():
+    import socket
+
+    from studio.curation.ray_engine import EngineUnavailable, check_reachable
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    with pytest.raises(EngineUnavailable, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)

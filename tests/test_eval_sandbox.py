@@ -18,15 +18,19 @@ HUMANEVAL = REALDATA / "benchmarks" / "HumanEval.jsonl.gz"
 
 
 def sandbox_processes() -> list[int]:
-    """Processes still working in a sandbox folder (their folders are gone once a program is done)."""
+    """Processes still working in a sandbox folder (their folders are gone once a program is done).
+    Zombies (ended, waiting for a parent to collect them) hold nothing and do not count."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if "studio-sandbox-" in os.readlink(f"/proc/{entry.name}/cwd"):
-                    found.append(int(entry.name))
+                if "studio-sandbox-" not in os.readlink(f"/proc/{entry.name}/cwd"):
+                    continue
+                stat = open(f"/proc/{entry.name}/stat").read()
             except OSError:
                 continue
+            if stat[stat.rfind(")") + 2:].split()[0] not in ("Z", "X"):
+                found.append(int(entry.name))
     return found
 
 

@@ -13,7 +13,6 @@ row number in the recipe's input dataset (`source #N`).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from typing import Any
@@ -30,8 +29,9 @@ def _parser(action: str) -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="report what each step would do; write nothing")
         p.add_argument("--limit", type=int, help="run on the first N records only (implies --dry-run)")
         p.add_argument("--examples", type=int, default=3, help="example removals per step in --dry-run output")
-        p.add_argument("--engine", choices=("local", "ray"), default="local",
-                       help="where the steps run: this machine's cores (local) or Ray Data (ray)")
+        p.add_argument("--engine", choices=("local", "ray"),
+                       help="where the steps run: this machine's cores (local) or Ray Data (ray); "
+                            "default: the recipe's engine (local)")
         p.add_argument("--address", help="with --engine ray: a running Ray cluster (HOST:PORT, or auto); "
                                          "default: a local Ray instance sized to this machine")
     elif action == "removed":
@@ -64,24 +64,17 @@ def _ops(args) -> int:
 
 
 def _run_recipe(args) -> int:
-    from studio.curation.pipeline import run_pipeline
+    from studio.curation.engines import run_curation
     from studio.recipes import load_recipe
 
     ws = workspace(args)
     path = recipe_path(args.recipe, ws)
     recipe = load_recipe(path, args.overrides, kind="curate")
-    if args.address and args.engine != "ray":
-        raise ValueError("--address needs --engine ray")
-    run = run_pipeline
-    if args.engine == "ray":
-        from studio.curation.ray_engine import import_ray, run_on_ray
-
-        import_ray()  # says how to install Ray before anything starts
-        run = functools.partial(run_on_ray, address=args.address)
     emit, finish = _progress_emitter(args.json)
     try:
-        result = run(ws, recipe, host().items("curation_op"), emit=emit, dry_run=args.dry_run,
-                     limit=args.limit, base_dir=path.resolve().parent, examples=args.examples)
+        result = run_curation(ws, recipe, host().items("curation_op"), engine=args.engine, address=args.address,
+                              emit=emit, dry_run=args.dry_run, limit=args.limit, base_dir=path.resolve().parent,
+                              examples=args.examples)
     finally:
         finish()
     report_curation(result, args.json, args.examples)
@@ -148,6 +141,12 @@ def _progress_emitter(quiet: bool):
             progress.update(tasks[event["step"]], completed=event["done"], total=event["total"])
         elif name == "step_done" and event.get("index") in tasks:
             progress.update(tasks[event["index"]], completed=event["rows_in"])
+        elif name == "engine":
+            engine = event["engine"]
+            progress.console.print(f"engine: {engine['name']} at {engine['address']} ({engine['nodes']} node(s), "
+                                   f"{engine['cpus']} CPUs)")
+        elif name == "engine_note":
+            progress.console.print(f"step {event['step']}: {event['note']}", markup=False)
         elif name == "imported":
             progress.console.print(f"imported {event['file']} as {event['dataset']} ({event['records']:,} records, "
                                    f"{event['rejects']} rejected)")

@@ -78,6 +78,21 @@ class Cluster:
         return {"name": "ray", "nodes": self.nodes, "cpus": self.cpus, "address": self.address}
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with the reason, when nothing listens at a cluster's HOST:PORT (Ray itself
+    waits minutes for a head that is not there)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or address.startswith("ray://") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
+                                f"`ray start --head --port {port}` or leave out --address for a local instance") from None
+
+
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[Cluster]:
     """Ray for one run: the instance already started in this process, a running cluster at
@@ -87,6 +102,8 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     started = False
     if not ray.is_initialized():
+        if address:
+            check_reachable(address)
         # log_to_driver off: worker logs would interleave with the CLI's output and JSON.
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
