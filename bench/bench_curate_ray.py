@@ -124,7 +124,8 @@ def planted_rows(n: int, seed: int = 0, chunk: int = 4096) -> Iterator[Planted]:
                 answer = a.split(" ")
                 at = int(picks[j, 1] * len(answer))
                 new = vocab[int(ids[100])]
-                answer[at] = new if new != answer[at] else new + "s"
+                # Never the same word in another case: that copy would be an exact duplicate.
+                answer[at] = new if new.casefold() != answer[at].casefold() else new + "s"
                 yield Planted("near", src, q, " ".join(answer))
             elif kind == "refusal":
                 yield Planted("refusal", -1, question, REFUSALS[int(picks[j, 0] * len(REFUSALS))])
