@@ -262,3 +262,15 @@ def test_an_unreachable_cluster_address_fails_fast_with_the_reason():
     probe.close()  # nothing listens there now
     with pytest.raises(EngineUnavailable, match=f"cannot reach a Ray cluster at 127.0.0.1:{port}"):
         check_reachable(f"127.0.0.1:{port}", timeout=2)
+
+
+def test_an_op_failing_on_a_worker_is_reported_in_one_line_and_nothing_is_written(tmp_path, local_ray, ops):
+    ws = Workspace.init(tmp_path / "ws")
+    import_file(ws, ROOT / "datasets" / "dolly.jsonl", get_host().formats(), name="dolly")
+    head = ws.head("dolly").id
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("dataset: dolly\nsteps:\n  - op: decontaminate\n    benchmarks: [missing/gsm8k.jsonl]\n")
+    with pytest.raises(ValueError) as failure:
+        run_on_ray(ws, load_recipe(recipe, kind="curate"), ops, base_dir=tmp_path)
+    assert str(failure.value) == f"benchmark file {tmp_path / 'missing' / 'gsm8k.jsonl'} does not exist"
+    assert ws.head("dolly").id == head and ws.dataset_names() == ["dolly"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,8 +99,9 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
     """Ray for one run: the instance already started in this process, a running cluster at
     ``address``, or a local instance sized to this machine (stopped again afterwards)."""
     ray = import_ray()
-    # Ray Data logs every execution plan at INFO; the CLI shows its own progress instead.
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Ray Data logs every execution plan, and a failed task's traceback; the CLI shows its own progress
+    # and the op's error in one line instead.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     started = False
     if not ray.is_initialized():
         if address:
@@ -507,6 +509,26 @@ def _apply_result(ray, state: _State, result: OpResult, positions: np.ndarray, i
 # --- the run -----------------------------------------------------------------------------------
 
 
+# The last line of a Python traceback: "FileNotFoundError: benchmark file ... does not exist".
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.M)
+
+
+def user_error(exc: BaseException) -> BaseException:
+    """The op's own error inside Ray's wrappers, so the CLI says what went wrong in one line, as the
+    local engine does. Ray hands back a task error around a user-code error whose own cause stays
+    in the worker; its traceback text still ends each exception with "Name: message"."""
+    outer, seen, texts = exc, set(), []
+    while id(exc) not in seen and type(exc).__module__.startswith("ray"):
+        seen.add(id(exc))
+        texts.append(str(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if inner is None:
+            found = [m for text in texts for m in _RAISED.finditer(text) if not m.group(1).startswith("ray.")]
+            return ValueError(found[0].group(2)) if found else outer
+        exc = inner
+    return exc
+
+
 def run_on_ray(
     ws: Workspace,
     recipe: CurationRecipe,
@@ -529,6 +551,16 @@ def run_on_ray(
     view = None
     if files is None:
         view = ws.open(_input_ref(ws, recipe.dataset, emit))
+    try:
+        return _run(ray, ws, recipe, steps, view, files, emit, cancelled, dry_run, limit, base, examples, address)
+    except Exception as exc:  # noqa: BLE001 - re-raised: the op's own error, without Ray's wrappers
+        cause = user_error(exc)
+        if cause is exc:
+            raise
+        raise cause from None
+
+
+def _run(ray, ws, recipe, steps, view, files, emit, cancelled, dry_run, limit, base, examples, address):
     with ray_session(address) as cluster:
         emit({"event": "engine", "engine": cluster.to_dict()})
         if view is not None:
