@@ -102,6 +102,9 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
     # Ray Data logs every execution plan, and a failed task's traceback; the CLI shows its own progress
     # and the op's error in one line instead.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    # A local instance starts with token authentication on (Ray's secure default) and says so on
+    # stderr, which would land in the middle of the terminal app's screen.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     started = False
     if not ray.is_initialized():
         if address:
