@@ -558,7 +558,7 @@ SAME_TOPIC_OTHER_QUESTION = [
 @pytest.fixture(scope="module")
 def encoder():
     """Loads the bundled MiniLM once for the module; semantic_dedup reuses the cached encoder."""
-    from studio_curate_dedup.semantic import clear_encoder_cache, load_encoder
+    from studio_curate_dedup.embeddings import clear_encoder_cache, load_encoder
 
     yield load_encoder(None, "auto", False, None)
     clear_encoder_cache()
@@ -618,7 +618,7 @@ def test_semantic_on_planted_copies_of_real_records(ws, ops, encoder, source):
 @pytest.mark.slow
 def test_encoder_pooling_matches_sentence_transformers(encoder):
     st = pytest.importorskip("sentence_transformers", reason="reference implementation of the pooling")
-    from studio_curate_dedup.semantic import default_model_path
+    from studio_curate_dedup.embeddings import default_model_path
 
     texts = ["A cat sat on the mat.", "Quarterly revenue rose by four percent.", "short", "Ünïcödé text"]
     ours = encoder.encode(texts)
@@ -628,7 +628,7 @@ def test_encoder_pooling_matches_sentence_transformers(encoder):
 
 
 def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(monkeypatch):
-    from studio_curate_dedup import semantic
+    from studio_curate_dedup import embeddings
     from studio_curate_dedup.common import components
 
     rng = np.random.default_rng(1)
@@ -639,8 +639,8 @@ def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(mon
         v = rng.integers(0, n, 40)
         keep = u != v
         batches.append((u[keep], v[keep], rng.random(keep.sum())))
-    monkeypatch.setattr(semantic, "MAX_PENDING_PAIRS", 50)  # fold every couple of batches
-    builder = semantic.ClusterBuilder(n)
+    monkeypatch.setattr(embeddings, "MAX_PENDING_PAIRS", 50)  # fold every couple of batches
+    builder = embeddings.ClusterBuilder(n)
     for b in batches:
         builder.add(*b)
     u, v, s = (np.concatenate(x) for x in zip(*batches))
@@ -655,7 +655,7 @@ def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(mon
 
 
 def test_blockwise_neighbours_equal_the_full_matrix():
-    from studio_curate_dedup.semantic import similar_pairs
+    from studio_curate_dedup.embeddings import similar_pairs
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 16)).astype(np.float32)
@@ -671,7 +671,7 @@ def test_blockwise_neighbours_equal_the_full_matrix():
 
 @pytest.mark.slow
 def test_semantic_model_option_and_errors(ws, ops, encoder):
-    from studio_curate_dedup.semantic import default_model_path
+    from studio_curate_dedup.embeddings import default_model_path
 
     data = as_input(ws, [Record([Turn("user", a)]) for a, _ in PARAPHRASES[:4]])
     explicit = run(ops, "semantic_dedup", data, model=default_model_path())
