@@ -161,9 +161,21 @@ def test_too_few_texts_load_no_model_and_match_the_local_report(tmp_path, local_
     assert got.report == local.report and got.report["rows_without_text"] == 2
 
 
+def two_rows():
+    from studio.records import arrow_schema
+
+    rows = [{"kind": "conversation", "messages": [{"role": "user", "content": c, "weight": None}]}
+            for c in ("Hello there!", "Hi there!")]
+    table = pa.Table.from_pylist(rows, schema=arrow_schema())
+    return ray.data.from_arrow(table.append_column(POS, pa.array([0, 1], pa.int64())))
+
+
+def test_a_model_that_cannot_load_fails_as_on_the_local_engine(local_ray, op):
+    config = op.config_model(model="no-such-org/no-such-model")
+    with pytest.raises(ValueError, match="cannot load embedding model 'no-such-org/no-such-model'"):
+        op.run_on_ray(two_rows(), config, EngineContext(seed=0, rows=2, num_cpus=2))
+
+
 def test_a_cancelled_run_stops_before_embedding(local_ray, op):
-    table = pa.Table.from_pylist([{"kind": "conversation", "messages": [{"role": "user", "content": "hello",
-                                                                          "weight": None}]}] * 2)
-    rows = ray.data.from_arrow(table.append_column(POS, pa.array([0, 1], pa.int64())))
     with pytest.raises(InterruptedError):
-        op.run_on_ray(rows, op.config_model(), EngineContext(seed=0, rows=2, num_cpus=2, cancelled=lambda: True))
+        op.run_on_ray(two_rows(), op.config_model(), EngineContext(seed=0, rows=2, num_cpus=2, cancelled=lambda: True))

