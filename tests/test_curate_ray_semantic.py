@@ -107,6 +107,7 @@ def local_similarities(config, texts: list[str], removed: list[int], roots: list
     return similarity_to_root(emb[[at[i] for i in removed]], emb[[at[r] for r in roots]]).astype(np.float64)
 
 
+@pytest.mark.slow
 def test_ray_result_equals_the_local_op_by_pos(tmp_path, local_ray, op):
     from studio_curate_dedup.embeddings import texts_of
 

@@ -8,9 +8,10 @@
    at the threshold.
 2. Embeddings: a group-by on that batch number; each group is one forward pass in an actor that
    loads the encoder once (one actor per CPU, or per GPU when the cluster has them).
-3. Neighbours: the embeddings, in row order, are cut into ``block_size`` blocks in the object
-   store; Ray tasks compute the upper-triangle tiles (block i x block j, j >= i) with the local
-   op's own tile function and return the pairs above the threshold.
+3. Neighbours: the driver puts the embeddings in row order (rows x dim float32, what the local op
+   holds) and cuts them into ``block_size`` blocks in the object store; Ray tasks compute the
+   upper-triangle tiles (block i x block j, j >= i) with the local op's own tile function and
+   return the pairs above the threshold.
 4. Clusters: the driver folds the pairs into the local op's cluster builder (O(rows) memory)
    and gathers only the removed rows and their kept rows to compute similarities.
 
