@@ -3,8 +3,11 @@ planted duplicates with known ground truth on real text (the project's samples i
 when present, ../shared/realdata)."""
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -667,6 +670,19 @@ def test_blockwise_neighbours_equal_the_full_matrix():
     assert sorted(zip(u.tolist(), v.tolist())) == sorted(zip(i.tolist(), j.tolist()))
     assert np.allclose(s, full[u, v])
     assert len(u) >= 50
+
+
+def test_similarity_tiles_do_not_depend_on_blas_threads(tmp_path):
+    """A one-thread engine worker and a many-thread local run compute the same tile values."""
+    code = ("import sys, numpy as np; from studio_curate_dedup.embeddings import tile_pairs; "
+            "e = np.random.default_rng(0).normal(size=(256, 384)).astype(np.float32); "
+            "e /= np.linalg.norm(e, axis=1, keepdims=True); np.save(sys.argv[1], tile_pairs(e, e, 0, 0, -1.0)[2])")
+    values = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{threads}.npy")], env=env, check=True)
+        values.append(np.load(tmp_path / f"{threads}.npy"))
+    assert len(values[0]) == 256 * 255 // 2 and np.array_equal(values[0], values[1])
 
 
 @pytest.mark.slow
