@@ -217,3 +217,14 @@ def test_ray_ops_on_rows_without_text(ops, ray_data, tmp_path):
         on_ray = op.run_on_ray(rows, cfg, EngineContext(seed=1, rows=4, num_cpus=2))
         assert len(on_ray.pos) == 0
         assert_same(local, on_ray, positions)
+
+
+def test_ray_dedup_stops_when_cancelled(ops, planted):
+    _, rows, positions = planted
+    for name in ("exact_dedup", "minhash_dedup"):
+        op = ops[name]
+        events = []
+        ctx = EngineContext(seed=1, rows=len(positions), num_cpus=2, emit=events.append, cancelled=lambda: True)
+        with pytest.raises(InterruptedError):
+            op.run_on_ray(rows, op.config_model(), ctx)
+        assert events[-1]["done"] == events[-1]["total"] == len(positions)  # stopped after the first stage

@@ -48,6 +48,12 @@ def _shards(rows: int, num_cpus: int) -> int:
     return max(2 * max(num_cpus, 1), -(-rows // SHARD_ROWS))
 
 
+def _by_shard(ds, shards: int):
+    """Grouped by the shard column; with a hash shuffle, one partition per shard (Ray's default
+    of 200 partitions costs seconds of aggregator start-up per groupby on a small cluster)."""
+    return ds.groupby("shard", num_partitions=shards)
+
+
 def _column(table: pa.Table, name: str, dtype=np.int64) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(), dtype=dtype)
 
@@ -95,15 +101,16 @@ def exact_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
     parts = as_parts(config.part)
     norm = normalisation(config)
     ctx.progress(0, n, "normalise + hash")
+    shards = _shards(n, ctx.num_cpus)
     keys = rows.map_batches(_exact_keys, batch_format="pyarrow", batch_size=CHUNK_ROWS,
                             fn_kwargs=dict(parts=parts, skip_empty=config.skip_empty, norm=norm,
-                                           shards=_shards(n, ctx.num_cpus))).materialize()
+                                           shards=shards)).materialize()
     with_text = keys.count()
     ctx.progress(n, n, "normalise + hash")
     ctx.check()
     removed = {POS: np.zeros(0, np.int64), "root": np.zeros(0, np.int64)}
     if with_text > 1:
-        removed = _collect(keys.groupby("shard").map_groups(_exact_group, batch_format="pyarrow"),
+        removed = _collect(_by_shard(keys, shards).map_groups(_exact_group, batch_format="pyarrow"),
                            {POS: np.int64, "root": np.int64})
     order = np.argsort(removed[POS])
     pos, root = removed[POS][order], removed["root"][order]
@@ -195,9 +202,9 @@ def _pair_similarity(pairs, signatures, num_perm: int, shards: int, min_similari
     """Pairs (u, v) -> (u, v, sim), pairs below min_similarity dropped; signatures stay on the
     workers."""
     ends = pairs.map_batches(_pair_rows, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, shards=shards))
-    carried = signatures.union(ends).groupby("shard").map_groups(
+    carried = _by_shard(signatures.union(ends), shards).map_groups(
         _carry_signature, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, shards=shards))
-    return signatures.union(carried).groupby("shard").map_groups(
+    return _by_shard(signatures.union(carried), shards).map_groups(
         _compare_signatures, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, min_similarity=min_similarity))
 
 
@@ -295,13 +302,13 @@ def _component_roots(edges, shards: int, ctx: EngineContext) -> tuple[np.ndarray
     """(every node that is not its component's smallest, that smallest node), by _pos."""
     for _ in range(MAX_ROUNDS):
         ctx.check()
-        edges = edges.map_batches(_directed, batch_format="pyarrow", fn_kwargs=dict(both=True, shards=shards)) \
-            .groupby("shard").map_groups(_large_star, batch_format="pyarrow").materialize()
+        directed = edges.map_batches(_directed, batch_format="pyarrow", fn_kwargs=dict(both=True, shards=shards))
+        edges = _by_shard(directed, shards).map_groups(_large_star, batch_format="pyarrow").materialize()
         counts = _collect(edges.map_batches(_unsettled_rows, batch_format="pyarrow"), {"unsettled": np.int64})
         if counts["unsettled"].sum() == 0:
             break
-        edges = edges.map_batches(_directed, batch_format="pyarrow", fn_kwargs=dict(both=False, shards=shards)) \
-            .groupby("shard").map_groups(_small_star, batch_format="pyarrow").materialize()
+        directed = edges.map_batches(_directed, batch_format="pyarrow", fn_kwargs=dict(both=False, shards=shards))
+        edges = _by_shard(directed, shards).map_groups(_small_star, batch_format="pyarrow").materialize()
     else:
         raise RuntimeError(f"connected components did not settle in {MAX_ROUNDS} rounds")
     stars = _collect(edges, {"u": np.int64, "v": np.int64})
@@ -351,11 +358,12 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
     candidates_ds = None
     candidates = 0
     if with_shingles > 1:
-        bucketed = signatures.map_batches(
+        band_rows = signatures.map_batches(
             _band_rows, batch_format="pyarrow",
-            fn_kwargs=dict(bands=bands, rows=per_band, num_perm=num_perm, shards=band_shards),
-        ).groupby("shard").map_groups(_bucket_group, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards))
-        candidates_ds = bucketed.groupby("shard").map_groups(
+            fn_kwargs=dict(bands=bands, rows=per_band, num_perm=num_perm, shards=band_shards))
+        bucketed = _by_shard(band_rows, band_shards).map_groups(
+            _bucket_group, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards))
+        candidates_ds = _by_shard(bucketed, node_shards).map_groups(
             _unique_group, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards)).materialize()
         candidates = candidates_ds.count()
     ctx.progress(bands, bands, "lsh buckets")
@@ -386,9 +394,8 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
         similarity = to_root["sim"][order]
         if not np.array_equal(to_root["u"][order], pos):
             raise RuntimeError("a removed row lost its similarity to the kept row")
-        near = _collect(scored.map_batches(_directed_similarity, batch_format="pyarrow",
-                                           fn_kwargs=dict(shards=node_shards))
-                        .groupby("shard").map_groups(_strongest_group, batch_format="pyarrow"),
+        directed = scored.map_batches(_directed_similarity, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards))
+        near = _collect(_by_shard(directed, node_shards).map_groups(_strongest_group, batch_format="pyarrow"),
                         {"node": np.int64, "nearest": np.int64, "sim": np.float64})
         order = np.argsort(near["node"])
         at = order[np.searchsorted(near["node"], pos, sorter=order)]
