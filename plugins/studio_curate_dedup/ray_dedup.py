@@ -13,10 +13,10 @@ MinHash on Ray:
 
 1. signatures (the local op's own code) of the rows that have shingles, keyed by ``_pos``;
 2. (band, key) rows, grouped into buckets; each bucket's members, ascending, give the same star +
-   chain pairs as the local ``bucket_pairs``; pairs are made unique by a second grouping;
-3. verification: a pair's signatures meet through two groupings by row (the first carries the
-   signature of ``u`` to the shard of ``v``, the second compares it with ``v``'s), scored by
-   the local ``estimated_jaccard``;
+   chain pairs as the local ``bucket_pairs``;
+3. verification: a pair's signatures meet through two groupings by row (the first makes the
+   pairs distinct and carries the signature of ``u`` to the shard of ``v``, the second compares
+   it with ``v``'s), scored by the local ``estimated_jaccard``;
 4. connected components by alternating large-star / small-star rounds (Kiveris et al., 2014)
    until every component is a star around its smallest ``_pos``: the local ``components`` root;
 5. the similarity of each removed row to its root (as in 3) and its most similar neighbour.
@@ -182,10 +182,20 @@ def _pair_rows(batch: pa.Table, num_perm: int, shards: int) -> pa.Table:
     return _carrier(u % shards, u, v, pa.nulls(len(u), _signature_type(num_perm)))
 
 
+def _distinct(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct pair (u[i], v[i])."""
+    order = np.lexsort((v, u))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (u[order][1:] != u[order][:-1]) | (v[order][1:] != v[order][:-1])
+    return np.sort(order[first])
+
+
 def _carry_signature(shard: pa.Table, num_perm: int, shards: int) -> pa.Table:
-    """Each pair (u, v) of the shard moves to v's shard with u's signature."""
+    """Each distinct pair (u, v) of the shard moves to v's shard with u's signature (a pair can
+    come from several LSH bands, and all its copies are in u's shard)."""
     u, v, _, sig_u = _own_and_pairs(shard, num_perm)
-    return _carrier(v % shards, v, u, _signature_column(sig_u))
+    first = _distinct(u, v)
+    return _carrier(v[first] % shards, v[first], u[first], _signature_column(sig_u[first]))
 
 
 def _compare_signatures(shard: pa.Table, num_perm: int, min_similarity: float | None) -> pa.Table:
@@ -198,12 +208,15 @@ def _compare_signatures(shard: pa.Table, num_perm: int, min_similarity: float | 
     return pa.table({"u": u[keep], "v": v[keep], "sim": sim[keep]})
 
 
-def _pair_similarity(pairs, signatures, num_perm: int, shards: int, min_similarity: float | None = None):
-    """Pairs (u, v) -> (u, v, sim), pairs below min_similarity dropped; signatures stay on the
-    workers."""
+def _carry(pairs, signatures, num_perm: int, shards: int):
+    """Pairs (u, v) -> the distinct pairs as rows of v's shard carrying u's signature."""
     ends = pairs.map_batches(_pair_rows, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, shards=shards))
-    carried = _by_shard(signatures.union(ends), shards).map_groups(
+    return _by_shard(signatures.union(ends), shards).map_groups(
         _carry_signature, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, shards=shards))
+
+
+def _compare(carried, signatures, num_perm: int, shards: int, min_similarity: float | None = None):
+    """Carried pairs -> (u, v, sim), pairs below min_similarity dropped."""
     return _by_shard(signatures.union(carried), shards).map_groups(
         _compare_signatures, batch_format="pyarrow", fn_kwargs=dict(num_perm=num_perm, min_similarity=min_similarity))
 
@@ -220,29 +233,16 @@ def _band_rows(batch: pa.Table, bands: int, rows: int, num_perm: int, shards: in
                      "key": keys, POS: np.tile(pos, bands)})
 
 
-def _unique(u: np.ndarray, v: np.ndarray, shards: int) -> pa.Table:
-    """Distinct pairs (min, max), in the shard of the smaller row."""
-    lo, hi = np.minimum(u, v), np.maximum(u, v)
-    order = np.lexsort((hi, lo))
-    lo, hi = lo[order], hi[order]
-    first = np.ones(len(lo), dtype=bool)
-    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    lo, hi = lo[first], hi[first]
-    return pa.table({"shard": (lo % shards).astype(np.int64), "u": lo, "v": hi})
-
-
-def _bucket_group(shard: pa.Table, shards: int) -> pa.Table:
-    """The pairs of the buckets in this shard: each (band, key) run, members ascending, gives the
-    local ``bucket_pairs``' star and chain pairs."""
+def _bucket_group(shard: pa.Table) -> pa.Table:
+    """The pairs of the buckets in this shard, as (smaller, larger) and distinct: each (band, key)
+    run, members ascending, gives the local ``bucket_pairs``' star and chain pairs."""
     band, key, pos = _column(shard, "band", np.int32), _column(shard, "key", np.uint64), _column(shard, POS)
     order = np.lexsort((pos, key, band))
     band, key, pos = band[order], key[order], pos[order]
     u, v = sorted_bucket_pairs((band[1:] == band[:-1]) & (key[1:] == key[:-1]), pos)
-    return _unique(u, v, shards)
-
-
-def _unique_group(shard: pa.Table, shards: int) -> pa.Table:
-    return _unique(_column(shard, "u"), _column(shard, "v"), shards)
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    first = _distinct(lo, hi)
+    return pa.table({"u": lo[first], "v": hi[first]})
 
 
 # --- connected components ---------------------------------------------------------------------
@@ -355,17 +355,16 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
 
     ctx.progress(0, bands, "lsh buckets")
     band_shards = _shards(with_shingles * bands, ctx.num_cpus)
-    candidates_ds = None
+    carried = None
     candidates = 0
     if with_shingles > 1:
         band_rows = signatures.map_batches(
             _band_rows, batch_format="pyarrow",
             fn_kwargs=dict(bands=bands, rows=per_band, num_perm=num_perm, shards=band_shards))
-        bucketed = _by_shard(band_rows, band_shards).map_groups(
-            _bucket_group, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards))
-        candidates_ds = _by_shard(bucketed, node_shards).map_groups(
-            _unique_group, batch_format="pyarrow", fn_kwargs=dict(shards=node_shards)).materialize()
-        candidates = candidates_ds.count()
+        bucketed = _by_shard(band_rows, band_shards).map_groups(_bucket_group, batch_format="pyarrow")
+        # The first half of verification also makes the pairs distinct: their number is known here.
+        carried = _carry(bucketed, signatures, num_perm, node_shards).materialize()
+        candidates = carried.count()
     ctx.progress(bands, bands, "lsh buckets")
     ctx.check()
 
@@ -373,8 +372,8 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
     pos = root = np.zeros(0, np.int64)
     if candidates:
         ctx.progress(0, candidates, "verify pairs")
-        scored = _pair_similarity(candidates_ds, signatures, num_perm, node_shards,
-                                  config.threshold if config.verify else None).materialize()
+        scored = _compare(carried, signatures, num_perm, node_shards,
+                          config.threshold if config.verify else None).materialize()
         verified = scored.count()
         ctx.progress(candidates, candidates, "verify pairs")
         ctx.check()
@@ -388,7 +387,7 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
     if len(pos):
         ctx.progress(0, len(pos), "similarity to the kept rows")
         removed = ray.data.from_arrow(pa.table({"u": pos, "v": root}))
-        to_root = _collect(_pair_similarity(removed, signatures, num_perm, node_shards),
+        to_root = _collect(_compare(_carry(removed, signatures, num_perm, node_shards), signatures, num_perm, node_shards),
                            {"u": np.int64, "sim": np.float64})
         order = np.argsort(to_root["u"])
         similarity = to_root["sim"][order]
