@@ -190,6 +190,11 @@ def _distinct(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.sort(order[first])
 
 
+def _only_rows(batch: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The signature rows of these _pos (sorted)."""
+    return batch.filter(pa.array(np.isin(_column(batch, "pos"), rows, assume_unique=True)))
+
+
 def _carry_signature(shard: pa.Table, num_perm: int, shards: int) -> pa.Table:
     """Each distinct pair (u, v) of the shard moves to v's shard with u's signature (a pair can
     come from several LSH bands, and all its copies are in u's shard)."""
@@ -387,7 +392,10 @@ def minhash_on_ray(rows, config: Any, ctx: EngineContext) -> Duplicates:
     if len(pos):
         ctx.progress(0, len(pos), "similarity to the kept rows")
         removed = ray.data.from_arrow(pa.table({"u": pos, "v": root}))
-        to_root = _collect(_compare(_carry(removed, signatures, num_perm, node_shards), signatures, num_perm, node_shards),
+        # Only the signatures of cluster members travel (the driver's arrays name them).
+        members = signatures.map_batches(_only_rows, batch_format="pyarrow",
+                                         fn_kwargs=dict(rows=np.union1d(pos, root)))
+        to_root = _collect(_compare(_carry(removed, members, num_perm, node_shards), members, num_perm, node_shards),
                            {"u": np.int64, "sim": np.float64})
         order = np.argsort(to_root["u"])
         similarity = to_root["sim"][order]
