@@ -55,6 +55,7 @@ def _by_shard(ds, shards: int):
 
 
 def _column(table: pa.Table, name: str, dtype=np.int64) -> np.ndarray:
+    """A column of a block or batch (possibly several chunks) as one numpy array."""
     return np.asarray(table.column(name).to_numpy(), dtype=dtype)
 
 
@@ -67,10 +68,6 @@ def _collect(ds, columns: dict[str, Any]) -> dict[str, np.ndarray]:
         return {name: np.zeros(0, dtype) for name, dtype in columns.items()}
     table = pa.concat_tables(tables)
     return {name: _column(table, name, dtype) for name, dtype in columns.items()}
-
-
-def _unsettled_rows(batch: pa.Table) -> pa.Table:
-    return batch.filter(pa.array(_column(batch, "u") < 0))
 
 
 # --- exact ------------------------------------------------------------------------------------
@@ -301,6 +298,11 @@ def _small_star(shard: pa.Table) -> pa.Table:
     later[firsts] = False
     return pa.table({"u": np.concatenate([nb[later], node[firsts]]),
                      "v": np.concatenate([smallest[group][later], smallest])})
+
+
+def _unsettled_rows(batch: pa.Table) -> pa.Table:
+    """The per-shard count rows of a large-star step."""
+    return batch.filter(pa.array(_column(batch, "u") < 0))
 
 
 def _component_roots(edges, shards: int, ctx: EngineContext) -> tuple[np.ndarray, np.ndarray]:
