@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -115,6 +116,10 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
         started = True
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True  # _pos order survives every step
+    # Dedup runs a dozen groupbys; the default hash shuffle starts aggregator actors for each one
+    # (seconds apiece), the sort shuffle does not: 47 s instead of 181 s for 100k rows on 2 CPUs.
+    if not os.environ.get("RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"):
+        data_context.shuffle_strategy = "sort_shuffle_pull_based"
     data_context.enable_progress_bars = False
     try:
         nodes = [node for node in ray.nodes() if node.get("Alive")]
