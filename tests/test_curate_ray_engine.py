@@ -90,7 +90,8 @@ def test_the_dolly_recipe_gives_the_same_versions_on_both_engines(tmp_path, loca
     assert on_ray.engine["name"] == "ray" and on_ray.to_dict()["engine"]["cpus"] >= 1
     names = [e["event"] for e in events]
     assert names.index("engine") < names.index("step_start") and names[-1] == "done"
-    assert "engine_note" not in names  # every step ran on the cluster, none fell back to the driver and names.count("step_done") == len(recipe.steps)
+    assert names.count("step_done") == len(recipe.steps)
+    assert "engine_note" not in names  # every step ran on the cluster, none fell back to the driver
     # A dry run writes nothing and reports the same steps.
     heads = {name: ws_ray.head(name).id for name in ws_ray.dataset_names()}
     dry = run_on_ray(ws_ray, recipe, ops, base_dir=ROOT, dry_run=True)
