@@ -3,8 +3,11 @@ planted duplicates with known ground truth on real text (the project's samples i
 when present, ../shared/realdata)."""
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -558,7 +561,7 @@ SAME_TOPIC_OTHER_QUESTION = [
 @pytest.fixture(scope="module")
 def encoder():
     """Loads the bundled MiniLM once for the module; semantic_dedup reuses the cached encoder."""
-    from studio_curate_dedup.semantic import clear_encoder_cache, load_encoder
+    from studio_curate_dedup.embeddings import clear_encoder_cache, load_encoder
 
     yield load_encoder(None, "auto", False, None)
     clear_encoder_cache()
@@ -618,7 +621,7 @@ def test_semantic_on_planted_copies_of_real_records(ws, ops, encoder, source):
 @pytest.mark.slow
 def test_encoder_pooling_matches_sentence_transformers(encoder):
     st = pytest.importorskip("sentence_transformers", reason="reference implementation of the pooling")
-    from studio_curate_dedup.semantic import default_model_path
+    from studio_curate_dedup.embeddings import default_model_path
 
     texts = ["A cat sat on the mat.", "Quarterly revenue rose by four percent.", "short", "Ünïcödé text"]
     ours = encoder.encode(texts)
@@ -628,7 +631,7 @@ def test_encoder_pooling_matches_sentence_transformers(encoder):
 
 
 def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(monkeypatch):
-    from studio_curate_dedup import semantic
+    from studio_curate_dedup import embeddings
     from studio_curate_dedup.common import components
 
     rng = np.random.default_rng(1)
@@ -639,8 +642,8 @@ def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(mon
         v = rng.integers(0, n, 40)
         keep = u != v
         batches.append((u[keep], v[keep], rng.random(keep.sum())))
-    monkeypatch.setattr(semantic, "MAX_PENDING_PAIRS", 50)  # fold every couple of batches
-    builder = semantic.ClusterBuilder(n)
+    monkeypatch.setattr(embeddings, "MAX_PENDING_PAIRS", 50)  # fold every couple of batches
+    builder = embeddings.ClusterBuilder(n)
     for b in batches:
         builder.add(*b)
     u, v, s = (np.concatenate(x) for x in zip(*batches))
@@ -655,7 +658,7 @@ def test_cluster_builder_folding_keeps_the_components_and_nearest_neighbours(mon
 
 
 def test_blockwise_neighbours_equal_the_full_matrix():
-    from studio_curate_dedup.semantic import similar_pairs
+    from studio_curate_dedup.embeddings import similar_pairs
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 16)).astype(np.float32)
@@ -669,9 +672,22 @@ def test_blockwise_neighbours_equal_the_full_matrix():
     assert len(u) >= 50
 
 
+def test_similarity_tiles_do_not_depend_on_blas_threads(tmp_path):
+    """A one-thread engine worker and a many-thread local run compute the same tile values."""
+    code = ("import sys, numpy as np; from studio_curate_dedup.embeddings import tile_pairs; "
+            "e = np.random.default_rng(0).normal(size=(256, 384)).astype(np.float32); "
+            "e /= np.linalg.norm(e, axis=1, keepdims=True); np.save(sys.argv[1], tile_pairs(e, e, 0, 0, -1.0)[2])")
+    values = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{threads}.npy")], env=env, check=True)
+        values.append(np.load(tmp_path / f"{threads}.npy"))
+    assert len(values[0]) == 256 * 255 // 2 and np.array_equal(values[0], values[1])
+
+
 @pytest.mark.slow
 def test_semantic_model_option_and_errors(ws, ops, encoder):
-    from studio_curate_dedup.semantic import default_model_path
+    from studio_curate_dedup.embeddings import default_model_path
 
     data = as_input(ws, [Record([Turn("user", a)]) for a, _ in PARAPHRASES[:4]])
     explicit = run(ops, "semantic_dedup", data, model=default_model_path())

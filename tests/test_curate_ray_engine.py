@@ -89,7 +89,9 @@ def test_the_dolly_recipe_gives_the_same_versions_on_both_engines(tmp_path, loca
     assert on_ray.side_rows == local.side_rows > 0
     assert on_ray.engine["name"] == "ray" and on_ray.to_dict()["engine"]["cpus"] >= 1
     names = [e["event"] for e in events]
-    assert names.index("engine") < names.index("step_start") and names[-1] == "done" and names.count("step_done") == len(recipe.steps)
+    assert names.index("engine") < names.index("step_start") and names[-1] == "done"
+    assert names.count("step_done") == len(recipe.steps)
+    assert "engine_note" not in names  # every step ran on the cluster, none fell back to the driver
     # A dry run writes nothing and reports the same steps.
     heads = {name: ws_ray.head(name).id for name in ws_ray.dataset_names()}
     dry = run_on_ray(ws_ray, recipe, ops, base_dir=ROOT, dry_run=True)
@@ -274,3 +276,55 @@ def test_an_op_failing_on_a_worker_is_reported_in_one_line_and_nothing_is_writte
         run_on_ray(ws, load_recipe(recipe, kind="curate"), ops, base_dir=tmp_path)
     assert str(failure.value) == f"benchmark file {tmp_path / 'missing' / 'gsm8k.jsonl'} does not exist"
     assert ws.head("dolly").id == head and ws.dataset_names() == ["dolly"]
+
+
+def test_the_curate_screen_runs_a_pipeline_on_ray_at_80x24(tmp_path, local_ray):
+    """In the terminal app, ``e`` switches Preview and Run to the Ray engine; the run writes the
+    version the local engine would, recording the engine."""
+    import anyio
+    from textual.widgets import Input, OptionList, Select, Static
+
+    from studio.tui.app import StudioApp
+    from studio.tui.screens.curate import CurateScreen
+
+    ws = Workspace.init(tmp_path / "ws")
+    import_file(ws, ROOT / "datasets" / "dolly_noisy.jsonl", get_host().formats(), name="noisy")
+    local_ws = Workspace.init(tmp_path / "local")
+    import_file(local_ws, ROOT / "datasets" / "dolly_noisy.jsonl", get_host().formats(), name="noisy")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: noisy\noutput: noisy-clean\nsteps:\n  - op: exact_dedup\n  - op: refusal_filter\n")
+    expected = run_pipeline(local_ws, load_recipe(recipe, kind="curate"), get_host().items("curation_op"))
+
+    async def drive():
+        app = StudioApp(ws)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("3")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, CurateScreen)
+            screen.query_one("#input-dataset", Select).value = "noisy"
+            await pilot.pause()
+            ops = screen.query_one("#op-list", OptionList)
+            for name in ("exact_dedup", "refusal_filter"):
+                ops.focus()
+                ops.highlighted = next(i for i in range(ops.option_count) if ops.get_option_at_index(i).id == name)
+                await pilot.press("enter")
+                await pilot.pause()
+            screen.query_one("#output-name", Input).value = "noisy-clean"
+            screen.query_one("#step-list").focus()
+            await pilot.press("e")
+            await pilot.pause()
+            assert screen.engine == "ray"
+            assert "ray engine" in str(screen.query_one("#curate-bar", Static).content)
+            await pilot.press("r")
+            for _ in range(600):  # the run happens on a worker thread; Ray's start takes seconds
+                await pilot.pause(0.1)
+                if "noisy-clean" in ws.dataset_names() and not screen.busy:
+                    break
+            await pilot.app.workers.wait_for_complete()
+
+    anyio.run(drive)
+    written = ws.head("noisy-clean")
+    assert written.id == expected.version.id
+    assert written.operation["engine"]["name"] == "ray"

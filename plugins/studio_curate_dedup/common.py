@@ -116,14 +116,15 @@ def part_texts(table, part: str) -> list[str]:
     return [row_text(row, part) for row in table.select(list(TEXT_COLUMNS)).to_pylist()]
 
 
-def range_part_texts(path: str, lo: int, hi: int, parts: Sequence[str]) -> list[list[str]]:
-    """For each part, the texts of rows [lo, hi) of the Arrow file."""
-    table = arrow_table(path).slice(lo, hi - lo)
-    return [part_texts(table, part) for part in parts]
+def range_table(path: str, lo: int, hi: int):
+    """Rows [lo, hi) of the Arrow file (a zero-copy slice)."""
+    return arrow_table(path).slice(lo, hi - lo)
 
 
-def texts_of_range(path: str, lo: int, hi: int, parts: Sequence[str]) -> list[str]:
-    per_part = range_part_texts(path, lo, hi, parts)
+def table_texts(table, parts: Sequence[str]) -> list[str]:
+    """Per row of an Arrow table with the canonical text columns, the compared text: the parts
+    joined by PART_SEPARATOR."""
+    per_part = [part_texts(table, part) for part in parts]
     if len(per_part) == 1:
         return per_part[0]
     return [PART_SEPARATOR.join(texts) for texts in zip(*per_part)]

@@ -135,8 +135,10 @@ class _BatchOp:
 
 
 def exact_keys(batch, part: str = "all"):
-    """Adds ``curation_key``: the digest of the normalised text ``exact_dedup`` compares, so a
-    ``groupBy(curation_key)`` keeping the first row of each group is exact dedup on the engine."""
+    """Adds ``curation_key``: the digest of the normalised text ``exact_dedup`` compares with its
+    default normalisation and one ``part``, for engines other than Ray (whose engine runs the op's
+    own ``run_on_ray``): ``groupBy(curation_key)`` keeping the first row of each group is then exact
+    dedup, except that rows with no text group together (the op never calls them duplicates)."""
     import pyarrow as pa
     import xxhash
 

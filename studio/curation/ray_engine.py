@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from contextlib import contextmanager
@@ -102,6 +103,9 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
     # Ray Data logs every execution plan, and a failed task's traceback; the CLI shows its own progress
     # and the op's error in one line instead.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    # A local instance starts with token authentication on (Ray's secure default) and says so on
+    # stderr, which would land in the middle of the terminal app's screen.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     started = False
     if not ray.is_initialized():
         if address:
@@ -112,6 +116,10 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
         started = True
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True  # _pos order survives every step
+    # Dedup runs a dozen groupbys; the default hash shuffle starts aggregator actors for each one
+    # (seconds apiece), the sort shuffle does not: 47 s instead of 181 s for 100k rows on 2 CPUs.
+    if not os.environ.get("RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"):
+        data_context.shuffle_strategy = "sort_shuffle_pull_based"
     data_context.enable_progress_bars = False
     try:
         nodes = [node for node in ray.nodes() if node.get("Alive")]

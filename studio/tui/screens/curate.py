@@ -78,6 +78,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         Binding("v", "results", "Results"),
         Binding("o", "load_recipe", "Load recipe"),
         Binding("w", "save_recipe", "Save recipe"),
+        Binding("e", "toggle_engine", "Engine"),
         Binding("escape", "escape", "Cancel / leave field"),
     ]
 
@@ -91,6 +92,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         self.recipe_path: Path | None = None
         self._worker: Worker | None = None
         self._step_names: list[str] = []
+        self.engine = "local"  # where Preview and Run run: this machine, or Ray Data (e switches)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -338,7 +340,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("remove_step", "move_step") and not self.steps:
             return None
-        if action in ("preview", "run", "load_recipe") and self.busy:
+        if action in ("preview", "run", "load_recipe", "toggle_engine") and self.busy:
             return None
         if action == "results" and not self.last_output:
             return None
@@ -368,6 +370,8 @@ class CurateScreen(ReportsWorkerErrors, Screen):
         if output:
             recipe["output"] = output
         recipe["seed"] = seed
+        if self.engine != "local":
+            recipe["engine"] = self.engine
         recipe["steps"] = [{"op": step.op, **step.options()} for step in self.steps]
         return recipe
 
@@ -431,6 +435,7 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             problems.append(str(exc))
         self.query_one("#output-name", Input).value = recipe.output or ""
         self.query_one("#seed", Input).value = str(recipe.seed)
+        self.engine = recipe.engine
         self.steps, self.current = [], None
         for spec in recipe.steps:
             self.add_step(spec.op, spec.options())
@@ -483,12 +488,31 @@ class CurateScreen(ReportsWorkerErrors, Screen):
 
     @work(thread=True, exclusive=True, group="curate", exit_on_error=False)
     def _run_pipeline(self, recipe, ops: dict[str, Any], limit: int | None):
-        from studio.curation.pipeline import run_pipeline
+        from studio.curation.engines import run_curation
 
         worker = get_current_worker()
         with service_emitter(self, "curate", cancelled=lambda: worker.is_cancelled) as emit:
-            return run_pipeline(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
+            return run_curation(self.app.workspace, recipe, ops, emit=emit, cancelled=lambda: worker.is_cancelled,
                                 dry_run=limit is not None, limit=limit, base_dir=self.app.workspace.root)
+
+    def action_toggle_engine(self) -> None:
+        """Local cores or Ray Data for Preview and Run; Ray only where it is installed."""
+        from studio.curation.ray_engine import EngineUnavailable, import_ray
+
+        if self.busy:
+            return
+        if self.engine == "local":
+            try:
+                import_ray()
+            except EngineUnavailable as exc:
+                self._status(Text(f"✗ {exc}", style="red"))
+                return
+            self.engine = "ray"
+        else:
+            self.engine = "local"
+        self._update_bar()
+        where = "a local Ray instance (started for each run)" if self.engine == "ray" else "this machine's cores"
+        self._status(Text(f"Preview and Run use the {self.engine} engine: {where}", style="green"))
 
     def on_service_event(self, message: ServiceEvent) -> None:
         if not self.busy or message.source != "curate":
@@ -596,6 +620,8 @@ class CurateScreen(ReportsWorkerErrors, Screen):
             bar.append(f", {invalid} invalid", style="bold red")
         bar.append("  │  ", style="dim")
         bar.append(f"{len(self.ops)} op(s) available", style="dim")
+        bar.append("  │  ", style="dim")
+        bar.append(f"{self.engine} engine (e)", style="dim" if self.engine == "local" else "bold")
         if self.recipe_path is not None:
             bar.append("  │  ", style="dim")
             bar.append(self.recipe_path.name)
