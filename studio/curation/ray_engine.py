@@ -21,6 +21,7 @@ place, so the previous head stays.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -111,8 +112,14 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
         if address:
             check_reachable(address)
         # log_to_driver off: worker logs would interleave with the CLI's output and JSON.
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        try:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except ConnectionError as exc:
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                "; a cluster started where ~/.ray/auth_token exists uses token authentication: set "
+                "RAY_AUTH_MODE=token and the cluster's token here too (docs/curate-on-ray.md)")
+            raise EngineUnavailable(f"{exc}{hint}") from None
         started = True
     data_context = ray.data.DataContext.get_current()
     data_context.execution_options.preserve_order = True  # _pos order survives every step
@@ -299,7 +306,9 @@ def parquet_files(ref: str) -> list[Path] | None:
         files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".pq"))
         return files or None
     if any(c in ref for c in "*?["):
-        files = sorted(p for p in Path().glob(ref) if p.suffix in (".parquet", ".pq"))
+        # glob.glob, not Path.glob: the pattern may be absolute (/mnt/shared/*.parquet).
+        found = glob.glob(os.path.expanduser(ref), recursive=True)
+        files = sorted(Path(p) for p in found if Path(p).suffix in (".parquet", ".pq"))
         return files or None
     if path.is_file() and path.suffix in (".parquet", ".pq") and _canonical_parquet(path):
         return [path]
