@@ -186,7 +186,7 @@ def test_parquet_input_sample_and_mix_match_the_stored_version(tmp_path, local_r
     local_recipe = tmp_path / "local.yaml"
     local_recipe.write_text(MIX_RECIPE.format(input="dolly"))
     ray_recipe = tmp_path / "ray.yaml"
-    ray_recipe.write_text(MIX_RECIPE.format(input=str(parquet)))
+    ray_recipe.write_text(MIX_RECIPE.format(input=str(parquet.parent / "*.parquet")))  # an absolute glob
     local = run_pipeline(ws_local, load_recipe(local_recipe, kind="curate"), ops)
     on_ray = run_on_ray(ws_ray, load_recipe(ray_recipe, kind="curate"), ops)
     assert local.version.id == on_ray.version.id and local.steps[-1].added == on_ray.steps[-1].added > 0
