@@ -328,3 +328,15 @@ def test_the_curate_screen_runs_a_pipeline_on_ray_at_80x24(tmp_path, local_ray):
     written = ws.head("noisy-clean")
     assert written.id == expected.version.id
     assert written.operation["engine"]["name"] == "ray"
+
+
+def test_a_stored_dataset_wins_over_a_folder_of_the_same_name(tmp_path, local_ray, ops, monkeypatch):
+    ws = Workspace.init(tmp_path / "ws")
+    import_file(ws, ROOT / "datasets" / "dolly.jsonl", get_host().formats(), name="dolly")
+    (tmp_path / "dolly").mkdir()
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "dolly" / "other.parquet")  # not studio rows
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: dolly\nsteps:\n  - op: refusal_filter\n")
+    result = run_on_ray(ws, load_recipe(recipe, kind="curate"), ops, dry_run=True)
+    assert result.input.dataset == "dolly" and result.input.id == ws.head("dolly").id

@@ -563,8 +563,10 @@ def run_on_ray(
     steps = resolve_steps(recipe, ops)
     ray = import_ray()
     base = Path(base_dir or Path.cwd())
-    files = parquet_files(recipe.dataset) if not (base / recipe.dataset).is_file() else \
-        parquet_files(str(base / recipe.dataset))
+    # A stored dataset wins over a folder of the same name in the current directory.
+    stored = recipe.dataset.partition("@")[0] in ws.dataset_names()
+    files = None if stored else parquet_files(str(base / recipe.dataset)) if (base / recipe.dataset).is_file() \
+        else parquet_files(recipe.dataset)
     view = None
     if files is None:
         view = ws.open(_input_ref(ws, recipe.dataset, emit))
