@@ -73,6 +73,22 @@ class Duplicates:
                 "rows_in_clusters": int(len(self.pos) + len(roots))}
 
 
+def run_op_on_table(op, table, config, ctx):
+    """``op.run`` over an Arrow table of canonical rows (ops read an Arrow file: written to a
+    temporary one). Returns the op's OpResult."""
+    import pyarrow as pa
+
+    from studio.curation.op_base import OpInput
+    from studio.records import arrow_schema
+
+    schema = arrow_schema()
+    with tempfile.TemporaryDirectory(prefix="studio-batch-") as tmp:
+        path = Path(tmp) / "batch.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_table(table.select(schema.names).cast(schema))
+        return op.run(OpInput(path), config, ctx)
+
+
 def _ops():
     from studio.plugins import get_host
 
@@ -106,7 +122,7 @@ class _BatchOp:
         import numpy as np
         import pyarrow as pa
 
-        from studio.curation.op_base import OpContext, OpInput
+        from studio.curation.op_base import OpContext
         from studio.records import arrow_schema
 
         schema = arrow_schema()
@@ -114,12 +130,8 @@ class _BatchOp:
         table = table.select(schema.names).cast(schema)
         op = _ops()[self.op_name]
         config = op.config_model.model_validate(self.config)
-        with tempfile.TemporaryDirectory(prefix="studio-batch-") as tmp:
-            path = Path(tmp) / "batch.arrow"
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-                writer.write_table(table)
-            # One process per engine task already; no nested worker pool.
-            result = op.run(OpInput(path), config, OpContext(num_proc=1))
+        # One process per engine task already; no nested worker pool.
+        result = run_op_on_table(op, table, config, OpContext(num_proc=1))
         rows = None
         if result.changes:
             rows = table.to_pylist()

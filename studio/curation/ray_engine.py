@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from studio.curation.distributed import POS, ROW_LOCAL, Duplicates, EngineContext
-from studio.curation.op_base import CURRENT_ROWS, CurationOp, OpContext, OpInput, OpResult
+from studio.curation.distributed import POS, ROW_LOCAL, Duplicates, EngineContext, run_op_on_table
+from studio.curation.op_base import CURRENT_ROWS, CurationOp, OpContext, OpResult
 from studio.curation.pipeline import (
     EXAMPLES_PER_STEP, PipelineResult, StepReport, _input_ref, _side_writer, resolve_steps, side_schema,
 )
@@ -190,8 +190,6 @@ class RowLocalStep:
         self.seed, self.base_dir = seed, base_dir
 
     def __call__(self, batch):
-        import tempfile
-
         import pyarrow as pa
 
         from studio.plugins import get_host
@@ -201,11 +199,7 @@ class RowLocalStep:
         schema = arrow_schema()
         table = batch.select(schema.names).cast(schema)
         pos = batch.column(POS).to_numpy()
-        with tempfile.TemporaryDirectory(prefix="studio-ray-") as tmp:
-            path = Path(tmp) / "batch.arrow"
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-                writer.write_table(table)
-            result = op.run(OpInput(path), config, OpContext(num_proc=1, seed=self.seed, base_dir=Path(self.base_dir)))
+        result = run_op_on_table(op, table, config, OpContext(num_proc=1, seed=self.seed, base_dir=Path(self.base_dir)))
         keep = np.asarray(result.keep, dtype=bool)
         side = []
         removed = np.flatnonzero(~keep).tolist()
@@ -245,8 +239,9 @@ class ApplyDecisions:
         d = self._decisions
         pos = batch.column(POS).to_numpy()
         at = np.searchsorted(d["pos"], pos)
-        hit = (at < len(d["pos"])) & (d["pos"][np.minimum(at, len(d["pos"]) - 1)] == pos) if len(d["pos"]) else \
-            np.zeros(len(pos), dtype=bool)
+        hit = np.zeros(len(pos), dtype=bool)
+        if len(d["pos"]):
+            hit = d["pos"][np.minimum(at, len(d["pos"]) - 1)] == pos
         hits = np.flatnonzero(hit)
         side = []
         if len(hits):
@@ -373,7 +368,7 @@ class _State:
     side: list[Any]
 
 
-def _split_mapped(ray, mapped, state: _State) -> tuple[Any, dict[str, Any] | None]:
+def _split_mapped(mapped, state: _State) -> tuple[Any, dict[str, Any] | None]:
     """Kept rows and side entries out of a mapped dataset; returns the merged per-batch report."""
     mapped = mapped.materialize()
     row_columns = [*arrow_schema().names, POS]
@@ -457,11 +452,17 @@ def _duplicates_payload(dups: Duplicates) -> dict[str, Any]:
     return _decisions_payload(dups.pos, dups.root, [dups.reason] * n, details, sims)
 
 
-def _narrow_run(ray, state: _State, op: CurationOp, config, ctx: OpContext):
+def _apply_removals(ray, state: _State, payload: dict[str, Any], index: int, op: CurationOp):
+    """Removals decided by position, applied batch by batch on the cluster; returns the side entries."""
+    mapped = state.rows.map_batches(ApplyDecisions(ray.put(payload), index, op.name, state.inputs),
+                                    batch_format="pyarrow", batch_size=BLOCK_ROWS)
+    side, _ = _split_mapped(mapped, state)
+    return side
+
+
+def _narrow_run(state: _State, op: CurationOp, config, ctx: OpContext):
     """Split, sample and mix through their own ``run`` on the driver, over the columns they read;
     returns (result, positions of the step's input rows in order)."""
-    import tempfile
-
     import pyarrow as pa
 
     schema = arrow_schema()
@@ -470,13 +471,7 @@ def _narrow_run(ray, state: _State, op: CurationOp, config, ctx: OpContext):
     positions = narrow.column(POS).to_numpy()
     columns = {name: (narrow.column(name) if name in NARROW_COLUMNS else
                       pa.array([[]] * narrow.num_rows, schema.field(name).type)) for name in schema.names}
-    table = pa.table(columns, schema=schema)
-    with tempfile.TemporaryDirectory(prefix="studio-ray-") as tmp:
-        path = Path(tmp) / "narrow.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_table(table)
-        result = op.run(OpInput(path), config, ctx)
-    return result, positions
+    return run_op_on_table(op, pa.table(columns, schema=schema), config, ctx), positions
 
 
 def _full_rows(ray, state: _State, positions: np.ndarray):
@@ -498,10 +493,7 @@ def _apply_result(ray, state: _State, result: OpResult, positions: np.ndarray, i
         details.append(json.dumps(removal.detail if removal else {}, ensure_ascii=False, default=str))
         roots.append(-1 if removal is None or removal.duplicate_of is None else int(positions[removal.duplicate_of]))
         sims.append(np.nan if removal is None or removal.similarity is None else removal.similarity)
-    payload = ray.put(_decisions_payload(positions[removed], roots, reasons, details, sims))
-    mapped = state.rows.map_batches(ApplyDecisions(payload, index, op.name, state.inputs), batch_format="pyarrow",
-                                    batch_size=BLOCK_ROWS)
-    side, _ = _split_mapped(ray, mapped, state)
+    side = _apply_removals(ray, state, _decisions_payload(positions[removed], roots, reasons, details, sims), index, op)
     if result.added:
         added = pa.Table.from_pylist(result.added, schema=arrow_schema())
         copies = [k for k, src in enumerate(result.added_from) if src.get("dataset") == CURRENT_ROWS]
@@ -607,15 +599,12 @@ def _run(ray, ws, recipe, steps, view, files, emit, cancelled, dry_run, limit, b
                 ectx = EngineContext(seed=recipe.seed, rows=rows_in, num_cpus=cluster.cpus, step=index, emit=emit,
                                      cancelled=cancelled)
                 dups = run_on_engine(state.rows, config, ectx)
-                payload = ray.put(_duplicates_payload(dups))
-                mapped = state.rows.map_batches(ApplyDecisions(payload, index, op.name, state.inputs),
-                                                batch_format="pyarrow", batch_size=BLOCK_ROWS)
-                side, _ = _split_mapped(ray, mapped, state)
+                side = _apply_removals(ray, state, _duplicates_payload(dups), index, op)
                 report, clusters = dups.report, len(np.unique(dups.root))
             elif op.category in ROW_LOCAL:
                 fn = RowLocalStep(op.name, config.model_dump(), index, state.inputs, recipe.seed, str(base))
                 mapped = state.rows.map_batches(fn, batch_format="pyarrow", batch_size=BLOCK_ROWS)
-                side, report = _split_mapped(ray, mapped, state)
+                side, report = _split_mapped(mapped, state)
                 report = report or {}
             else:
                 # split, sample, mix, and any op with no engine-side code: its own run, on the driver.
@@ -625,7 +614,7 @@ def _run(ray, ws, recipe, steps, view, files, emit, cancelled, dry_run, limit, b
                 ctx = OpContext(emit=emit, cancelled=cancelled, seed=recipe.seed, workspace=ws, base_dir=base,
                                 step=index, num_proc=1)
                 if op.category in ("split", "mix"):
-                    result, positions = _narrow_run(ray, state, op, config, ctx)
+                    result, positions = _narrow_run(state, op, config, ctx)
                 else:
                     result, positions = _driver_run(state, op, config, ctx)
                 side = _apply_result(ray, state, result, positions, index, op)
@@ -671,21 +660,11 @@ def _run(ray, ws, recipe, steps, view, files, emit, cancelled, dry_run, limit, b
 
 def _driver_run(state: _State, op: CurationOp, config, ctx: OpContext):
     """An op with no engine-side code, on the driver over every column."""
-    import tempfile
-
-    import pyarrow as pa
-
     table = _to_table(state.rows)
-    positions = table.column(POS).to_numpy()
-    schema = arrow_schema()
-    with tempfile.TemporaryDirectory(prefix="studio-ray-") as tmp:
-        path = Path(tmp) / "rows.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_table(table.select(schema.names).cast(schema))
-        result = op.run(OpInput(path), config, ctx)
+    result = run_op_on_table(op, table, config, ctx)
     if result.changes:
         raise RecipeError(f"{op.name} changes rows and has no Ray implementation; run it with --engine local")
-    return result, positions
+    return result, table.column(POS).to_numpy()
 
 
 def _ordered_rows(rows, origin: list[np.ndarray], inputs: int) -> Iterator[Any]:
