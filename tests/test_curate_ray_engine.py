@@ -340,3 +340,22 @@ def test_a_stored_dataset_wins_over_a_folder_of_the_same_name(tmp_path, local_ra
     recipe.write_text("dataset: dolly\nsteps:\n  - op: refusal_filter\n")
     result = run_on_ray(ws, load_recipe(recipe, kind="curate"), ops, dry_run=True)
     assert result.input.dataset == "dolly" and result.input.id == ws.head("dolly").id
+
+
+def test_ray_starts_where_stderr_has_no_file_descriptor(tmp_path):
+    """The terminal app replaces stderr with an object whose fileno() is -1; ray.init enables
+    faulthandler on stderr and failed there ("file.fileno() is not a valid file descriptor")."""
+    script = (
+        "import io, sys\n"
+        "class Screen(io.TextIOBase):\n"
+        "    def write(self, s): return len(s)\n"
+        "    def fileno(self): return -1\n"
+        "real, sys.stderr = sys.stderr, Screen()\n"
+        "from studio.curation.ray_engine import ray_session\n"
+        "with ray_session() as cluster:\n"
+        "    print('nodes', cluster.nodes, flush=True)\n"
+        "assert isinstance(sys.stderr, Screen)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nodes 1" in done.stdout

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,6 +97,30 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
                                 f"`ray start --head --port {port}` or leave out --address for a local instance") from None
 
 
+_FAULT_LOG: list[Any] = []  # the stand-in stderr handed to faulthandler: kept open while the process lives
+
+
+@contextmanager
+def _stderr_with_a_descriptor() -> Iterator[None]:
+    """ray.init enables faulthandler on sys.stderr, which must have a real file descriptor. The
+    terminal app replaces stderr with an object that has none: there, fatal-error tracebacks go to
+    the null device instead (the app's screen is on the real stderr)."""
+    try:
+        usable = sys.stderr is not None and sys.stderr.fileno() >= 0
+    except (OSError, ValueError):
+        usable = False
+    if usable:
+        yield
+        return
+    if not _FAULT_LOG:
+        _FAULT_LOG.append(open(os.devnull, "w"))  # noqa: SIM115 - faulthandler keeps writing to it
+    saved, sys.stderr = sys.stderr, _FAULT_LOG[0]
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[Cluster]:
     """Ray for one run: the instance already started in this process, a running cluster at
@@ -113,8 +138,9 @@ def ray_session(address: str | None = None) -> Iterator[Cluster]:
             check_reachable(address)
         # log_to_driver off: worker logs would interleave with the CLI's output and JSON.
         try:
-            ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            with _stderr_with_a_descriptor():
+                ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
         except ConnectionError as exc:
             hint = "" if os.environ.get("RAY_AUTH_MODE") else (
                 "; a cluster started where ~/.ray/auth_token exists uses token authentication: set "
